@@ -1,0 +1,20 @@
+"""opscope: exact per-layer operation counts for PyTorch models, from the shapes that really run.
+
+Example:
+    >>> import torch, torchvision
+    >>> from opscope import Profiler
+    >>> model = torchvision.models.resnet18(weights=None).eval()
+    >>> with Profiler(model) as p:
+    ...     _ = model(torch.randn(1, 3, 224, 224))
+    >>> p.total_ops, len(p.records)
+    (3624638976, 20)
+"""
+
+from opscope.formulas import ConvConfig, conv_ops, register
+from opscope.profiler import Profiler
+from opscope.records import LayerRecord
+from opscope.report import Report
+
+__version__ = "0.1.0"
+
+__all__ = ["ConvConfig", "LayerRecord", "Profiler", "Report", "__version__", "conv_ops", "register"]

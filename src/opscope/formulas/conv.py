@@ -1,0 +1,99 @@
+"""Convolutions: exact multiplications plus additions, bias counted.
+
+The convention is the project spec (``shared/spec/conv2d-ops.md``, summarised in
+``docs/conventions.md``). Each output element of a convolution is a dot product of
+``K = (Cin / groups) * prod(kernel_size)`` pairs: ``K`` multiplications, ``K - 1`` additions
+to sum them, and one more addition when there is a bias. Stride, padding, dilation and
+padding mode change only how many output elements there are, so they enter through the real
+output shape and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from opscope.formulas.registry import Shape, register
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """The static settings of a convolution module, read once when it is hooked.
+
+    ``padding`` is kept as given: a tuple of ints, or the string ``'same'`` / ``'valid'``.
+    """
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    bias: bool
+    padding_mode: str
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> ConvConfig:
+        """Read the settings of a ``torch.nn.Conv*d`` module (or of a subclass)."""
+        padding = module.padding
+        return cls(
+            kernel_size=tuple(module.kernel_size),
+            stride=tuple(module.stride),
+            padding=padding if isinstance(padding, str) else tuple(padding),
+            dilation=tuple(module.dilation),
+            groups=int(module.groups),
+            bias=module.bias is not None,
+            padding_mode=str(module.padding_mode),
+        )
+
+
+def conv_ops(
+    *,
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    output_size: Sequence[int],
+    kernel_size: Sequence[int],
+    groups: int,
+    bias: bool,
+) -> int:
+    """Exact operations of one convolution call, in integer arithmetic.
+
+    With ``K = (in_channels / groups) * prod(kernel_size)`` and ``P = prod(output_size)``
+    (for Conv2d, ``P = Hout * Wout``)::
+
+        with bias:    ops = N * Cout * P * 2K
+        without bias: ops = N * Cout * P * (2K - 1)
+
+    Example (the spec's Conv2d, 3 -> 64 channels, 7x7 kernel, 112x112 output, no bias):
+        >>> conv_ops(batch=1, in_channels=3, out_channels=64, output_size=(112, 112),
+        ...          kernel_size=(7, 7), groups=1, bias=False)
+        235225088
+    """
+    if groups < 1 or in_channels % groups:
+        raise ValueError(f"in_channels={in_channels} is not divisible by groups={groups}")
+    products_per_output = (in_channels // groups) * math.prod(kernel_size)
+    ops_per_output = 2 * products_per_output - (0 if bias else 1)
+    return batch * out_channels * math.prod(output_size) * ops_per_output
+
+
+@register(nn.Conv2d, describe=ConvConfig.from_module)
+def count_conv(config: ConvConfig, input_shape: Shape, output_shape: Shape) -> int:
+    """Operations of one ``Conv*d`` call: :func:`conv_ops` on the call's real shapes.
+
+    The channel dimension sits just before the spatial ones, so batched and unbatched
+    inputs are told apart by rank: an unbatched ``(C, H, W)`` call has ``N = 1``.
+    """
+    spatial_dims = len(config.kernel_size)
+    channel_axis = -(spatial_dims + 1)
+    return conv_ops(
+        batch=math.prod(output_shape[:channel_axis]),
+        in_channels=input_shape[channel_axis],
+        out_channels=output_shape[channel_axis],
+        output_size=output_shape[channel_axis + 1 :],
+        kernel_size=config.kernel_size,
+        groups=config.groups,
+        bias=config.bias,
+    )

@@ -1,0 +1,76 @@
+"""The report: totals, sorting and the JSON-ready export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from opscope import Profiler
+
+
+def profiled() -> Profiler:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),  # 4*16*(2*3*9) = 3456
+        nn.Conv2d(4, 16, 1, bias=False),  # 16*16*(2*4-1) = 1792
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),  # 16*16*(2*9) = 4608
+    )
+    with Profiler(model) as p:
+        model(torch.randn(1, 3, 4, 4))
+    return p
+
+
+def test_totals() -> None:
+    report = profiled().report
+    assert [r.ops for r in report.records] == [3456, 1792, 4608]
+    assert report.total_ops == 3456 + 1792 + 4608
+    assert report.total_params == (3 * 4 * 9 + 4) + 4 * 16 + (16 * 9 + 16)
+
+
+def test_sort_by_ops_is_descending_and_order_is_execution_order() -> None:
+    report = profiled().report
+    assert [r.name for r in report.sorted("ops")] == ["2", "0", "1"]
+    assert [r.name for r in report.sorted("order")] == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="sort must be one of"):
+        report.sorted("flops")  # type: ignore[arg-type]
+
+
+def test_to_dict_is_json_ready_and_exact() -> None:
+    p = profiled()
+    data = json.loads(json.dumps(p.to_dict()))
+    assert data["total_ops"] == p.total_ops == 9856
+    assert data["total_params"] == p.report.total_params
+    first = data["layers"][0]
+    assert first == {
+        "name": "0",
+        "type": "Conv2d",
+        "call_index": 1,
+        "input_shape": [1, 3, 4, 4],
+        "output_shape": [1, 4, 4, 4],
+        "kernel_size": [3, 3],
+        "stride": [1, 1],
+        "padding": [1, 1],
+        "dilation": [1, 1],
+        "groups": 1,
+        "bias": True,
+        "padding_mode": "zeros",
+        "params": 112,
+        "ops": 3456,
+    }
+    assert [layer["ops"] for layer in data["layers"]] == [3456, 1792, 4608]
+
+
+def test_padding_strings_are_kept_as_given() -> None:
+    conv = nn.Conv2d(1, 1, 3, padding="same")
+    with Profiler(conv) as p:
+        conv(torch.randn(1, 1, 5, 5))
+    assert p.records[0].padding == "same"
+    assert p.to_dict()["layers"][0]["padding"] == "same"
+
+
+def test_unknown_record_attribute_is_an_attribute_error() -> None:
+    record = profiled().records[0]
+    with pytest.raises(AttributeError, match="no attribute 'flops'"):
+        record.flops  # noqa: B018
