@@ -223,3 +223,44 @@ def test_records_read_inside_the_block_grow_with_new_calls() -> None:
         first = p.total_ops
         model(torch.randn(1, 3, 4, 4))
         assert p.total_ops == 2 * first
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Logs every tensor operation that reaches the dispatcher."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_profiling_adds_no_tensor_operation() -> None:
+    # The hooks read .shape only: no data access, copy, sync or .item() reaches the dispatcher.
+    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with _OpLog() as bare:
+        model(x)
+    with Profiler(model) as p, _OpLog() as profiled:
+        model(x)
+    assert profiled.ops == bare.ops
+    assert len(p.records) > 40
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_records_equal_cpu_and_the_hooks_never_synchronise() -> None:
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with Profiler(model) as on_cpu:
+        model(x)
+    model, x = model.cuda(), x.cuda()
+    model(x)  # warm-up: first-call synchronisations are cuDNN's, not ours
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with Profiler(model) as on_cuda:
+            model(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert on_cuda.records == on_cpu.records
