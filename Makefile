@@ -9,7 +9,7 @@ STAMP := $(VENV)/.opscope-installed
 .PHONY: run test clean
 
 run: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/opscope profile resnet18
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -5,6 +5,8 @@ This module reads reports only; it knows nothing of hooks or formulas.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -13,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from opscope.compare import ModelSummary
     from opscope.records import LayerRecord
     from opscope.report import Report, SortOrder
 
@@ -92,91 +95,186 @@ def empty_message(report: Report) -> Text:
     )
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A table as plain text cells, which rich and markdown both render.
+
+    Attributes:
+        headers: the column names.
+        rows: the body.
+        footer: summary rows under a rule (rows cut by ``top``, then the totals).
+        title: a line above the table, if any.
+    """
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    footer: tuple[tuple[str, ...], ...] = ()
+    title: str | None = None
+
+
+_RIGHT_ALIGNED = {"Groups", "Params", "Ops", "Share", "Conv2d calls", "Conv2d ops", "acc@1", "GFLOPS (pub.)"}
+_CENTERED = {"Kernel", "Stride", "Bias"}
+_NO_WRAP = {"Params", "Ops", "Share", "acc@1"}
+
+
+def rich_table(grid: Grid) -> Table:
+    """``grid`` as a rich Table: numbers right-aligned, the last footer row in bold."""
+    table = Table(
+        title=grid.title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for index, header in enumerate(grid.headers):
+        table.add_column(
+            header,
+            justify="right" if header in _RIGHT_ALIGNED else "center" if header in _CENTERED else "left",
+            no_wrap=header in _NO_WRAP,
+            overflow="fold",
+            min_width=10 if index == 0 else None,
+            style="bold" if header == "Ops" else None,
+        )
+    for row in grid.rows:
+        table.add_row(*row)
+    if grid.footer:
+        table.add_section()
+        for index, row in enumerate(grid.footer):
+            table.add_row(*row, style="bold" if index == len(grid.footer) - 1 else "italic")
+    return table
+
+
+def markdown_table(grid: Grid) -> str:
+    """``grid`` as a GitHub-flavoured markdown table (footer rows in bold)."""
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    alignment = {"right": "---:", "center": ":---:", "left": "---"}
+    rule = tuple(
+        alignment["right" if h in _RIGHT_ALIGNED else "center" if h in _CENTERED else "left"]
+        for h in grid.headers
+    )
+    footer = [tuple(f"**{cell}**" if cell else "" for cell in row) for row in grid.footer]
+    lines = [f"**{grid.title}**", ""] if grid.title else []
+    lines += [line(grid.headers), line(rule)]
+    lines += [line(row) for row in (*grid.rows, *footer)]
+    return "\n".join(lines) + "\n"
+
+
 WIDE_LAYOUT_MIN_WIDTH = 120
 """Below this many columns the kernel, stride, groups and bias share one column."""
+
+
+def _check_top(top: int | None) -> None:
+    if top is not None and top < 1:
+        raise ValueError(f"top must be a positive number of rows; got {top}")
+
+
+def layer_grid(
+    report: Report, *, sort: SortOrder = "order", top: int | None = None, wide: bool = True
+) -> Grid:
+    """The per-layer table of a non-empty report as cells.
+
+    One row per call, a footer row summing the rows cut by ``top``, and a totals row. ``wide``
+    gives kernel, stride, groups and bias a column each; otherwise they share one
+    (``3×3 s2 g32 +b``) and a type column that would repeat one name becomes the title.
+    """
+    _check_top(top)
+    records, total = report.sorted(sort), report.total_ops
+    repeated = {record.name for record in records if record.call_index > 1}
+    types = sorted({record.module_type for record in records})
+    show_types = wide or len(types) > 1
+    headers = ["Layer", *(["Type"] if show_types else []), "Input", "Output"]
+    headers += ["Kernel", "Stride", "Groups", "Bias"] if wide else ["Kernel"]
+    headers += ["Params", "Ops", "Share"]
+    # Type (when shown), Input, Output and the settings are blank in summary rows.
+    blanks = ("",) * (len(headers) - 4)
+
+    shown = records if top is None else records[:top]
+    rows = tuple(
+        (
+            _layer_label(record, record.name in repeated),
+            *([record.module_type] if show_types else []),
+            format_shape(record.input_shape),
+            format_shape(record.output_shape),
+            *(_settings(record) if wide else [_compact_settings(record)]),
+            format_count(record.params) if record.call_index == 1 else "shared",
+            format_count(record.ops),
+            format_share(record.ops, total),
+        )
+        for record in shown
+    )
+    footer = []
+    hidden = records[len(shown) :]
+    if hidden:
+        hidden_ops = sum(record.ops for record in hidden)
+        footer.append(
+            (f"… {len(hidden)} more", *blanks, "", format_count(hidden_ops), format_share(hidden_ops, total))
+        )
+    footer.append(
+        (
+            f"Total ({len(records)} calls)",
+            *blanks,
+            format_count(report.total_params),
+            format_count(total),
+            format_share(total, total),
+        )
+    )
+    return Grid(
+        headers=tuple(headers),
+        rows=rows,
+        footer=tuple(footer),
+        title=None if show_types else f"{types[0]} calls",
+    )
 
 
 class LayerTable:
     """The per-layer table of a report, laid out for the width it is printed at.
 
-    One row per call, an optional row summing the rows cut by ``top``, and a totals row.
-    At ``WIDE_LAYOUT_MIN_WIDTH`` columns or more, kernel, stride, groups and bias each get a
-    column; below it they share one (``3×3 s2 g32 +b``) so that 80 columns stay readable.
-    An empty report renders as a one-line message instead.
+    From ``WIDE_LAYOUT_MIN_WIDTH`` columns on, the wide layout of :func:`layer_grid`; below
+    it, the compact one, so that 80 columns stay readable. An empty report renders as a
+    one-line message instead.
     """
 
     def __init__(self, report: Report, *, sort: SortOrder = "order", top: int | None = None):
-        if top is not None and top < 1:
-            raise ValueError(f"top must be a positive number of rows; got {top}")
-        self.report = report
-        self.records = report.sorted(sort)
-        self.top = top
+        report.sorted(sort)  # validate the options now, not when printed
+        _check_top(top)
+        self.report, self.sort, self.top = report, sort, top
 
-    def __rich_console__(
-        self, console: Console, options: ConsoleOptions
-    ) -> RenderResult:
-        if not self.records:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.report.records:
             yield empty_message(self.report)
         else:
-            yield self.table(wide=options.max_width >= WIDE_LAYOUT_MIN_WIDTH)
+            wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
+            yield rich_table(layer_grid(self.report, sort=self.sort, top=self.top, wide=wide))
 
-    def table(self, *, wide: bool) -> Table:
-        """The rich Table itself, in the wide or the compact layout."""
-        records, total = self.records, self.report.total_ops
-        repeated = {record.name for record in records if record.call_index > 1}
-        settings_headers = ["Kernel", "Stride", "Groups", "Bias"] if wide else ["Kernel"]
 
-        types = sorted({record.module_type for record in records})
-        # A column repeating one type name costs a narrow console 8 columns: say it once.
-        show_types = wide or len(types) > 1
-        table = Table(
-            title=None if show_types else f"{types[0]} calls",
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            pad_edge=False,
-            collapse_padding=True,
+def _published_gflops(summary: ModelSummary) -> str:
+    if summary.gflops is None:
+        return ""
+    # torchvision measures at its weights' own size, which may differ from this run's input.
+    at_size = summary.published_size not in (None, summary.input_shape[-1])
+    return f"{summary.gflops:.2f}" + (f" @{summary.published_size}" if at_size else "")
+
+
+def comparison_grid(summaries: Sequence[ModelSummary]) -> Grid:
+    """One row per model: parameters, Conv2d calls and ops, published acc@1 and GFLOPS, and a
+    note saying why a model failed."""
+    failed = any(summary.error for summary in summaries)
+    headers = ("Model", "Params", "Conv2d calls", "Conv2d ops", "acc@1", "GFLOPS (pub.)")
+    rows = tuple(
+        (
+            summary.name,
+            "" if summary.params is None else format_count(summary.params),
+            "" if summary.conv_calls is None else str(summary.conv_calls),
+            "" if summary.conv_ops is None else format_count(summary.conv_ops),
+            "" if summary.acc1 is None else f"{summary.acc1:.2f}",
+            _published_gflops(summary),
+            *([summary.error or ""] if failed else []),
         )
-        table.add_column("Layer", overflow="fold", min_width=10)
-        if show_types:
-            table.add_column("Type", overflow="fold")
-        table.add_column("Input", overflow="fold")
-        table.add_column("Output", overflow="fold")
-        for header in settings_headers:
-            table.add_column(header, justify="center", overflow="fold")
-        table.add_column("Params", justify="right", no_wrap=True)
-        table.add_column("Ops", justify="right", no_wrap=True, style="bold")
-        table.add_column("Share", justify="right", no_wrap=True)
-        # Type (when shown), Input, Output and the settings are blank in summary rows.
-        blank_cells = [""] * (len(table.columns) - 4)
-
-        shown = records if self.top is None else records[: self.top]
-        for record in shown:
-            table.add_row(
-                _layer_label(record, record.name in repeated),
-                *([record.module_type] if show_types else []),
-                format_shape(record.input_shape),
-                format_shape(record.output_shape),
-                *(_settings(record) if wide else [_compact_settings(record)]),
-                format_count(record.params) if record.call_index == 1 else "shared",
-                format_count(record.ops),
-                format_share(record.ops, total),
-            )
-        hidden = records[len(shown) :]
-        if hidden:
-            hidden_ops = sum(record.ops for record in hidden)
-            table.add_row(
-                Text(f"… {len(hidden)} more", style="italic"),
-                *blank_cells, "",
-                format_count(hidden_ops),
-                format_share(hidden_ops, total),
-            )  # fmt: skip
-        table.add_section()
-        table.add_row(
-            f"Total ({len(records)} calls)",
-            *blank_cells,
-            format_count(self.report.total_params),
-            format_count(total),
-            format_share(total, total),
-            style="bold",
-        )  # fmt: skip
-        return table
+        for summary in summaries
+    )
+    shapes = {summary.input_shape for summary in summaries}
+    title = f"{len(summaries)} models at {format_shape(shapes.pop())}" if len(shapes) == 1 else None
+    return Grid(headers=(*headers, *(["Note"] if failed else [])), rows=rows, title=title)

@@ -1,0 +1,5 @@
+"""``python -m opscope``: the command line."""
+
+from opscope.cli import run
+
+run()

@@ -1,0 +1,214 @@
+"""The ``opscope`` command line: profile one model, compare many, list the zoo.
+
+Every failure the user can cause ends in one ``opscope: error: ...`` line on stderr and a
+non-zero exit code, never a traceback: 2 for bad arguments and unknown models, 1 for a model
+that fails or output that cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opscope import __version__, exports, render, zoo
+from opscope.compare import COMPARE_SORTS, ModelSummary, compare, one_line, profile_model, sort_summaries
+from opscope.report import SORT_ORDERS, Report
+
+FORMATS = ("table", "json", "csv", "markdown")
+TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
+
+
+class CliError(Exception):
+    """A failure to report as one line, with the exit code to return."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``1x3x224x224`` as ``(1, 3, 224, 224)``: 4 or 5 positive sizes (N×C×[T×]H×W)."""
+    parts = text.lower().replace("×", "x").split("x")
+    if not 4 <= len(parts) <= 5 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"invalid input shape {text!r}: expected N×C×H×W (or N×C×T×H×W for video) "
+            "as positive integers joined by 'x', e.g. 1x3x224x224"
+        )
+    return tuple(int(part) for part in parts)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line, no usage dump: "opscope compare: error: ..."; argparse's own exit code 2.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="opscope", description="Exact per-layer operation counts of PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"opscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_common(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--input", type=parse_shape, metavar="SHAPE",
+                             help="input shape, e.g. 1x3x224x224 (default: the task's)")
+        command.add_argument("--device", default="meta", choices=("meta", "cpu", "cuda"),
+                             help="where to run: meta (shapes only, default), cpu or cuda")
+        command.add_argument("--format", default="table", choices=FORMATS)
+        command.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    profile = commands.add_parser("profile", help="the per-layer table of one model")
+    profile.add_argument("model", help="torchvision model name, or package.module:callable")
+    add_common(profile)
+    profile.add_argument("--sort", default="order", choices=SORT_ORDERS)
+    profile.add_argument("--top", type=_positive_int, metavar="K", help="show the K first rows only")
+
+    comparison = commands.add_parser("compare", help="one row per model, side by side")
+    comparison.add_argument("models", nargs="*", metavar="MODEL",
+                            help="names, globs ('resnet*') or package.module:callable")
+    comparison.add_argument("--all", action="store_true",
+                            help="every torchvision classification model")
+    add_common(comparison)
+    comparison.add_argument("--sort", default="ops", choices=COMPARE_SORTS)
+
+    listing = commands.add_parser("list", help="the model names opscope knows")
+    listing.add_argument("pattern", nargs="?", help="a glob, e.g. 'efficientnet*'")
+    listing.add_argument("--task", choices=sorted(set(zoo.DEFAULT_INPUTS) - {"custom"}))
+    return parser  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help, --version, or a usage error
+        return int(exit_.code or 0)
+    try:
+        if args.command == "list":
+            return _list(args)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise CliError("--device cuda: no CUDA device is available here", 1)
+        return _profile(args) if args.command == "profile" else _compare(args)
+    except zoo.ZooError as error:
+        return _fail(str(error), 2)
+    except CliError as error:
+        return _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, exit_code: int) -> int:
+    print(f"opscope: error: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _emit(args: argparse.Namespace, renderable: Any, text: str | None = None) -> None:
+    """Print to stdout, or write atomically to ``--output``. ``text`` is the exact content
+    for machine formats; otherwise ``renderable`` is rendered with rich."""
+    if text is None:
+        if args.output is None:
+            Console().print(renderable)
+            return
+        buffer = io.StringIO()
+        Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(renderable)
+        text = buffer.getvalue()
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        exports.write_atomic(args.output, text)
+    except OSError as error:
+        raise CliError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    models = zoo.list_models(args.pattern, args.task)
+    if not models:
+        raise CliError(f"no model matches {args.pattern!r}", 2)
+    table = Table("Model", "Task", box=None, show_edge=False, pad_edge=False)
+    for model in models:
+        table.add_row(model.name, model.task)
+    Console().print(table)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    models = zoo.resolve([args.model])
+    if len(models) != 1:
+        raise CliError(f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)", 2)
+    (model,) = models
+    shape = args.input or model.default_input
+    try:
+        report, _ = profile_model(model, shape, args.device)
+    except zoo.ZooError:
+        raise
+    except Exception as failure:  # noqa: BLE001 - the user's model failing is a message
+        raise CliError(f"{model.name} failed at input {render.format_shape(shape)}: {one_line(failure)}") from None
+    if args.format == "json":
+        data = {"model": model.name, "input_shape": list(shape), "device": args.device}
+        _emit(args, None, exports.to_json({**data, **report.to_dict()}))
+    elif args.format == "csv":
+        _emit(args, None, exports.to_csv([record.to_dict() for record in report.records]))
+    elif args.format == "markdown":
+        _emit(args, None, _markdown_report(report, args))
+    else:
+        _emit(args, render.LayerTable(report, sort=args.sort, top=args.top))
+    return 0
+
+
+def _markdown_report(report: Report, args: argparse.Namespace) -> str:
+    if not report.records:
+        return render.empty_message(report).plain + "\n"
+    return render.markdown_table(render.layer_grid(report, sort=args.sort, top=args.top))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    patterns = list(args.models)
+    if args.all:
+        patterns += [model.name for model in zoo.list_models(task="classification")]
+    if not patterns:
+        raise CliError("compare needs at least one MODEL, or --all", 2)
+    models = zoo.resolve(patterns)
+    summaries = sort_summaries(_run_with_progress(models, args), args.sort)
+    if args.format == "json":
+        data = {"input_shape": list(args.input) if args.input else None, "device": args.device}
+        _emit(args, None, exports.to_json({**data, "models": [s.to_dict() for s in summaries]}))
+    elif args.format == "csv":
+        _emit(args, None, exports.to_csv([summary.to_dict() for summary in summaries]))
+    elif args.format == "markdown":
+        _emit(args, None, render.markdown_table(render.comparison_grid(summaries)))
+    else:
+        _emit(args, render.rich_table(render.comparison_grid(summaries)))
+    return 0
+
+
+def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> list[ModelSummary]:
+    stderr = Console(stderr=True)
+    show = len(models) > 1 and stderr.is_terminal and args.format not in ("json", "csv")
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=stderr, disable=not show, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("Profiling models", total=len(models))
+        return compare(
+            models, args.input, args.device,
+            on_done=lambda summary: progress.update(task, advance=1, description=summary.name),
+        )  # fmt: skip
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Profiling whole models by name, one summary per model, in parallel where it pays."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from opscope import zoo
+from opscope.meta import MetaShortcuts
+from opscope.profiler import Profiler
+from opscope.report import Report
+
+CompareSort = Literal["ops", "params", "name", "acc"]
+COMPARE_SORTS: tuple[CompareSort, ...] = ("ops", "params", "name", "acc")
+
+
+def profile_model(
+    model: zoo.ZooModel, input_shape: Sequence[int] | None = None, device: str = "meta"
+) -> tuple[Report, int]:
+    """Build ``model`` on ``device`` and profile one forward pass.
+
+    Returns the report and the model's parameter count. ``input_shape`` defaults to the
+    model's task default (``1×3×224×224`` for classification).
+    """
+    net = zoo.build(model, device)
+    args = zoo.example_input(model, input_shape or model.default_input, device)
+    shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
+    with torch.inference_mode(), shortcuts, Profiler(net) as profiler:
+        net(*args)
+    return profiler.report, sum(p.numel() for p in net.parameters())
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of a comparison.
+
+    Counts are None when the model failed; ``error`` then says why in one line.
+    ``acc1`` and ``gflops`` are torchvision's published figures for the default weights
+    (``gflops`` counts multiply-accumulates of the whole model at ``published_size``).
+    """
+
+    name: str
+    task: str
+    input_shape: tuple[int, ...]
+    params: int | None
+    conv_calls: int | None
+    conv_ops: int | None
+    acc1: float | None
+    gflops: float | None
+    published_size: int | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["input_shape"] = list(self.input_shape)
+        return row
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: its type and the first line of its message."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
+def summarize(
+    model: zoo.ZooModel, input_shape: Sequence[int] | None = None, device: str = "meta"
+) -> ModelSummary:
+    """Profile ``model`` into one comparison row; a failure becomes the row's ``error``."""
+    shape = tuple(input_shape or model.default_input)
+    published = zoo.published_metrics(model)
+    try:
+        report, params = profile_model(model, shape, device)
+        counts: tuple[int | None, ...] = (params, len(report.records), report.total_ops)
+        error = None
+    except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
+        counts, error = (None, None, None), one_line(failure)
+    return ModelSummary(
+        model.name, model.task, shape, *counts,
+        published.acc1, published.gflops, published.crop_size, error,
+    )  # fmt: skip
+
+
+def _summarize_task(task: tuple[zoo.ZooModel, Sequence[int] | None, str]) -> ModelSummary:
+    return summarize(*task)
+
+
+def compare(
+    models: Sequence[zoo.ZooModel],
+    input_shape: Sequence[int] | None = None,
+    device: str = "meta",
+    *,
+    on_done: Callable[[ModelSummary], None] | None = None,
+) -> list[ModelSummary]:
+    """Summarise every model, in the order given.
+
+    On ``meta`` the work is Python-bound (building modules, shape functions), so several
+    models are profiled in parallel, one process per core; real devices run one at a time.
+    ``on_done`` is called as each model finishes (for a progress bar).
+    """
+    tasks = [(model, input_shape, device) for model in models]
+    workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        results = []
+        for task in tasks:
+            results.append(_summarize_task(task))
+            if on_done:
+                on_done(results[-1])
+        return results
+    # fork: the workers inherit the imported torch and any user factory's module.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = []
+        for summary in pool.map(_summarize_task, tasks):
+            results.append(summary)
+            if on_done:
+                on_done(summary)
+        return results
+
+
+def sort_summaries(summaries: Sequence[ModelSummary], by: CompareSort) -> list[ModelSummary]:
+    """Heaviest first for ``ops`` and ``params``, most accurate first for ``acc``, A-Z for
+    ``name``; rows without the value (failed, or unpublished) go last."""
+    if by not in COMPARE_SORTS:
+        raise ValueError(f"sort must be one of {', '.join(COMPARE_SORTS)}; got {by!r}")
+    if by == "name":
+        return sorted(summaries, key=lambda s: s.name)
+    value = {"ops": "conv_ops", "params": "params", "acc": "acc1"}[by]
+    return sorted(summaries, key=lambda s: (getattr(s, value) is None, -(getattr(s, value) or 0)))

@@ -1,0 +1,65 @@
+"""Exports: JSON, CSV and atomic writes of any rendered text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def to_json(data: Any) -> str:
+    """Pretty JSON with a final newline; integers stay exact."""
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value))  # shapes and kernel sizes: 1x3x224x224
+    return "" if value is None else value
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of flat mappings as CSV, one column per key of the first row."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: _csv_cell(value) for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _mode_for(target: Path) -> int:
+    """The mode a plainly created file would get: the existing file's, or 0666 less umask."""
+    if target.exists():
+        return target.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
+    so an interrupted write never leaves a truncated file behind.
+
+    Raises:
+        OSError: the folder does not exist or is not writable (nothing is left behind).
+    """
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, _mode_for(target))  # mkstemp makes it private (0600)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,85 @@
+"""Fast shape-only building and running on the ``meta`` device.
+
+Counting needs shapes only, so the CLI builds and runs models on ``meta``: no memory, no
+weight initialisation. Two things still cost time there, and this module removes both:
+
+* torch computes the output shape of some ops on meta through Python decompositions that are
+  far slower than the answer is simple. Normalisations (batch, layer, group and instance
+  norm) return a tensor of their input's shape, and weight initialisers (``normal_``,
+  ``uniform_``, ...) change no shape at all; :class:`MetaShortcuts` answers those directly
+  for meta tensors and leaves every other op, and every non-meta tensor, to torch.
+* some builders compute with real tensors while building (the RegNets derive their widths
+  that way) and fail under ``torch.device("meta")``; :func:`build_on_meta` then builds on the
+  CPU with only the *parameters* created on meta, which skips their initialisation too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+
+# Ops whose single output has the shape and dtype of their first argument: batch norm keeps
+# its memory format too (channels_last stays channels_last), the others return it contiguous.
+_SAME_LAYOUT = {aten.batch_norm.default}
+_CONTIGUOUS = {aten.layer_norm.default, aten.group_norm.default, aten.instance_norm.default}
+# In-place ops that weight initialisers use: on meta they change nothing but values.
+_INITIALISERS = {
+    aten.normal_, aten.uniform_, aten.fill_, aten.zero_, aten.bernoulli_, aten.exponential_,
+    aten.random_, aten.erfinv_, aten.clamp_, aten.mul_, aten.add_, aten.sub_, aten.div_,
+    aten.copy_,
+}  # fmt: skip
+
+T = TypeVar("T")
+
+
+class MetaShortcuts(TorchDispatchMode):
+    """Answer shape-preserving normalisations and initialisers on meta tensors directly."""
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_meta:
+            if func in _SAME_LAYOUT:
+                return torch.empty_like(first)
+            if func in _CONTIGUOUS:
+                return torch.empty(first.shape, dtype=first.dtype, device=first.device)
+            if func.overloadpacket in _INITIALISERS:
+                return first
+        return func(*args, **(kwargs or {}))
+
+
+def build_on_meta(factory: Callable[[], T]) -> T:
+    """``factory()`` with every tensor on meta, or, for builders that compute with real
+    tensors, with every parameter on meta and the result moved there."""
+    try:
+        with torch.device("meta"), MetaShortcuts():
+            return factory()
+    except NotImplementedError:  # "Cannot copy out of meta tensor": it computes while building
+        with _parameters_on_meta(), MetaShortcuts():
+            built = factory()
+        return built.to("meta") if isinstance(built, nn.Module) else built
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Create every parameter on meta while building, so initialising it costs nothing."""
+    register_parameter = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]

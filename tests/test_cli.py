@@ -1,0 +1,181 @@
+"""The command line, through its real entry points."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from opscope import zoo
+from opscope.cli import main
+from opscope.compare import profile_model
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_profile_json_equals_the_python_api(capsys) -> None:
+    code, out, err = run(capsys, "profile", "mobilenet_v3_small", "--format", "json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    report, _ = profile_model(zoo.ZooModel("mobilenet_v3_small", "classification"))
+    assert data["total_ops"] == report.total_ops
+    assert data["layers"] == report.to_dict()["layers"]
+    assert (data["model"], data["input_shape"], data["device"]) == ("mobilenet_v3_small", [1, 3, 224, 224], "meta")
+
+
+def test_profile_csv_parses_with_exact_integers(capsys) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "csv", "--input", "2x3x64x64")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    report, _ = profile_model(zoo.ZooModel("resnet18", "classification"), (2, 3, 64, 64))
+    assert [int(row["ops"]) for row in rows] == [r.ops for r in report.records]
+    assert rows[0]["input_shape"] == "2x3x64x64"
+    assert rows[0]["kernel_size"] == "7x7"
+
+
+def test_profile_markdown_parses(capsys) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "markdown", "--sort", "ops", "--top", "5")
+    assert code == 0
+    lines = out.strip().splitlines()
+    widths = {line.count(" | ") for line in lines}
+    assert len(widths) == 1 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
+    assert len(lines) == 2 + 5 + 2  # header, rule, 5 rows, "… 15 more", total
+    assert "**3.62 G**" in lines[-1]
+
+
+def test_profile_table_shows_the_total(capsys) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18")
+    assert code == 0
+    assert "Total (20 calls)" in out and "3.62 G" in out
+
+
+def test_compare_json_csv_markdown(capsys) -> None:
+    code, out, err = run(capsys, "compare", "resnet1?", "squeezenet1_1", "--format", "json", "--sort", "name")
+    assert (code, err) == (0, "")  # no progress bar when output is json
+    names = [m["name"] for m in json.loads(out)["models"]]
+    assert names == sorted(["resnet18", "squeezenet1_1"])
+    resnet = json.loads(out)["models"][0]
+    assert resnet["conv_ops"] == profile_model(zoo.ZooModel("resnet18", "classification"))[0].total_ops
+
+    code, out, _ = run(capsys, "compare", "resnet18", "squeezenet1_1", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["name"] for row in rows] == ["resnet18", "squeezenet1_1"]  # by ops
+    assert int(rows[0]["conv_ops"]) > int(rows[1]["conv_ops"])
+
+    code, out, _ = run(capsys, "compare", "resnet18", "squeezenet1_1", "--format", "markdown")
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert code == 0 and len(table) == 2 + 2  # header, rule, two models
+    assert table[2].split(" | ")[:4] == ["| resnet18", "11.7 M", "20", "3.62 G"]
+
+
+def test_compare_reports_every_model_when_one_fails(capsys) -> None:
+    code, out, _ = run(capsys, "compare", "alexnet", "resnet18", "--input", "1x3x16x16", "--format", "json")
+    assert code == 0
+    rows = {m["name"]: m for m in json.loads(out)["models"]}
+    assert "too small" in rows["alexnet"]["error"]
+    assert rows["resnet18"]["conv_ops"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["profile", "resnet19"], 2, "unknown model 'resnet19'; did you mean resnet18"),
+        (["compare", "resnet18", "nope*"], 2, "no model matches 'nope*'"),
+        (["profile", "resnet*"], 2, "profile takes one"),
+        (["profile", "resnet18", "--input", "1x3x224"], 2, "expected N×C×H×W"),
+        (["profile", "resnet18", "--input", "0x3x224x224"], 2, "expected N×C×H×W"),
+        (["profile", "resnet18", "--input", "abc"], 2, "expected N×C×H×W"),
+        (["profile", "resnet18", "--top", "0"], 2, "expected a positive integer"),
+        (["profile", "resnet18", "--format", "pdf"], 2, "invalid choice: 'pdf'"),
+        (["profile", "alexnet", "--input", "1x3x16x16"], 1, "alexnet failed at input 1×3×16×16: RuntimeError"),
+        (["compare"], 2, "needs at least one MODEL"),
+        (["list", "zzz*"], 2, "no model matches"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(capsys, argv: list[str], code: int, message: str) -> None:
+    got_code, out, err = run(capsys, *argv)
+    assert got_code == code
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_without_a_device(capsys) -> None:
+    code, _, err = run(capsys, "profile", "resnet18", "--device", "cuda")
+    assert code == 1 and "no CUDA device" in err
+
+
+def test_output_is_written_atomically_or_not_at_all(capsys, tmp_path: Path) -> None:
+    target = tmp_path / "resnet.json"
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "json", "--output", str(target))
+    assert (code, out) == (0, "")
+    assert json.loads(target.read_text())["total_ops"] == 3_624_638_976
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left
+
+    missing = tmp_path / "no" / "such" / "folder.json"
+    code, _, err = run(capsys, "profile", "resnet18", "--format", "json", "--output", str(missing))
+    assert code == 1 and "does not exist" in err and not missing.parent.exists()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "compare", "resnet18", "--output", str(blocker / "out.csv"))
+    assert code == 1 and "cannot write" in err
+
+    table = tmp_path / "table.txt"
+    assert run(capsys, "profile", "resnet18", "--output", str(table))[0] == 0
+    assert "Total (20 calls)" in table.read_text() and "Stride" in table.read_text()
+
+
+def test_meta_equals_cpu_through_the_cli(capsys) -> None:
+    outputs = []
+    for device in ("meta", "cpu"):
+        code, out, _ = run(capsys, "profile", "squeezenet1_1", "--format", "json", "--device", device)
+        assert code == 0
+        data = json.loads(out)
+        outputs.append((data["total_ops"], data["layers"]))
+    assert outputs[0] == outputs[1]
+
+
+def test_list(capsys) -> None:
+    code, out, _ = run(capsys, "list", "efficientnet_b?")
+    assert code == 0
+    assert [line.split() for line in out.strip().splitlines()[1:]] == [
+        [f"efficientnet_b{i}", "classification"] for i in range(8)
+    ]
+    code, out, _ = run(capsys, "list", "--task", "video")
+    assert "r3d_18" in out and "resnet18" not in out
+
+
+def test_user_factory(capsys, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "zoo_of_mine.py").write_text(
+        "import torch\ndef net():\n    return torch.nn.Conv2d(3, 2, 1, bias=False)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, _ = run(capsys, "profile", "zoo_of_mine:net", "--input", "1x3x4x4", "--format", "json")
+    assert code == 0 and json.loads(out)["total_ops"] == 2 * 16 * (2 * 3 - 1)
+    code, _, err = run(capsys, "profile", "zoo_of_mine:nope")
+    assert code == 2 and "has no attribute 'nope'" in err
+
+
+@pytest.mark.parametrize("entry", [[sys.executable, "-m", "opscope"], [str(Path(sys.executable).parent / "opscope")]])
+def test_real_entry_points(entry: list[str]) -> None:
+    ok = subprocess.run([*entry, "compare", "resnet18", "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["models"][0]["conv_ops"] == 3_624_638_976
+    assert ok.stderr == ""  # not a terminal: no progress bar, and no warnings
+    bad = subprocess.run([*entry, "profile", "resnet19"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "opscope: error: unknown model 'resnet19'; did you mean resnet18, resnet152, resnet101?"

@@ -1,0 +1,58 @@
+"""Comparing models: rows, failures kept per row, sorting, and parallel runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from opscope import zoo
+from opscope.compare import compare, profile_model, sort_summaries, summarize
+
+SMALL = ["resnet18", "mobilenet_v3_small", "squeezenet1_1"]
+
+
+def models(*names: str) -> list[zoo.ZooModel]:
+    return zoo.resolve(list(names))
+
+
+def test_a_summary_matches_the_profile() -> None:
+    (model,) = models("resnet18")
+    summary = summarize(model)
+    report, params = profile_model(model)
+    assert (summary.conv_ops, summary.conv_calls, summary.params) == (report.total_ops, 20, params)
+    assert summary.input_shape == (1, 3, 224, 224)
+    assert summary.error is None
+    assert summary.acc1 == zoo.published_metrics(model).acc1
+
+
+def test_a_failing_model_keeps_its_row_and_the_others_are_reported() -> None:
+    summaries = compare(models("alexnet", "resnet18"), (1, 3, 16, 16))
+    alexnet, resnet = summaries
+    assert alexnet.name == "alexnet" and alexnet.conv_ops is None
+    assert "Output size is too small" in alexnet.error
+    assert "\n" not in alexnet.error
+    assert alexnet.acc1 is not None  # published figures do not depend on the run
+    assert resnet.error is None and resnet.conv_ops > 0
+
+
+def test_parallel_and_sequential_runs_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    parallel = compare(models(*SMALL))
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    done: list[str] = []
+    sequential = compare(models(*SMALL), on_done=lambda s: done.append(s.name))
+    assert parallel == sequential
+    assert done == SMALL
+
+
+def test_sorting() -> None:
+    summaries = compare(models("alexnet", *SMALL), (1, 3, 16, 16))
+    by_ops = sort_summaries(summaries, "ops")
+    counted = [s.conv_ops for s in by_ops if s.conv_ops is not None]
+    assert counted == sorted(counted, reverse=True) and len(counted) >= 2
+    assert by_ops[-1].name in {"alexnet", "squeezenet1_1"} and by_ops[-1].conv_ops is None  # failed: last
+    by_acc = sort_summaries(summaries, "acc")
+    assert [s.acc1 for s in by_acc] == sorted((s.acc1 for s in summaries), reverse=True)
+    assert [s.name for s in sort_summaries(summaries, "name")] == sorted(s.name for s in summaries)
+    by_params = sort_summaries(summaries, "params")
+    assert by_params[0].name == "resnet18"
+    with pytest.raises(ValueError, match="sort must be one of"):
+        sort_summaries(summaries, "flops")  # type: ignore[arg-type]
