@@ -99,6 +99,7 @@ def test_compare_reports_every_model_when_one_fails(capsys) -> None:
         (["profile", "resnet18", "--top", "0"], 2, "expected a positive integer"),
         (["profile", "resnet18", "--format", "pdf"], 2, "invalid choice: 'pdf'"),
         (["profile", "alexnet", "--input", "1x3x16x16"], 1, "alexnet failed at input 1×3×16×16: RuntimeError"),
+        (["profile", "ssdlite320_mobilenet_v3_large"], 1, "depends on tensor values: try --device cpu"),
         (["compare"], 2, "needs at least one MODEL"),
         (["list", "zzz*"], 2, "no model matches"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),

@@ -94,3 +94,21 @@ def test_example_inputs_per_task() -> None:
     assert [tuple(image.shape) for image in images] == [(3, 64, 64)] * 2
     frames = zoo.example_input(zoo.ZooModel("raft_small", "optical_flow"), (1, 3, 64, 64), "meta")
     assert len(frames) == 2
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation", "video", "optical_flow"])
+def test_no_model_ever_downloads_weights(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Detection and segmentation builders fetch ImageNet backbones unless told not to.
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    models = zoo.list_models(task=task)
+    assert models
+    for model in models:
+        assert isinstance(zoo.build(model, "meta"), torch.nn.Module)
+
+
+def test_video_models_default_to_their_crop_size() -> None:
+    assert zoo.ZooModel("r3d_18", "video").default_input == (1, 3, 16, 112, 112)
+    assert zoo.ZooModel("mvit_v2_s", "video").default_input == (1, 3, 16, 224, 224)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opscope import __version__, exports, render, zoo
-from opscope.compare import COMPARE_SORTS, ModelSummary, compare, one_line, profile_model, sort_summaries
+from opscope.compare import COMPARE_SORTS, ModelSummary, compare, describe_failure, profile_model, sort_summaries
 from opscope.report import SORT_ORDERS, Report
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -156,7 +156,7 @@ def _profile(args: argparse.Namespace) -> int:
     except zoo.ZooError:
         raise
     except Exception as failure:  # noqa: BLE001 - the user's model failing is a message
-        raise CliError(f"{model.name} failed at input {render.format_shape(shape)}: {one_line(failure)}") from None
+        raise CliError(f"{model.name} failed at input {render.format_shape(shape)}: {describe_failure(failure, args.device)}") from None
     if args.format == "json":
         data = {"model": model.name, "input_shape": list(shape), "device": args.device}
         _emit(args, None, exports.to_json({**data, **report.to_dict()}))

@@ -63,10 +63,15 @@ class ModelSummary:
         return row
 
 
-def one_line(error: BaseException) -> str:
-    """``error`` as one line: its type and the first line of its message."""
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+def describe_failure(error: BaseException, device: str) -> str:
+    """``error`` as one line: its type and the first sentence of its message, and a hint when
+    the model needs tensor values that the meta device does not have."""
+    lines = str(error).strip().splitlines()
+    message = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if device == "meta" and isinstance(error, NotImplementedError):
+        first_sentence = message.split(". ")[0]
+        return f"{first_sentence} (its forward depends on tensor values: try --device cpu)"
+    return message
 
 
 def summarize(
@@ -80,7 +85,7 @@ def summarize(
         counts: tuple[int | None, ...] = (params, len(report.records), report.total_ops)
         error = None
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
-        counts, error = (None, None, None), one_line(failure)
+        counts, error = (None, None, None), describe_failure(failure, device)
     return ModelSummary(
         model.name, model.task, shape, *counts,
         published.acc1, published.gflops, published.crop_size, error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +63,10 @@ class ZooModel:
 
     @property
     def default_input(self) -> tuple[int, ...]:
-        return DEFAULT_INPUTS[self.task]
+        """The task's default input; a video model's frames get its weights' crop size."""
+        shape = DEFAULT_INPUTS[self.task]
+        crop = published_metrics(self).crop_size if self.task == "video" else None
+        return (*shape[:-2], crop, crop) if crop else shape
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,13 @@ def _unknown_message(pattern: str) -> str:
 
 def _factory(model: ZooModel) -> Callable[[], nn.Module]:
     if model.task != "custom":
-        return lambda: torchvision.models.get_model(model.name, weights=None)
+        builder = torchvision.models.get_model_builder(model.name)
+        # No download, ever: detection and segmentation builders fetch backbone weights
+        # unless told not to.
+        no_weights = {
+            name: None for name in inspect.signature(builder).parameters if name.startswith("weights")
+        }
+        return lambda: builder(**no_weights)
     module_path, _, attribute = model.name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_path), attribute)
@@ -200,4 +210,6 @@ def published_metrics(model: ZooModel) -> PublishedMetrics:
     meta = weights.meta
     acc1 = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     crop_size = getattr(weights.transforms, "keywords", {}).get("crop_size")
+    if isinstance(crop_size, (tuple, list)):  # video weights give (height, width)
+        crop_size = crop_size[0]
     return PublishedMetrics(acc1, meta.get("_ops"), crop_size)
