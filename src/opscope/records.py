@@ -17,24 +17,40 @@ class LayerRecord:
         name: qualified name of the module in the profiled model (``"layer1.0.conv1"``);
             ``""`` when the profiled model is itself the counted module.
         module_type: class name of the module (a subclass shows its own name).
+        family: name of the registered type whose formula counted it (``"Conv2d"`` for a
+            Conv2d subclass too).
         call_index: 1 for the module's first call inside the block, 2 for its second, ...
-        input_shape: shape of the call's input tensor.
-        output_shape: shape of the call's output tensor.
-        config: the module family's static settings (for convolutions a
-            :class:`~opscope.formulas.ConvConfig`); its fields read as record attributes too,
-            so ``record.kernel_size`` is ``record.config.kernel_size``.
-        params: number of parameters of the module.
+        input_shapes: shapes of the call's tensor arguments, in order.
+        output_shapes: shapes of the tensors in the call's output, in order.
+        training: whether the module was in training mode during the call.
+        config: the family's static settings (for convolutions a
+            :class:`~opscope.formulas.ConvConfig`; None for families without settings); its
+            fields read as record attributes too, so ``record.kernel_size`` is
+            ``record.config.kernel_size``.
+        params: number of parameters of the module (its submodules' included).
         ops: exact multiplications plus additions of this call.
     """
 
     name: str
     module_type: str
+    family: str
     call_index: int
-    input_shape: Shape
-    output_shape: Shape
+    input_shapes: tuple[Shape, ...]
+    output_shapes: tuple[Shape, ...]
+    training: bool
     config: Any
     params: int
     ops: int
+
+    @property
+    def input_shape(self) -> Shape:
+        """The first input's shape (``()`` if the call had no tensor input)."""
+        return self.input_shapes[0] if self.input_shapes else ()
+
+    @property
+    def output_shape(self) -> Shape:
+        """The first output's shape (``()`` if the call returned no tensor)."""
+        return self.output_shapes[0] if self.output_shapes else ()
 
     def __getattr__(self, attribute: str) -> Any:
         # Only reached when normal lookup fails: expose the family's settings
@@ -54,9 +70,13 @@ class LayerRecord:
         row: dict[str, Any] = {
             "name": self.name,
             "type": self.module_type,
+            "family": self.family,
             "call_index": self.call_index,
+            "training": self.training,
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
+            "input_shapes": [list(shape) for shape in self.input_shapes],
+            "output_shapes": [list(shape) for shape in self.output_shapes],
         }
         row.update({key: _jsonable(value) for key, value in settings.items()})
         row.update(params=self.params, ops=self.ops)

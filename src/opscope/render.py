@@ -6,6 +6,7 @@ This module reads reports only; it knows nothing of hooks or formulas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -85,14 +86,48 @@ def _layer_label(record: LayerRecord, repeated: bool) -> str:
 
 def empty_message(report: Report) -> Text:
     """What an empty report prints instead of a table."""
-    kinds = ", ".join(report.counted_types)
+    kinds = " or ".join(report.counted_types) if report.counted_types else "counted"
     if report.hooked_modules == 0:
-        return Text(f"No counted modules: the model has no {kinds} module.", style="yellow")
+        what = f"{kinds} module" if report.counted_types else "module with a formula"
+        return Text(f"No counted modules: the model has no {what}.", style="yellow")
     return Text(
         f"No calls recorded: {report.hooked_modules} {kinds} module(s) were hooked, "
         "but none ran inside the profiled block.",
         style="yellow",
     )
+
+
+def type_grid(report: Report) -> Grid:
+    """Calls, operations and share per module type, heaviest first."""
+    total = report.total_ops
+    rows = tuple(
+        (summary.module_type, str(summary.calls), format_count(summary.ops), format_share(summary.ops, total))
+        for summary in report.by_type()
+    )
+    return Grid(headers=("Type", "Calls", "Ops", "Share"), rows=rows, title="By type")
+
+
+def notes(report: Report) -> list[str]:
+    """Lines under the tables: coverage, when measured, and the modules left uncounted."""
+    lines = []
+    coverage = report.coverage
+    if coverage is not None:
+        if coverage.share is None:
+            lines.append("Coverage: FlopCounterMode saw no matmul or convolution FLOPs in the block.")
+        else:
+            lines.append(
+                f"Coverage: counted modules hold {coverage.share:.2%} of the block's "
+                f"{format_count(coverage.total_flops)} matmul/convolution FLOPs "
+                "(FlopCounterMode); the rest ran outside them (functional calls, x + y, ...)."
+            )
+    if report.uncounted_modules:
+        per_type = Counter(module_type for _, module_type in report.uncounted_modules)
+        listed = ", ".join(f"{count} {module_type}" for module_type, count in per_type.most_common())
+        lines.append(
+            f"Not counted, no formula for their type: {listed} "
+            "(by name in to_dict()['uncounted_modules'])."
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -112,7 +147,10 @@ class Grid:
     title: str | None = None
 
 
-_RIGHT_ALIGNED = {"Groups", "Params", "Ops", "Share", "Conv2d calls", "Conv2d ops", "acc@1", "GFLOPS (pub.)"}
+_RIGHT_ALIGNED = {
+    "Groups", "Params", "Ops", "Share", "Calls", "Conv2d calls", "Conv2d ops", "Total ops", "acc@1",
+    "GFLOPS (pub.)",
+}  # fmt: skip
 _CENTERED = {"Kernel", "Stride", "Bias"}
 _NO_WRAP = {"Params", "Ops", "Share", "acc@1"}
 
@@ -248,6 +286,10 @@ class LayerTable:
         else:
             wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
             yield rich_table(layer_grid(self.report, sort=self.sort, top=self.top, wide=wide))
+            if len({record.module_type for record in self.report.records}) > 1:
+                yield rich_table(type_grid(self.report))
+        for line in notes(self.report):
+            yield Text(line, style="yellow")
 
 
 def _published_gflops(summary: ModelSummary) -> str:

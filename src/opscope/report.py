@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from rich.console import Console
@@ -15,6 +15,34 @@ SORT_ORDERS: tuple[SortOrder, ...] = ("order", "ops")
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How much of the block's work the counted modules account for.
+
+    Attributes:
+        counted_flops: ``FlopCounterMode`` FLOPs (matmul, convolution, attention) that ran
+            inside counted modules.
+        total_flops: ``FlopCounterMode`` FLOPs of the whole block.
+    """
+
+    counted_flops: int
+    total_flops: int
+
+    @property
+    def share(self) -> float | None:
+        """``counted_flops / total_flops``, or None when the block had no such FLOPs."""
+        return self.counted_flops / self.total_flops if self.total_flops else None
+
+
+@dataclass(frozen=True)
+class TypeSummary:
+    """Calls and operations of one module type."""
+
+    module_type: str
+    calls: int
+    ops: int
+
+
+@dataclass(frozen=True)
 class Report:
     """The records of one profiled block.
 
@@ -22,12 +50,18 @@ class Report:
         records: one record per counted call, in execution order.
         hooked_modules: how many modules of the model were hooked (had a formula), which
             tells "the model has no counted module" from "none of them ran".
-        counted_types: names of the module types that have a formula.
+        counted_types: the types the profiler was limited to (``include``), or None for
+            every type that has a formula.
+        uncounted_modules: ``(name, type)`` of the model's leaf modules whose type has no
+            formula, so whose work, if any, is not in the totals.
+        coverage: measured with ``coverage=True``, else None.
     """
 
     records: tuple[LayerRecord, ...]
     hooked_modules: int
-    counted_types: tuple[str, ...]
+    counted_types: tuple[str, ...] | None = None
+    uncounted_modules: tuple[tuple[str, str], ...] = ()
+    coverage: Coverage | None = None
 
     @property
     def total_ops(self) -> int:
@@ -39,6 +73,20 @@ class Report:
         """Parameters of the modules that ran, each module counted once however often it ran."""
         return sum(record.params for record in self.records if record.call_index == 1)
 
+    def by_type(self) -> list[TypeSummary]:
+        """Calls and operations per module type, heaviest first."""
+        calls: dict[str, int] = {}
+        ops: dict[str, int] = {}
+        for record in self.records:
+            calls[record.module_type] = calls.get(record.module_type, 0) + 1
+            ops[record.module_type] = ops.get(record.module_type, 0) + record.ops
+        summaries = [TypeSummary(name, calls[name], ops[name]) for name in calls]
+        return sorted(summaries, key=lambda summary: -summary.ops)
+
+    def ops_of(self, family: str) -> int:
+        """Operations of the calls counted by one family's formula (``"Conv2d"``)."""
+        return sum(record.ops for record in self.records if record.family == family)
+
     def sorted(self, by: SortOrder = "order") -> tuple[LayerRecord, ...]:
         """The records in execution order, or by descending ops (ties keep execution order)."""
         if by not in SORT_ORDERS:
@@ -48,20 +96,29 @@ class Report:
         return self.records
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"total_ops": int, "total_params": int, "layers": [{...}, ...]}``.
+        """JSON-ready: ``{"total_ops": int, "total_params": int, "layers": [{...}, ...]}``,
+        plus ``"by_type"``, ``"uncounted_modules"`` and, when measured, ``"coverage"``.
 
         Every count is the exact integer; shapes and tuples are lists.
         """
-        return {
+        data: dict[str, Any] = {
             "total_ops": self.total_ops,
             "total_params": self.total_params,
             "layers": [record.to_dict() for record in self.records],
+            "by_type": [asdict(summary) for summary in self.by_type()],
+            "uncounted_modules": [
+                {"name": name, "type": module_type} for name, module_type in self.uncounted_modules
+            ],
         }
+        if self.coverage is not None:
+            data["coverage"] = {**asdict(self.coverage), "share": self.coverage.share}
+        return data
 
     def print(
         self, *, sort: SortOrder = "order", top: int | None = None, console: Console | None = None
     ) -> None:
-        """Print the per-layer table and its totals row with rich.
+        """Print the per-layer table with its totals row, then the per-type summary, the
+        coverage (when measured) and the uncounted modules, with rich.
 
         Args:
             sort: ``"order"`` (execution order) or ``"ops"`` (heaviest first).

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from opscope.formulas.registry import Shape, register
+from opscope.formulas.registry import Call, register
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def conv_ops(
     """Exact operations of one convolution call, in integer arithmetic.
 
     With ``K = (in_channels / groups) * prod(kernel_size)`` and ``P = prod(output_size)``
-    (for Conv2d, ``P = Hout * Wout``)::
+    (for Conv1d ``P = Lout``, for Conv2d ``P = Hout * Wout``, for Conv3d ``Dout * Hout * Wout``)::
 
         with bias:    ops = N * Cout * P * 2K
         without bias: ops = N * Cout * P * (2K - 1)
@@ -79,18 +79,20 @@ def conv_ops(
     return batch * out_channels * math.prod(output_size) * ops_per_output
 
 
-@register(nn.Conv2d, describe=ConvConfig.from_module)
-def count_conv(config: ConvConfig, input_shape: Shape, output_shape: Shape) -> int:
-    """Operations of one ``Conv*d`` call: :func:`conv_ops` on the call's real shapes.
+@register(nn.Conv1d, nn.Conv2d, nn.Conv3d, describe=ConvConfig.from_module)
+def count_conv(config: ConvConfig, call: Call) -> int:
+    """Operations of one ``Conv1d``/``Conv2d``/``Conv3d`` call: :func:`conv_ops` on the
+    call's real shapes.
 
     The channel dimension sits just before the spatial ones, so batched and unbatched
-    inputs are told apart by rank: an unbatched ``(C, H, W)`` call has ``N = 1``.
+    inputs are told apart by rank: an unbatched ``(C, H, W)`` Conv2d call has ``N = 1``.
     """
     spatial_dims = len(config.kernel_size)
     channel_axis = -(spatial_dims + 1)
+    output_shape = call.output
     return conv_ops(
         batch=math.prod(output_shape[:channel_axis]),
-        in_channels=input_shape[channel_axis],
+        in_channels=call.input[channel_axis],
         out_channels=output_shape[channel_axis],
         output_size=output_shape[channel_axis + 1 :],
         kernel_size=config.kernel_size,

@@ -3,17 +3,18 @@
 A *formula* is two pure pieces, registered together per module family:
 
 * ``describe(module) -> config``: reads the module's static settings (kernel size, groups,
-  bias, ...) once, when the profiler hooks the module, into a frozen dataclass;
-* ``count(config, input_shape, output_shape) -> int``: the exact number of operations of one
-  call, from that config and the shapes that really flowed through the module.
+  bias, ...) once, when the profiler hooks the module, into a frozen dataclass (or None);
+* ``count(config, call) -> int``: the exact number of operations of one call, from that config
+  and the :class:`Call`: the shapes that really flowed through the module.
 
 Neither ever sees a tensor, so the profiler can stay ignorant of every formula and the hot
-path (the forward hook) only records shapes.
+path (the forward hook) only records shapes. A module type resolves to the formula of its
+nearest registered base class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,8 +23,44 @@ from torch import nn
 Shape = tuple[int, ...]
 """A tensor shape as plain integers (``torch.Size`` is a ``tuple[int, ...]`` too)."""
 
-CountFn = Callable[[Any, Shape, Shape], int]
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a formula may know of one module call.
+
+    Attributes:
+        inputs: shapes of the tensors among the call's arguments, in order (positional, then
+            keyword; tuples, lists and dicts are looked into, so an LSTM's ``(x, (h0, c0))``
+            gives three shapes and a PackedSequence gives its data first).
+        outputs: shapes of the tensors in the call's output, in the same order.
+        training: the module's ``training`` flag at the time of the call.
+    """
+
+    inputs: tuple[Shape, ...]
+    outputs: tuple[Shape, ...]
+    training: bool = False
+
+    @property
+    def input(self) -> Shape:
+        """The first input's shape."""
+        if not self.inputs:
+            raise ValueError("the call had no tensor input")
+        return self.inputs[0]
+
+    @property
+    def output(self) -> Shape:
+        """The first output's shape."""
+        if not self.outputs:
+            raise ValueError("the call had no tensor output")
+        return self.outputs[0]
+
+
+CountFn = Callable[[Any, Call], int]
 CountFnT = TypeVar("CountFnT", bound=CountFn)
+
+
+def _no_config(module: nn.Module) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,45 +69,65 @@ class Formula:
 
     Attributes:
         module_type: the registered base type; subclasses resolve to it.
-        describe: reads a module's static settings into a frozen, hashable config.
         count: exact operations of one call, from the config and the call's shapes.
+        describe: reads a module's static settings into a frozen, hashable config.
     """
 
     module_type: type[nn.Module]
-    describe: Callable[[nn.Module], Any]
     count: CountFn
+    describe: Callable[[nn.Module], Any] = _no_config
 
 
 _REGISTRY: dict[type[nn.Module], Formula] = {}
 
 
-def register(
-    module_type: type[nn.Module], *, describe: Callable[[nn.Module], Any]
-) -> Callable[[CountFnT], CountFnT]:
-    """Register ``count`` as the formula of ``module_type`` (and of its subclasses).
-
-    Example (how :mod:`opscope.formulas.conv` registers the convolutions)::
-
-        @register(nn.Conv2d, describe=ConvConfig.from_module)
-        def count_conv(config: ConvConfig, input_shape: Shape, output_shape: Shape) -> int:
-            ...
-    """
+def _check_module_type(module_type: object) -> None:
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise TypeError(f"register() expects a torch.nn.Module subclass, got {module_type!r}")
+        raise TypeError(f"expected a torch.nn.Module subclass, got {module_type!r}")
+
+
+def register(
+    *module_types: type[nn.Module], describe: Callable[[nn.Module], Any] = _no_config
+) -> Callable[[CountFnT], CountFnT]:
+    """Register ``count`` as the formula of ``module_types`` (and of their subclasses).
+
+    Registering a type again replaces its formula. Example::
+
+        @opscope.register(MyBlock)
+        def count_my_block(config: None, call: opscope.Call) -> int:
+            batch, features = call.input
+            return 2 * batch * features
+    """
+    for module_type in module_types:
+        _check_module_type(module_type)
 
     def decorator(count: CountFnT) -> CountFnT:
-        _REGISTRY[module_type] = Formula(module_type, describe, count)
+        for module_type in module_types:
+            _REGISTRY[module_type] = Formula(module_type, count, describe)
         return count
 
     return decorator
 
 
-def formula_for(module_type: type[nn.Module]) -> Formula | None:
-    """The formula of the nearest registered base class of ``module_type``, or None."""
+def as_formulas(formulas: Mapping[type[nn.Module], Formula | CountFn]) -> dict[type[nn.Module], Formula]:
+    """Per-profiler formulas: a bare count function gets no config."""
+    result = {}
+    for module_type, formula in formulas.items():
+        _check_module_type(module_type)
+        result[module_type] = formula if isinstance(formula, Formula) else Formula(module_type, formula)
+    return result
+
+
+def formula_for(
+    module_type: type[nn.Module], overrides: Mapping[type[nn.Module], Formula] | None = None
+) -> Formula | None:
+    """The formula of the nearest base class of ``module_type`` that has one (``overrides``
+    first at each level, then the registry), or None."""
     for base in module_type.__mro__:
-        formula = _REGISTRY.get(base)
-        if formula is not None:
-            return formula
+        if overrides and base in overrides:
+            return overrides[base]
+        if base in _REGISTRY:
+            return _REGISTRY[base]
     return None
 
 
