@@ -46,9 +46,13 @@ def test_to_dict_is_json_ready_and_exact() -> None:
     assert first == {
         "name": "0",
         "type": "Conv2d",
+        "family": "Conv2d",
         "call_index": 1,
+        "training": True,
         "input_shape": [1, 3, 4, 4],
         "output_shape": [1, 4, 4, 4],
+        "input_shapes": [[1, 3, 4, 4]],
+        "output_shapes": [[1, 4, 4, 4]],
         "kernel_size": [3, 3],
         "stride": [1, 1],
         "padding": [1, 1],
