@@ -39,7 +39,7 @@ MODELS = [
 
 
 def profile_with_oracle(model: nn.Module, x: torch.Tensor) -> tuple[Profiler, int]:
-    with Profiler(model) as profiler, FlopCounterMode(display=False) as counter:
+    with Profiler(model, include=[nn.Conv2d]) as profiler, FlopCounterMode(display=False) as counter:
         model(x)
     conv_flops = sum(
         flops

@@ -38,7 +38,7 @@ class TwoConvs(nn.Module):
 
 def test_records_one_per_call_in_execution_order() -> None:
     model = TwoConvs()
-    with Profiler(model) as p:
+    with Profiler(model, include=[nn.Conv2d]) as p:
         model(torch.randn(2, 3, 5, 5))
     assert [(r.name, r.module_type, r.call_index) for r in p.records] == [
         ("features.0", "Conv2d", 1),
@@ -59,7 +59,7 @@ def test_records_one_per_call_in_execution_order() -> None:
 def test_hooks_are_removed_and_model_unchanged_after_the_block() -> None:
     model = torchvision.models.resnet18(weights=None)
     attributes_before = {name: set(vars(m)) for name, m in model.named_modules()}
-    with Profiler(model) as p:
+    with Profiler(model, include=[nn.Conv2d]) as p:
         assert hook_count(model) == 20  # one per Conv2d
         model(torch.randn(2, 3, 32, 32))
     assert hook_count(model) == hook_bookkeeping(model) == 0
@@ -70,7 +70,7 @@ def test_hooks_are_removed_and_model_unchanged_after_the_block() -> None:
 def test_hooks_are_removed_when_the_block_raises_and_records_survive() -> None:
     model = TwoConvs()
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
-        with Profiler(model) as p:
+        with Profiler(model, include=[nn.Conv2d]) as p:
             model.features(torch.randn(1, 3, 4, 4))  # one call recorded
             model.linear(torch.randn(1, 3))  # wrong width: raises
     assert hook_count(model) == 0
@@ -80,7 +80,7 @@ def test_hooks_are_removed_when_the_block_raises_and_records_survive() -> None:
 def test_no_tensor_outlives_the_block_because_of_the_profiler() -> None:
     model = TwoConvs()
     x = torch.randn(1, 3, 6, 6)
-    with Profiler(model) as p:
+    with Profiler(model, include=[nn.Conv2d]) as p:
         y = model(x)
         intermediate = model.features(x)
     refs = [weakref.ref(t) for t in (x, y, intermediate)]
@@ -184,7 +184,7 @@ def test_not_a_module_is_a_type_error() -> None:
 
 def test_entering_an_active_profiler_raises_and_keeps_its_hooks() -> None:
     model = TwoConvs()
-    profiler = Profiler(model)
+    profiler = Profiler(model, include=[nn.Conv2d])
     with profiler:
         with pytest.raises(RuntimeError, match="already active"):
             profiler.__enter__()
@@ -196,7 +196,7 @@ def test_entering_an_active_profiler_raises_and_keeps_its_hooks() -> None:
 
 def test_entering_again_after_exit_starts_a_new_measurement() -> None:
     model = TwoConvs()
-    profiler = Profiler(model)
+    profiler = Profiler(model, include=[nn.Conv2d])
     with profiler:
         model(torch.randn(1, 3, 4, 4))
         model(torch.randn(1, 3, 4, 4))
@@ -208,7 +208,7 @@ def test_entering_again_after_exit_starts_a_new_measurement() -> None:
 
 def test_calls_outside_the_block_are_not_recorded() -> None:
     model = TwoConvs()
-    with Profiler(model) as p:
+    with Profiler(model, include=[nn.Conv2d]) as p:
         pass
     model(torch.randn(1, 3, 4, 4))
     assert p.records == ()

@@ -24,7 +24,7 @@ def printed(profiler: Profiler, width: int, **options) -> str:
 def resnet18() -> Profiler:
     with torch.device("meta"):
         model = torchvision.models.resnet18(weights=None).eval()
-    with Profiler(model) as p:
+    with Profiler(model, include=[nn.Conv2d]) as p:
         model(torch.empty(1, 3, 224, 224, device="meta"))
     return p
 

@@ -4,17 +4,27 @@ Example:
     >>> import torch, torchvision
     >>> from opscope import Profiler
     >>> model = torchvision.models.resnet18(weights=None).eval()
-    >>> with Profiler(model) as p:
+    >>> with Profiler(model, include=[torch.nn.Conv2d]) as p:
     ...     _ = model(torch.randn(1, 3, 224, 224))
     >>> p.total_ops, len(p.records)
     (3624638976, 20)
 """
 
-from opscope.formulas import ConvConfig, conv_ops, register
+from opscope.formulas import Call, ConvConfig, Formula, conv_ops, register
 from opscope.profiler import Profiler
 from opscope.records import LayerRecord
 from opscope.report import Report
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvConfig", "LayerRecord", "Profiler", "Report", "__version__", "conv_ops", "register"]
+__all__ = [
+    "Call",
+    "ConvConfig",
+    "Formula",
+    "LayerRecord",
+    "Profiler",
+    "Report",
+    "__version__",
+    "conv_ops",
+    "register",
+]

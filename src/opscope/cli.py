@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="where to run: meta (shapes only, default), cpu or cuda")
         command.add_argument("--format", default="table", choices=FORMATS)
         command.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+        command.add_argument("--coverage", action="store_true",
+                             help="also measure which share of FlopCounterMode's FLOPs the "
+                                  "counted modules hold (slower)")
 
     profile = commands.add_parser("profile", help="the per-layer table of one model")
     profile.add_argument("model", help="torchvision model name, or package.module:callable")
@@ -152,7 +155,7 @@ def _profile(args: argparse.Namespace) -> int:
     (model,) = models
     shape = args.input or model.default_input
     try:
-        report, _ = profile_model(model, shape, args.device)
+        report, _ = profile_model(model, shape, args.device, coverage=args.coverage)
     except zoo.ZooError:
         raise
     except Exception as failure:  # noqa: BLE001 - the user's model failing is a message
@@ -170,9 +173,14 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _markdown_report(report: Report, args: argparse.Namespace) -> str:
+    """The layer table, the per-type table and the notes, as markdown."""
     if not report.records:
-        return render.empty_message(report).plain + "\n"
-    return render.markdown_table(render.layer_grid(report, sort=args.sort, top=args.top))
+        parts = [render.empty_message(report).plain]
+    else:
+        parts = [render.markdown_table(render.layer_grid(report, sort=args.sort, top=args.top))]
+        parts.append(render.markdown_table(render.type_grid(report)))
+    parts += render.notes(report)
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -204,7 +212,7 @@ def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> 
     ) as progress:  # fmt: skip
         task = progress.add_task("Profiling models", total=len(models))
         return compare(
-            models, args.input, args.device,
+            models, args.input, args.device, coverage=args.coverage,
             on_done=lambda summary: progress.update(task, advance=1, description=summary.name),
         )  # fmt: skip
 

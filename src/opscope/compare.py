@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -22,17 +22,22 @@ COMPARE_SORTS: tuple[CompareSort, ...] = ("ops", "params", "name", "acc")
 
 
 def profile_model(
-    model: zoo.ZooModel, input_shape: Sequence[int] | None = None, device: str = "meta"
+    model: zoo.ZooModel,
+    input_shape: Sequence[int] | None = None,
+    device: str = "meta",
+    *,
+    coverage: bool = False,
 ) -> tuple[Report, int]:
-    """Build ``model`` on ``device`` and profile one forward pass.
+    """Build ``model`` on ``device`` and profile one forward pass of every counted family.
 
     Returns the report and the model's parameter count. ``input_shape`` defaults to the
-    model's task default (``1×3×224×224`` for classification).
+    model's task default (``1×3×224×224`` for classification); ``coverage`` as in
+    :class:`~opscope.profiler.Profiler`.
     """
     net = zoo.build(model, device)
     args = zoo.example_input(model, input_shape or model.default_input, device)
     shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
-    with torch.inference_mode(), shortcuts, Profiler(net) as profiler:
+    with torch.inference_mode(), shortcuts, Profiler(net, coverage=coverage) as profiler:
         net(*args)
     return profiler.report, sum(p.numel() for p in net.parameters())
 
@@ -42,8 +47,10 @@ class ModelSummary:
     """One row of a comparison.
 
     Counts are None when the model failed; ``error`` then says why in one line.
-    ``acc1`` and ``gflops`` are torchvision's published figures for the default weights
-    (``gflops`` counts multiply-accumulates of the whole model at ``published_size``).
+    ``conv_calls`` and ``conv_ops`` are the Conv2d family's, ``total_ops`` every counted
+    family's; ``coverage`` is the share of FlopCounterMode FLOPs inside counted modules, when
+    asked for. ``acc1`` and ``gflops`` are torchvision's published figures for the default
+    weights (``gflops`` counts multiply-accumulates of the whole model at ``published_size``).
     """
 
     name: str
@@ -52,6 +59,8 @@ class ModelSummary:
     params: int | None
     conv_calls: int | None
     conv_ops: int | None
+    total_ops: int | None
+    coverage: float | None
     acc1: float | None
     gflops: float | None
     published_size: int | None
@@ -75,24 +84,30 @@ def describe_failure(error: BaseException, device: str) -> str:
 
 
 def summarize(
-    model: zoo.ZooModel, input_shape: Sequence[int] | None = None, device: str = "meta"
+    model: zoo.ZooModel,
+    input_shape: Sequence[int] | None = None,
+    device: str = "meta",
+    coverage: bool = False,
 ) -> ModelSummary:
     """Profile ``model`` into one comparison row; a failure becomes the row's ``error``."""
     shape = tuple(input_shape or model.default_input)
     published = zoo.published_metrics(model)
+    counts: tuple[int | float | None, ...] = (None,) * 5
+    error = None
     try:
-        report, params = profile_model(model, shape, device)
-        counts: tuple[int | None, ...] = (params, len(report.records), report.total_ops)
-        error = None
+        report, params = profile_model(model, shape, device, coverage=coverage)
+        conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
+        measured = report.coverage.share if report.coverage else None
+        counts = (params, conv_calls, report.ops_of("Conv2d"), report.total_ops, measured)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
-        counts, error = (None, None, None), describe_failure(failure, device)
+        error = describe_failure(failure, device)
     return ModelSummary(
         model.name, model.task, shape, *counts,
         published.acc1, published.gflops, published.crop_size, error,
     )  # fmt: skip
 
 
-def _summarize_task(task: tuple[zoo.ZooModel, Sequence[int] | None, str]) -> ModelSummary:
+def _summarize_task(task: tuple[zoo.ZooModel, Sequence[int] | None, str, bool]) -> ModelSummary:
     return summarize(*task)
 
 
@@ -101,6 +116,7 @@ def compare(
     input_shape: Sequence[int] | None = None,
     device: str = "meta",
     *,
+    coverage: bool = False,
     on_done: Callable[[ModelSummary], None] | None = None,
 ) -> list[ModelSummary]:
     """Summarise every model, in the order given.
@@ -109,19 +125,18 @@ def compare(
     models are profiled in parallel, one process per core; real devices run one at a time.
     ``on_done`` is called as each model finishes (for a progress bar).
     """
-    tasks = [(model, input_shape, device) for model in models]
+    tasks = [(model, input_shape, device, coverage) for model in models]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    with ExitStack() as stack:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # fork: the workers inherit the imported torch and any user factory's module.
+            context = multiprocessing.get_context("fork")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+            summaries: Iterable[ModelSummary] = pool.map(_summarize_task, tasks)
+        else:
+            summaries = map(_summarize_task, tasks)
         results = []
-        for task in tasks:
-            results.append(_summarize_task(task))
-            if on_done:
-                on_done(results[-1])
-        return results
-    # fork: the workers inherit the imported torch and any user factory's module.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        results = []
-        for summary in pool.map(_summarize_task, tasks):
+        for summary in summaries:
             results.append(summary)
             if on_done:
                 on_done(summary)
@@ -129,11 +144,11 @@ def compare(
 
 
 def sort_summaries(summaries: Sequence[ModelSummary], by: CompareSort) -> list[ModelSummary]:
-    """Heaviest first for ``ops`` and ``params``, most accurate first for ``acc``, A-Z for
+    """Heaviest first for ``ops`` (total ops) and ``params``, most accurate first for ``acc``, A-Z for
     ``name``; rows without the value (failed, or unpublished) go last."""
     if by not in COMPARE_SORTS:
         raise ValueError(f"sort must be one of {', '.join(COMPARE_SORTS)}; got {by!r}")
     if by == "name":
         return sorted(summaries, key=lambda s: s.name)
-    value = {"ops": "conv_ops", "params": "params", "acc": "acc1"}[by]
+    value = {"ops": "total_ops", "params": "params", "acc": "acc1"}[by]
     return sorted(summaries, key=lambda s: (getattr(s, value) is None, -(getattr(s, value) or 0)))

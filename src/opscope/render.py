@@ -149,7 +149,7 @@ class Grid:
 
 _RIGHT_ALIGNED = {
     "Groups", "Params", "Ops", "Share", "Calls", "Conv2d calls", "Conv2d ops", "Total ops", "acc@1",
-    "GFLOPS (pub.)",
+    "GFLOPS (pub.)", "Coverage",
 }  # fmt: skip
 _CENTERED = {"Kernel", "Stride", "Bias"}
 _NO_WRAP = {"Params", "Ops", "Share", "acc@1"}
@@ -300,17 +300,30 @@ def _published_gflops(summary: ModelSummary) -> str:
     return f"{summary.gflops:.2f}" + (f" @{summary.published_size}" if at_size else "")
 
 
+def _count_cell(value: int | None) -> str:
+    return "" if value is None else format_count(value)
+
+
+def _share_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def comparison_grid(summaries: Sequence[ModelSummary]) -> Grid:
     """One row per model: parameters, Conv2d calls and ops, published acc@1 and GFLOPS, and a
     note saying why a model failed."""
     failed = any(summary.error for summary in summaries)
-    headers = ("Model", "Params", "Conv2d calls", "Conv2d ops", "acc@1", "GFLOPS (pub.)")
+    measured = any(summary.coverage is not None for summary in summaries)
+    headers = ("Model", "Params", "Conv2d calls", "Conv2d ops", "Total ops")
+    headers += ("Coverage",) if measured else ()
+    headers += ("acc@1", "GFLOPS (pub.)")
     rows = tuple(
         (
             summary.name,
-            "" if summary.params is None else format_count(summary.params),
+            _count_cell(summary.params),
             "" if summary.conv_calls is None else str(summary.conv_calls),
-            "" if summary.conv_ops is None else format_count(summary.conv_ops),
+            _count_cell(summary.conv_ops),
+            _count_cell(summary.total_ops),
+            *([_share_cell(summary.coverage)] if measured else []),
             "" if summary.acc1 is None else f"{summary.acc1:.2f}",
             _published_gflops(summary),
             *([summary.error or ""] if failed else []),

@@ -1,0 +1,187 @@
+"""Transposed convolutions: exact multiplications plus additions of the scatter, bias counted.
+
+A transposed convolution scatters: input position ``i`` times kernel tap ``t`` lands on output
+position ``o = i * stride + t * dilation - padding`` (per spatial axis), and every output
+element is the sum of the products that land on it, plus the bias. opscope counts what that
+scatter computes:
+
+* one multiplication per (input element, kernel weight) product that lands inside the output.
+  ``padding`` crops the uncropped result: a product that would land in the cropped border has
+  no destination, is not needed, and is not counted;
+* one addition per product beyond the first that lands on an output element (accumulating
+  ``P`` products takes ``P - 1`` additions);
+* one addition per output element for the bias, when there is one.
+
+Every product of one (input channel, output channel) pair follows the same index map, and that
+map acts on each spatial axis independently, so both the number of landing products and the
+number of output elements that receive at least one are products over axes of one-axis counts
+(:func:`axis_scatter_counts`). ``output_padding`` (and ``forward(x, output_size=...)``, which
+overrides it per call) only lengthens the output, so it enters through the real output shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from opscope.formulas.conv import ConvConfig
+from opscope.formulas.registry import Call, register
+
+
+@dataclass(frozen=True)
+class ConvTransposeConfig(ConvConfig):
+    """The static settings of a ``ConvTranspose*d`` module: those of :class:`ConvConfig` plus
+    ``output_padding``.
+
+    ``padding`` is always a tuple of ints here: a transposed convolution crops ``padding``
+    positions from both ends of its result rather than padding its input. ``output_padding``
+    is recorded as set on the module; the count reads the output length from the real output
+    shape instead, because a call ``module(x, output_size=...)`` chooses its own.
+    """
+
+    output_padding: tuple[int, ...]
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> ConvTransposeConfig:
+        """Read the settings of a ``torch.nn.ConvTranspose*d`` module (or of a subclass)."""
+        shared = dataclasses.asdict(ConvConfig.from_module(module))
+        return cls(**shared, output_padding=tuple(module.output_padding))
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _covered_length(runs: list[tuple[int, int]]) -> int:
+    """How many integers lie in the union of the inclusive ranges ``runs``."""
+    covered = 0
+    end = None  # the last integer already counted
+    for first, last in sorted(runs):
+        if end is not None:
+            first = max(first, end + 1)
+        if first <= last:
+            covered += last - first + 1
+            end = last
+    return covered
+
+
+def axis_scatter_counts(
+    *, input_size: int, output_size: int, kernel_size: int, stride: int, padding: int, dilation: int
+) -> tuple[int, int]:
+    """Along one spatial axis: ``(landing, receiving)``.
+
+    ``landing`` is the number of (input position ``i``, kernel tap ``t``) pairs whose product
+    lands inside the output, ``0 <= i * stride + t * dilation - padding < output_size``;
+    ``receiving`` is the number of output positions that at least one pair lands on.
+
+    Tap ``t`` writes the positions ``offset + stride * i`` with ``offset = t * dilation -
+    padding``: a run of consecutive multiples of ``stride`` shifted by ``offset``. Runs of taps
+    whose offsets agree modulo ``stride`` can overlap and are merged; others never meet. This
+    costs ``O(kernel_size log kernel_size)``, whatever the lengths.
+
+    Example (the moduleprofiler page's case: 2 inputs, kernel 3; each position receives
+    1, 2, 2, 1 products):
+        >>> axis_scatter_counts(input_size=2, output_size=4, kernel_size=3, stride=1,
+        ...                     padding=0, dilation=1)
+        (6, 4)
+    """
+    landing = 0
+    runs_by_residue: dict[int, list[tuple[int, int]]] = {}
+    for tap in range(kernel_size):
+        offset = tap * dilation - padding
+        first = max(0, _ceil_div(-offset, stride))
+        last = min(input_size - 1, (output_size - 1 - offset) // stride)
+        if first > last:  # every product of this tap is cropped
+            continue
+        landing += last - first + 1
+        # Position offset + stride * i == residue + stride * (shift + i).
+        shift, residue = divmod(offset, stride)
+        runs_by_residue.setdefault(residue, []).append((shift + first, shift + last))
+    receiving = sum(_covered_length(runs) for runs in runs_by_residue.values())
+    return landing, receiving
+
+
+def conv_transpose_ops(
+    *,
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    input_size: Sequence[int],
+    output_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    bias: bool,
+) -> int:
+    """Exact operations of one transposed-convolution call, in integer arithmetic.
+
+    With ``(landing_d, receiving_d)`` from :func:`axis_scatter_counts` for each spatial axis
+    ``d``, ``C = N * out_channels`` output channel planes and ``E = C * prod(output_size)``::
+
+        multiplications = C * (in_channels / groups) * prod(landing_d)
+        additions       = multiplications - C * prod(receiving_d)   (accumulation)
+                          + E if bias                               (bias)
+        ops             = multiplications + additions
+
+    When every output element receives a product (the usual case) that is ``2M`` with bias
+    and ``2M - E`` without, ``M`` the multiplications, as for a convolution.
+
+    Example (a DCGAN-style upsampling layer, 16 -> 8 channels, kernel 4, stride 2, padding 1,
+    8x8 -> 16x16: per axis 30 of the 8 * 4 products land, on all 16 positions):
+        >>> conv_transpose_ops(batch=1, in_channels=16, out_channels=8, input_size=(8, 8),
+        ...                    output_size=(16, 16), kernel_size=(4, 4), stride=(2, 2),
+        ...                    padding=(1, 1), dilation=(1, 1), groups=1, bias=True)
+        230400
+    """
+    if groups < 1 or in_channels % groups:
+        raise ValueError(f"in_channels={in_channels} is not divisible by groups={groups}")
+    axes = (input_size, output_size, kernel_size, stride, padding, dilation)
+    if len({len(axis) for axis in axes}) != 1:
+        raise ValueError(f"sizes and settings disagree on the number of spatial axes: {axes}")
+    landing = receiving = 1
+    for in_len, out_len, kernel, step, pad, gap in zip(*axes):
+        axis_landing, axis_receiving = axis_scatter_counts(
+            input_size=in_len, output_size=out_len, kernel_size=kernel, stride=step,
+            padding=pad, dilation=gap,
+        )  # fmt: skip
+        landing *= axis_landing
+        receiving *= axis_receiving
+    planes = batch * out_channels
+    multiplications = planes * (in_channels // groups) * landing
+    accumulations = multiplications - planes * receiving
+    bias_additions = planes * math.prod(output_size) if bias else 0
+    return multiplications + accumulations + bias_additions
+
+
+@register(
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    describe=ConvTransposeConfig.from_module,
+)  # fmt: skip
+def count_conv_transpose(config: ConvTransposeConfig, call: Call) -> int:
+    """Operations of one ``ConvTranspose1d``/``2d``/``3d`` call: :func:`conv_transpose_ops`
+    on the call's real shapes.
+
+    The channel dimension sits just before the spatial ones, so an unbatched input (no batch
+    dimension) has ``N = 1``.
+    """
+    channel_axis = -(len(config.kernel_size) + 1)
+    input_shape, output_shape = call.input, call.output
+    return conv_transpose_ops(
+        batch=math.prod(output_shape[:channel_axis]),
+        in_channels=input_shape[channel_axis],
+        out_channels=output_shape[channel_axis],
+        input_size=input_shape[channel_axis + 1 :],
+        output_size=output_shape[channel_axis + 1 :],
+        kernel_size=config.kernel_size,
+        stride=config.stride,
+        padding=config.padding,
+        dilation=config.dilation,
+        groups=config.groups,
+        bias=config.bias,
+    )

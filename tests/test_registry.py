@@ -1,0 +1,149 @@
+"""Which modules are counted: registry resolution, custom formulas, include/exclude, nothing
+counted twice, uncounted modules listed, and coverage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import opscope
+from opscope import Call, Formula, Profiler
+from opscope.formulas import formula_for, registered_types
+
+
+class Scale(nn.Module):
+    """A custom block with no formula of its own: one multiplication per element."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+class ConvBlock(nn.Module):
+    """A block that contains a Conv2d: once the block has a formula, the conv is not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + x
+
+
+def count_per_element(config: None, call: Call) -> int:
+    return torch.Size(call.output).numel()
+
+
+def test_subclasses_resolve_to_their_nearest_registered_base() -> None:
+    class MyConv(nn.Conv2d):
+        pass
+
+    class MyConvAgain(MyConv):
+        pass
+
+    assert formula_for(MyConvAgain) is formula_for(nn.Conv2d)
+    assert formula_for(nn.LazyConv2d).module_type is nn.Conv2d
+    assert formula_for(Scale) is None
+    assert nn.Conv2d in registered_types()
+
+
+def test_per_profiler_formulas_win_over_the_registry() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), Scale())
+    with Profiler(model, formulas={Scale: count_per_element, nn.Conv2d: lambda c, call: 7}) as p:
+        model(torch.randn(3, 2, 4, 4))
+    assert [(r.name, r.family, r.ops) for r in p.records] == [("0", "Conv2d", 7), ("1", "Scale", 3 * 2 * 16)]
+    # Without them, the registry: Scale is not counted, and it is listed as such.
+    with Profiler(model, include=[nn.Conv2d]) as p:
+        model(torch.randn(3, 2, 4, 4))
+    assert [r.name for r in p.records] == ["0"]
+    assert p.report.uncounted_modules == (("1", "Scale"),)
+
+
+def test_register_a_custom_block_globally() -> None:
+    class Registered(Scale):
+        pass
+
+    try:
+        decorated = opscope.register(Registered)(count_per_element)
+        assert decorated is count_per_element
+        model, other = Registered(), Registered()
+        with Profiler(model) as p:
+            other(torch.ones(5))  # a different instance: not hooked
+            model(torch.ones(5))
+        assert [(r.name, r.module_type, r.ops) for r in p.records] == [("", "Registered", 5)]
+    finally:
+        from opscope.formulas import registry
+
+        registry._REGISTRY.pop(Registered)
+
+
+def test_register_rejects_what_is_not_a_module_type() -> None:
+    with pytest.raises(TypeError, match="torch.nn.Module subclass"):
+        opscope.register(int)
+    with pytest.raises(TypeError, match="include expects torch.nn.Module subclasses"):
+        Profiler(nn.Conv2d(1, 1, 1), include=["Conv2d"])  # type: ignore[list-item]
+
+
+def test_a_counted_block_hides_its_submodules() -> None:
+    model = nn.Sequential(ConvBlock(), ConvBlock())
+    formula = Formula(ConvBlock, count=lambda config, call: 1000)
+    with Profiler(model, formulas={ConvBlock: formula}) as p:
+        model(torch.randn(1, 2, 3, 3))
+    assert [(r.name, r.ops) for r in p.records] == [("0", 1000), ("1", 1000)]
+    assert p.report.hooked_modules == 2
+    assert p.report.total_params == 2 * (2 * 2 + 2)  # the blocks' params include the conv's
+
+
+def test_exclude_descends_into_the_excluded_block() -> None:
+    model = nn.Sequential(ConvBlock())
+    formula = Formula(ConvBlock, count=lambda config, call: 1000)
+    with Profiler(model, formulas={ConvBlock: formula}, exclude=[ConvBlock]) as p:
+        model(torch.randn(1, 2, 3, 3))
+    assert [(r.name, r.family) for r in p.records] == [("0.conv", "Conv2d")]
+    assert p.records[0].ops == 2 * 9 * (2 * 2)
+
+
+def test_include_limits_the_families() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), Scale())
+    with Profiler(model, include=[nn.Linear], formulas={Scale: count_per_element}) as p:
+        model(torch.randn(1, 1, 2, 2))
+    assert p.records == ()
+    assert p.report.counted_types == ("Linear",)
+
+
+def test_by_type_summary() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), Scale(), nn.Conv2d(2, 1, 1), Scale())
+    with Profiler(model, formulas={Scale: count_per_element}) as p:
+        model(torch.randn(1, 1, 3, 3))
+    summary = {s.module_type: (s.calls, s.ops) for s in p.report.by_type()}
+    conv_ops = sum(r.ops for r in p.records if r.family == "Conv2d")
+    assert summary == {"Conv2d": (2, conv_ops), "Scale": (2, 2 * 9 + 9)}
+    assert p.report.ops_of("Conv2d") == conv_ops
+    assert p.to_dict()["by_type"][0]["module_type"] == max(summary, key=lambda t: summary[t][1])
+
+
+def test_coverage_measures_what_hooks_cannot_see() -> None:
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.weight = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return y + torch.matmul(y.transpose(1, -1), self.weight).transpose(1, -1)  # unhooked
+
+    model = Residual()
+    x = torch.randn(2, 4, 5, 5)
+    with Profiler(model, coverage=True, include=[nn.Conv2d]) as p:
+        model(x)
+    coverage = p.report.coverage
+    conv_flops = 2 * 2 * 4 * 25 * 4 * 9  # FlopCounterMode: 2 * MACs of the convolution
+    matmul_flops = 2 * (2 * 5 * 5) * 4 * 4  # (50 x 4) @ (4 x 4)
+    assert (coverage.counted_flops, coverage.total_flops) == (conv_flops, conv_flops + matmul_flops)
+    assert coverage.share == conv_flops / (conv_flops + matmul_flops)
+    assert p.to_dict()["coverage"]["share"] == coverage.share
+    # Without coverage=True nothing is measured.
+    with Profiler(model) as p:
+        model(x)
+    assert p.report.coverage is None and "coverage" not in p.to_dict()
