@@ -147,3 +147,17 @@ def test_coverage_measures_what_hooks_cannot_see() -> None:
     with Profiler(model) as p:
         model(x)
     assert p.report.coverage is None and "coverage" not in p.to_dict()
+
+
+def test_types_registered_by_name_resolve_without_an_import() -> None:
+    from torchvision.ops.misc import Permute
+
+    class MyPermute(Permute):
+        pass
+
+    formula = formula_for(MyPermute)
+    assert formula is not None and formula.module_type is Permute
+    model = nn.Sequential(MyPermute([0, 2, 3, 1]))
+    with Profiler(model) as p:
+        model(torch.randn(1, 2, 3, 3))
+    assert [(r.family, r.ops) for r in p.records] == [("Permute", 0)]

@@ -19,16 +19,20 @@ def to_json(data: Any) -> str:
 
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
-        return "x".join(map(str, value))  # shapes and kernel sizes: 1x3x224x224
+        if value and isinstance(value[0], (list, tuple)):  # several shapes: 1x3x8x8;1x3x8x8
+            return ";".join(map(_csv_cell, value))
+        return "x".join(map(str, value))  # a shape or kernel size: 1x3x224x224
     return "" if value is None else value
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of flat mappings as CSV, one column per key of the first row."""
+    """Rows of mappings as CSV: one column per key, in order of first appearance (rows of
+    different layer families have different settings), blank where a row has no value."""
     if not rows:
         return ""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: _csv_cell(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()

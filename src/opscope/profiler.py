@@ -25,6 +25,9 @@ from opscope.formulas.registry import Call, CountFn, Formula, as_formulas, formu
 from opscope.records import LayerRecord
 from opscope.report import Coverage, Report, SortOrder
 
+# Modules that only hold others: an empty one does nothing, so is never "uncounted".
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
 # (site index, input shapes, output shapes, training): all a hook keeps of one call.
 _Call = tuple[int, tuple[torch.Size, ...], tuple[torch.Size, ...], bool]
 
@@ -182,7 +185,9 @@ class Profiler:
             self._hook(name, module, formula)
             return  # counted as a whole: its submodules are not hooked
         children = list(module.named_children())
-        if not children and formula_for(type(module), self._formulas) is None:
+        if not children and not isinstance(module, _CONTAINERS) and (
+            formula_for(type(module), self._formulas) is None
+        ):
             self._uncounted.append((name, type(module).__name__))
         for child_name, child in children:
             self._hook_tree(_qualified(name, child_name), child, seen)

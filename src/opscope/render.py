@@ -215,18 +215,22 @@ def layer_grid(
     """The per-layer table of a non-empty report as cells.
 
     One row per call, a footer row summing the rows cut by ``top``, and a totals row. ``wide``
-    gives kernel, stride, groups and bias a column each; otherwise they share one
-    (``3×3 s2 g32 +b``) and a type column that would repeat one name becomes the title.
+    gives every column; the compact layout, for 80 columns, puts kernel, stride, groups and
+    bias in one column (``3×3 s2 g32 +b``), and either turns a type column that would repeat
+    one name into the title or, with several types, leaves out the input shape (normally the
+    previous layer's output; the wide layout and the exports keep it).
     """
     _check_top(top)
     records, total = report.sorted(sort), report.total_ops
     repeated = {record.name for record in records if record.call_index > 1}
     types = sorted({record.module_type for record in records})
     show_types = wide or len(types) > 1
-    headers = ["Layer", *(["Type"] if show_types else []), "Input", "Output"]
+    show_inputs = wide or not show_types
+    headers = ["Layer", *(["Type"] if show_types else []), *(["Input"] if show_inputs else [])]
+    headers += ["Output"]
     headers += ["Kernel", "Stride", "Groups", "Bias"] if wide else ["Kernel"]
     headers += ["Params", "Ops", "Share"]
-    # Type (when shown), Input, Output and the settings are blank in summary rows.
+    # Type, Input and Output (when shown) and the settings are blank in summary rows.
     blanks = ("",) * (len(headers) - 4)
 
     shown = records if top is None else records[:top]
@@ -234,7 +238,7 @@ def layer_grid(
         (
             _layer_label(record, record.name in repeated),
             *([record.module_type] if show_types else []),
-            format_shape(record.input_shape),
+            *([format_shape(record.input_shape)] if show_inputs else []),
             format_shape(record.output_shape),
             *(_settings(record) if wide else [_compact_settings(record)]),
             format_count(record.params) if record.call_index == 1 else "shared",

@@ -10,13 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from opscope import Profiler, conv_ops
-
-
-def profiled_ops(module: nn.Module, x: torch.Tensor) -> int:
-    with Profiler(module) as p:
-        module(x)
-    assert len(p.records) == 1
-    return p.records[0].ops
+from helpers import profiled_ops
 
 
 # Each case: the module, its input, and the count worked out by hand from the spec,

@@ -3,7 +3,18 @@
 Importing this package registers every built-in family.
 """
 
-from opscope.formulas import conv
+from opscope.formulas import (
+    activation,
+    attention,
+    conv,
+    conv_transpose,
+    linear,
+    norm,
+    passthrough,
+    pooling,
+    recurrent,
+    upsample,
+)
 from opscope.formulas.conv import ConvConfig, conv_ops
 from opscope.formulas.registry import (
     Call,
@@ -21,9 +32,18 @@ __all__ = [
     "Formula",
     "Shape",
     "as_formulas",
+    "activation",
+    "attention",
     "conv",
     "conv_ops",
+    "conv_transpose",
     "formula_for",
+    "linear",
+    "norm",
+    "passthrough",
+    "pooling",
+    "recurrent",
     "register",
     "registered_types",
+    "upsample",
 ]

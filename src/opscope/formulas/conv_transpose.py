@@ -43,6 +43,7 @@ class ConvTransposeConfig(ConvConfig):
     shape instead, because a call ``module(x, output_size=...)`` chooses its own.
     """
 
+    padding: tuple[int, ...]  # narrowed: a transposed convolution takes no 'same' / 'valid'
     output_padding: tuple[int, ...]
 
     @classmethod

@@ -79,6 +79,9 @@ class Formula:
 
 
 _REGISTRY: dict[type[nn.Module], Formula] = {}
+# Formulas for types named "module.QualName", for libraries opscope should not import
+# (importing torchvision costs seconds): matched when a model contains such a module.
+_REGISTRY_BY_NAME: dict[str, Formula] = {}
 
 
 def _check_module_type(module_type: object) -> None:
@@ -109,6 +112,18 @@ def register(
     return decorator
 
 
+def register_by_name(*qualified_names: str) -> Callable[[CountFnT], CountFnT]:
+    """Register ``count`` (no config) for types named ``"package.module.ClassName"``, without
+    importing them; their subclasses resolve to it as with :func:`register`."""
+
+    def decorator(count: CountFnT) -> CountFnT:
+        for name in qualified_names:
+            _REGISTRY_BY_NAME[name] = Formula(nn.Module, count)
+        return count
+
+    return decorator
+
+
 def as_formulas(formulas: Mapping[type[nn.Module], Formula | CountFn]) -> dict[type[nn.Module], Formula]:
     """Per-profiler formulas: a bare count function gets no config."""
     result = {}
@@ -128,6 +143,9 @@ def formula_for(
             return overrides[base]
         if base in _REGISTRY:
             return _REGISTRY[base]
+        by_name = _REGISTRY_BY_NAME.get(f"{base.__module__}.{base.__qualname__}")
+        if by_name is not None:
+            return Formula(base, by_name.count)
     return None
 
 

@@ -1,0 +1,75 @@
+"""Overhead of profiling: a bare forward pass against the same forward inside ``Profiler``.
+
+Usage: python benchmarks/overhead.py [--rounds 30] [--warmup 5] [--device cpu|cuda]
+
+For each model (1x3x224x224, eval, inference mode) the two are run alternately, A B A B, after
+warm-up, and the median of the per-pair ratios profiled / bare is printed: alternating keeps
+both sides under the same machine conditions. The profiled side includes entering and leaving
+the profiler (registering and removing every hook), not reading the results (records are built
+lazily, when read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torchvision
+
+from opscope import Profiler
+
+MODELS = ("resnet50", "mobilenet_v3_large", "efficientnet_b0")
+TARGETS = {"resnet50": 1.02, "mobilenet_v3_large": 1.05}
+
+
+def timed(run: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def paired_ratios(model: torch.nn.Module, x: torch.Tensor, rounds: int, warmup: int) -> list[float]:
+    def bare() -> None:
+        model(x)
+
+    def profiled() -> None:
+        with Profiler(model):
+            model(x)
+
+    for _ in range(warmup):
+        bare(), profiled()
+    ratios = []
+    for _ in range(rounds):
+        bare_time = timed(bare, x.device)
+        ratios.append(timed(profiled, x.device) / bare_time)
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"device: {device}, threads: {torch.get_num_threads()}, rounds: {args.rounds}")
+    print(f"{'model':<20} {'median ratio':>12} {'p10':>7} {'p90':>7} {'target':>7}")
+    for name in MODELS:
+        model = torchvision.models.get_model(name, weights=None).eval().to(device)
+        x = torch.randn(1, 3, 224, 224, device=device)
+        with torch.inference_mode():
+            ratios = sorted(paired_ratios(model, x, args.rounds, args.warmup))
+        deciles = statistics.quantiles(ratios, n=10)
+        target = f"{TARGETS[name]:.2f}" if name in TARGETS else "-"
+        print(f"{name:<20} {statistics.median(ratios):>12.4f} {deciles[0]:>7.3f} {deciles[-1]:>7.3f} {target:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Activations: exact operations per element, and per row for the softmax family.
+
+Each scalar comparison, multiplication, addition, subtraction and division counts 1, and so
+does each evaluation of an elementary function (exp, log, tanh, erf). On top of the project
+convention (``docs/conventions.md``), activations follow these rules (the reasons are in
+``docs/formulas/activation.md``):
+
+* A function is counted as torch documents its definition, evaluated as written, a shared
+  sub-expression once (Softplus computes ``beta * x`` once for its test and its ``exp``).
+  One rewrite: the log of a quotient is the difference of logs, so LogSoftmax is
+  ``x_i - log(sum_j exp(x_j))`` and LogSigmoid ``-log(1 + exp(-x))``, never a log of a
+  ratio whose numerator's log is already known.
+* A sign flip (``-x``) and an absolute value are free: they only change the sign bit.
+* Constants such as ``1 / beta``, ``sqrt(2 / pi)`` or ``(lower + upper) / 2`` are worked out
+  once per module, not per element: multiplying by them counts 1, computing them nothing.
+* A piecewise definition costs the comparisons that pick the piece plus the arithmetic of
+  its costliest piece, for every element: counts depend on shapes, never on tensor values.
+* Float settings (``negative_slope``, ``alpha``, ``beta``, ...) never change a count, not
+  even when they make an operation trivial (``beta=1``): the module still performs it.
+* The softmax family does not count the row maximum that implementations subtract for
+  numerical stability: it does not change the result.
+
+Nothing here depends on the training flag: the activations compute the same arithmetic in
+both modes (RReLU draws its random slopes in training, and drawing is not arithmetic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from torch import nn
+
+from opscope.formulas.registry import Call, Shape, register
+
+OPS_PER_ELEMENT: Mapping[type[nn.Module], int] = MappingProxyType(
+    {
+        # Piecewise-linear: comparisons, then at most one arithmetic operation.
+        nn.ReLU: 1,  # max(0, x): 1 comparison
+        nn.Hardtanh: 2,  # min_val / max_val outside [min_val, max_val], x inside: 2 comparisons
+        nn.ReLU6: 2,  # Hardtanh(0, 6): 2 comparisons
+        nn.Threshold: 1,  # x if x > threshold else value: 1 comparison
+        nn.Hardshrink: 2,  # x if x > lambd or x < -lambd else 0: 2 comparisons
+        nn.Softshrink: 3,  # x - lambd above lambd, x + lambd below -lambd, else 0: 2 cmp + 1 add
+        nn.LeakyReLU: 2,  # x if x >= 0 else negative_slope * x: 1 comparison + 1 mul
+        nn.PReLU: 2,  # as LeakyReLU, the slope a weight (one, or one per channel): 1 cmp + 1 mul
+        nn.RReLU: 2,  # as LeakyReLU, slope drawn in training, (lower + upper) / 2 in eval
+        # Exponential family.
+        nn.ELU: 4,  # x if x > 0 else alpha * (exp(x) - 1): 1 cmp + exp + 1 sub + 1 mul
+        nn.CELU: 5,  # x if x > 0 else alpha * (exp(x / alpha) - 1): ELU's 4 + 1 div
+        nn.SELU: 5,  # scale * ELU(x): ELU's 4 + 1 mul
+        nn.Sigmoid: 3,  # 1 / (1 + exp(-x)): exp + 1 add + 1 div (-x is free)
+        nn.LogSigmoid: 3,  # log(1 / (1 + exp(-x))) = -log(1 + exp(-x)): exp + 1 add + log
+        nn.SiLU: 4,  # x * sigmoid(x): Sigmoid's 3 + 1 mul
+        # x if beta*x > threshold else log(1 + exp(beta*x)) / beta: 1 mul (beta*x, shared by
+        # the test and exp), 1 cmp, exp, 1 add, log, 1 mul by 1/beta
+        nn.Softplus: 6,
+        nn.Mish: 5,  # x * tanh(log(1 + exp(x))): exp + 1 add + log + tanh + 1 mul
+        nn.GLU: 4,  # a * sigmoid(b) per output element, a and b the input's halves
+        # Tanh and friends.
+        nn.Tanh: 1,  # tanh(x): 1 function
+        nn.Tanhshrink: 2,  # x - tanh(x): tanh + 1 sub
+        nn.Softsign: 2,  # x / (1 + |x|): 1 add + 1 div
+        # Hard approximations: clamp to [-3, 3], then the inner piece.
+        nn.Hardsigmoid: 4,  # 0 below -3, 1 above 3, x / 6 + 1/2 between: 2 cmp + 1 div + 1 add
+        # 0 below -3, x above 3, x * (x + 3) / 6 between: 2 cmp + 1 add + 1 mul + 1 div
+        nn.Hardswish: 5,
+    }
+)
+"""Operations per output element of each element-wise activation (GELU aside)."""
+
+GELU_OPS_PER_ELEMENT: Mapping[str, int] = MappingProxyType(
+    {
+        # 0.5 * x * (1 + erf(x / sqrt(2))): 1 mul by 1/sqrt(2), erf, 1 add, 2 mul
+        "none": 5,
+        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3))): x**3 as 2 mul, 1 mul by
+        # 0.044715, 1 add, 1 mul by sqrt(2/pi), tanh, 1 add, 2 mul
+        "tanh": 9,
+    }
+)
+"""Operations per element of ``nn.GELU``, by its ``approximate`` setting."""
+
+
+def ops_per_element(module: nn.Module) -> int:
+    """Operations per output element of an element-wise activation module.
+
+    ``nn.GELU`` depends on ``approximate``; every other type is looked up in
+    :data:`OPS_PER_ELEMENT` (a subclass takes its nearest listed base's cost).
+
+    >>> ops_per_element(nn.GELU(approximate="tanh")), ops_per_element(nn.ReLU6())
+    (9, 2)
+    """
+    if isinstance(module, nn.GELU):
+        return GELU_OPS_PER_ELEMENT[module.approximate]
+    for base in type(module).__mro__:
+        if base in OPS_PER_ELEMENT:
+            return OPS_PER_ELEMENT[base]
+    raise TypeError(f"{type(module).__name__} is not an element-wise activation")
+
+
+@dataclass(frozen=True)
+class ElementwiseConfig:
+    """The cost of one element of an element-wise activation, read once when it is hooked."""
+
+    ops_per_element: int
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> ElementwiseConfig:
+        """Read the per-element cost of an element-wise activation module."""
+        return cls(ops_per_element=ops_per_element(module))
+
+
+def elementwise_ops(output_shape: Shape, ops_per_element: int) -> int:
+    """Exact operations of one element-wise activation call::
+
+        ops = numel(output) * ops_per_element
+
+    Batched or not, every element costs the same, so the batch enters through ``numel``.
+
+    >>> elementwise_ops((2, 3, 4), ops_per_element=4)  # a SiLU on 24 elements
+    96
+    """
+    return math.prod(output_shape) * ops_per_element
+
+
+@register(*OPS_PER_ELEMENT, nn.GELU, describe=ElementwiseConfig.from_module)
+def count_elementwise(config: ElementwiseConfig, call: Call) -> int:
+    """Operations of one element-wise activation call: :func:`elementwise_ops` on the output.
+
+    The output has the input's shape for every type but ``GLU``, whose output is half its
+    input along ``dim``; ``inplace=True`` changes where the result goes, not its cost.
+    """
+    return elementwise_ops(call.output, config.ops_per_element)
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """The axis of a softmax-family module: ``None`` is torch's legacy implicit choice."""
+
+    dim: int | None
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> SoftmaxConfig:
+        """Read the ``dim`` of ``Softmax``, ``Softmin`` or ``LogSoftmax``; ``Softmax2d``
+        works along the channels, ``dim=-3``."""
+        return cls(dim=-3 if isinstance(module, nn.Softmax2d) else module.dim)
+
+
+def softmax_axis(dim: int | None, ndim: int) -> int:
+    """The non-negative axis a softmax over an ``ndim``-dimensional input works along.
+
+    ``dim=None`` follows torch's deprecated implicit rule (``nn.functional._get_softmax_dim``):
+    axis 0 for 0-, 1- and 3-dimensional inputs, axis 1 otherwise. A 0-dimensional input
+    accepts ``dim`` 0 or -1 and is one row of one element.
+
+    >>> softmax_axis(None, 3), softmax_axis(None, 4), softmax_axis(-1, 4)
+    (0, 1, 3)
+    """
+    if dim is None:
+        return 0 if ndim in (0, 1, 3) else 1
+    return dim % max(ndim, 1)
+
+
+def _rows_and_length(shape: Shape, dim: int | None) -> tuple[int, int]:
+    """How many independent rows the softmax normalises, and their length ``S``."""
+    if not shape:
+        return 1, 1
+    axis = softmax_axis(dim, len(shape))
+    return math.prod(shape[:axis] + shape[axis + 1 :]), shape[axis]
+
+
+def softmax_ops(shape: Shape, dim: int | None) -> int:
+    """Exact operations of one softmax over ``shape`` along ``dim``.
+
+    Each of the ``R = numel / S`` rows of length ``S`` takes ``S`` exponentials, ``S - 1``
+    additions for their sum and ``S`` divisions by it::
+
+        ops = R * (3S - 1)        (0 when S = 0: an empty row costs nothing)
+
+    ``Softmin`` is the softmax of ``-x``, and the sign flip is free, so it costs the same.
+
+    >>> softmax_ops((2, 5, 3), dim=1)  # 6 rows of 5: 6 * 14
+    84
+    """
+    rows, length = _rows_and_length(shape, dim)
+    return rows * (3 * length - 1) if length else 0
+
+
+def log_softmax_ops(shape: Shape, dim: int | None) -> int:
+    """Exact operations of one log-softmax over ``shape`` along ``dim``.
+
+    Evaluated as ``x_i - log(sum_j exp(x_j))``: per row of length ``S``, ``S`` exponentials,
+    ``S - 1`` additions, one logarithm and ``S`` subtractions::
+
+        ops = R * 3S
+
+    >>> log_softmax_ops((2, 5, 3), dim=1)  # 6 rows of 5: 6 * 15
+    90
+    """
+    rows, length = _rows_and_length(shape, dim)
+    return rows * 3 * length
+
+
+@register(nn.Softmax, nn.Softmin, nn.Softmax2d, describe=SoftmaxConfig.from_module)
+def count_softmax(config: SoftmaxConfig, call: Call) -> int:
+    """Operations of one ``Softmax``/``Softmin``/``Softmax2d`` call: :func:`softmax_ops`
+    on the real input shape (an unbatched input simply has fewer rows)."""
+    return softmax_ops(call.input, config.dim)
+
+
+@register(nn.LogSoftmax, describe=SoftmaxConfig.from_module)
+def count_log_softmax(config: SoftmaxConfig, call: Call) -> int:
+    """Operations of one ``LogSoftmax`` call: :func:`log_softmax_ops` on the input shape."""
+    return log_softmax_ops(call.input, config.dim)

@@ -1,0 +1,229 @@
+"""Pooling: exact comparisons, additions and divisions over the elements each window really holds.
+
+The count of one output is set by the number ``c`` of *input* elements its window covers:
+
+* max pooling takes the largest of ``c`` elements: ``c - 1`` comparisons (none for an empty
+  window, whose output is ``-inf``);
+* average pooling sums them and divides once: ``c - 1`` additions and ``1`` division, ``c`` in
+  all. Padding is never added (a padded zero changes no sum, and torch skips it); padding,
+  ``count_include_pad`` and ``divisor_override`` change only the divisor's value.
+
+Windows at the borders (padding, ``ceil_mode``, dilation) and adaptive windows hold different
+numbers of elements, so ``c`` is counted per output position, exactly. A window is the
+Cartesian product of one interval per spatial axis, so its size is the product of its per-axis
+lengths, and the sum of the sizes over every output position is the product over the axes of the
+per-axis sums of lengths: each axis is walked once, ``O(sum of output sizes)`` work in all.
+Finding the windows (index arithmetic) and tracking the argmax (``return_indices``) are not
+arithmetic on the data and are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from opscope.formulas.registry import Call, register
+
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE_MAX_POOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def sliding_window_sizes(
+    in_size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int
+) -> list[int]:
+    """Along one axis, how many input elements each of the ``out_size`` windows holds.
+
+    Window ``o`` has taps at ``o * stride - padding + k * dilation`` for ``k < kernel`` (torch's
+    placement for max and average pooling, ``ceil_mode`` included: it only adds outputs); only
+    the taps inside ``[0, in_size)`` hold an element.
+
+    Example (kernel 3, stride 2, padding 1 over 5 elements: taps -1..1, 1..3, 3..5):
+        >>> sliding_window_sizes(5, 3, kernel=3, stride=2, padding=1, dilation=1)
+        [2, 3, 2]
+    """
+    sizes = []
+    for index in range(out_size):
+        start = index * stride - padding
+        first_tap = max(0, _ceil_div(-start, dilation))
+        last_tap = min(kernel - 1, (in_size - 1 - start) // dilation)
+        sizes.append(max(0, last_tap - first_tap + 1))
+    return sizes
+
+
+def adaptive_window_sizes(in_size: int, out_size: int) -> list[int]:
+    """Along one axis, the lengths of the ``out_size`` adaptive windows over ``in_size``
+    elements: window ``o`` is ``[floor(o * in / out), ceil((o + 1) * in / out))``.
+
+    Example (5 elements into 3 windows: [0, 2), [1, 4), [3, 5)):
+        >>> adaptive_window_sizes(5, 3)
+        [2, 3, 2]
+    """
+    return [
+        _ceil_div((index + 1) * in_size, out_size) - index * in_size // out_size
+        for index in range(out_size)
+    ]
+
+
+def max_pool_ops(planes: int, window_sizes: Sequence[Sequence[int]]) -> int:
+    """Comparisons of max pooling over ``planes`` independent planes (batch times channels).
+
+    ``window_sizes[d][o]`` is the length along axis ``d`` of the windows at index ``o`` there.
+    A window of ``c`` elements takes ``c - 1`` comparisons, and an empty one none, so::
+
+        ops = planes * (prod_d sum_o w_d(o) - prod_d #{o : w_d(o) > 0})
+
+    (a window is empty as soon as one of its axis intervals is).
+
+    Example (MaxPool2d(3, stride=2, padding=1) on 5x5: windows of 2, 3, 2 along each axis):
+        >>> max_pool_ops(1, [[2, 3, 2], [2, 3, 2]])
+        40
+    """
+    elements = math.prod(sum(sizes) for sizes in window_sizes)
+    windows = math.prod(sum(1 for size in sizes if size) for sizes in window_sizes)
+    return planes * (elements - windows)
+
+
+def avg_pool_ops(planes: int, window_sizes: Sequence[Sequence[int]]) -> int:
+    """Additions and divisions of average pooling over ``planes`` planes.
+
+    A window of ``c`` elements takes ``c - 1`` additions and one division, ``c`` in all (an
+    empty window none), so::
+
+        ops = planes * prod_d sum_o w_d(o)
+
+    Example (AvgPool2d(3, stride=2, padding=1) on 5x5):
+        >>> avg_pool_ops(1, [[2, 3, 2], [2, 3, 2]])
+        49
+    """
+    return planes * math.prod(sum(sizes) for sizes in window_sizes)
+
+
+_OPS_BY_KIND: dict[str, Callable[[int, Sequence[Sequence[int]]], int]] = {
+    "max": max_pool_ops,
+    "avg": avg_pool_ops,
+}
+
+
+def _spatial_dims(module: nn.Module, families: Sequence[type[nn.Module]]) -> int:
+    """1, 2 or 3: the position of the module's type in ``families`` (its 1d, 2d, 3d types)."""
+    for dims, family in enumerate(families, start=1):
+        if isinstance(module, family):
+            return dims
+    raise TypeError(f"{type(module).__name__} is none of {[f.__name__ for f in families]}")
+
+
+def _per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    """A pooling argument as one int per axis; like torch, a single value is broadcast."""
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if len(values) == 1:
+        values *= dims
+    if len(values) != dims:
+        raise ValueError(f"expected 1 or {dims} values, got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The static settings of a ``MaxPool*d`` / ``AvgPool*d`` module, one int per spatial axis.
+
+    ``kind`` is ``"max"`` or ``"avg"``; average pooling has no dilation (all ones).
+    ``count_include_pad`` and ``divisor_override`` are not kept: they change the divisor's
+    value, never the number of operations.
+    """
+
+    kind: str
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> PoolConfig:
+        """Read the settings of a max or average pooling module (or of a subclass)."""
+        is_max = isinstance(module, _MAX_POOLS)
+        dims = _spatial_dims(module, _MAX_POOLS if is_max else _AVG_POOLS)
+        kernel_size = _per_axis(module.kernel_size, dims)
+        # torch pools with stride = kernel_size when the stride is None or empty
+        stride = module.stride or kernel_size
+        return cls(
+            kind="max" if is_max else "avg",
+            kernel_size=kernel_size,
+            stride=_per_axis(stride, dims),
+            padding=_per_axis(module.padding, dims),
+            dilation=_per_axis(module.dilation if is_max else 1, dims),
+            ceil_mode=bool(module.ceil_mode),
+        )
+
+
+@register(*_MAX_POOLS, *_AVG_POOLS, describe=PoolConfig.from_module)
+def count_pool(config: PoolConfig, call: Call) -> int:
+    """Operations of one ``MaxPool*d`` / ``AvgPool*d`` call: :func:`max_pool_ops` or
+    :func:`avg_pool_ops` over the windows :func:`sliding_window_sizes` finds on the real shapes.
+
+    Every dimension before the spatial ones (batch, if any, and channels) is a plane, so an
+    unbatched ``(C, H, W)`` call counts ``C`` planes.
+    """
+    dims = len(config.kernel_size)
+    output = call.output
+    window_sizes = [
+        sliding_window_sizes(*axis)
+        for axis in zip(
+            call.input[-dims:], output[-dims:], config.kernel_size, config.stride,
+            config.padding, config.dilation, strict=True,
+        )  # fmt: skip
+    ]
+    return _OPS_BY_KIND[config.kind](math.prod(output[:-dims]), window_sizes)
+
+
+@dataclass(frozen=True)
+class AdaptivePoolConfig:
+    """An adaptive pooling module: ``kind`` (``"max"`` or ``"avg"``) and its number of spatial
+    axes. The windows follow from the real input and output sizes alone."""
+
+    kind: str
+    spatial_dims: int
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> AdaptivePoolConfig:
+        """Read the kind and dimensionality of an ``Adaptive*Pool*d`` module."""
+        is_max = isinstance(module, _ADAPTIVE_MAX_POOLS)
+        families = _ADAPTIVE_MAX_POOLS if is_max else _ADAPTIVE_AVG_POOLS
+        return cls(kind="max" if is_max else "avg", spatial_dims=_spatial_dims(module, families))
+
+
+def adaptive_pool_ops(
+    kind: str, input_shape: Sequence[int], output_shape: Sequence[int], spatial_dims: int
+) -> int:
+    """Operations of adaptive max (``kind="max"``) or average (``"avg"``) pooling from
+    ``input_shape`` to ``output_shape``, whose last ``spatial_dims`` sizes are pooled and whose
+    leading sizes are planes: :func:`max_pool_ops` or :func:`avg_pool_ops` over the windows of
+    :func:`adaptive_window_sizes`.
+
+    Example (global average pooling of a 2x64x7x7 input: 49 elements per plane):
+        >>> adaptive_pool_ops("avg", (2, 64, 7, 7), (2, 64, 1, 1), spatial_dims=2)
+        6272
+    """
+    window_sizes = [
+        adaptive_window_sizes(in_size, out_size)
+        for in_size, out_size in zip(
+            input_shape[-spatial_dims:], output_shape[-spatial_dims:], strict=True
+        )
+    ]
+    return _OPS_BY_KIND[kind](math.prod(output_shape[:-spatial_dims]), window_sizes)
+
+
+@register(*_ADAPTIVE_MAX_POOLS, *_ADAPTIVE_AVG_POOLS, describe=AdaptivePoolConfig.from_module)
+def count_adaptive_pool(config: AdaptivePoolConfig, call: Call) -> int:
+    """Operations of one ``AdaptiveMaxPool*d`` / ``AdaptiveAvgPool*d`` call:
+    :func:`adaptive_pool_ops` on the real shapes (an unbatched call counts ``C`` planes)."""
+    return adaptive_pool_ops(config.kind, call.input, call.output, config.spatial_dims)
