@@ -62,6 +62,7 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "padding_mode": "zeros",
         "params": 112,
         "ops": 3456,
+        "calls": 1,
     }
     assert [layer["ops"] for layer in data["layers"]] == [3456, 1792, 4608]
 

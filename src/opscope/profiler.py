@@ -9,6 +9,8 @@ tensor data, never makes a device wait and never keeps a reference to a tensor.
 
 from __future__ import annotations
 
+import threading
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,19 +36,31 @@ _Call = tuple[int, tuple[torch.Size, ...], tuple[torch.Size, ...], bool]
 
 @dataclass(frozen=True)
 class _Site:
-    """A hooked module, described once when the profiler is entered."""
+    """A hooked module. Its settings and parameter count are read when results are first
+    read, not when the block is entered, to keep entering cheap (the profiler holds the
+    model anyway); a lazy module (``nn.LazyConv2d``) has its parameters by then."""
 
     name: str
-    module_type: str
+    module: nn.Module
     formula: Formula
+
+    @property
+    def module_type(self) -> str:
+        return type(self.module).__name__
+
+
+@dataclass(frozen=True)
+class _Description:
     config: Any
-    params: int | None  # None until a lazy module has materialised its parameters
+    params: int
 
 
-def _describe(name: str, module: nn.Module, formula: Formula) -> _Site:
-    parameters = list(module.parameters())
-    params = None if any(is_lazy(p) for p in parameters) else sum(p.numel() for p in parameters)
-    return _Site(name, type(module).__name__, formula, formula.describe(module), params)
+def _describe(site: _Site) -> _Description | None:
+    """The site's settings and parameter count; None while its parameters are still lazy."""
+    parameters = list(site.module.parameters())
+    if any(is_lazy(p) for p in parameters):
+        return None
+    return _Description(site.formula.describe(site.module), sum(p.numel() for p in parameters))
 
 
 def _collect_shapes(value: Any, shapes: list[torch.Size]) -> None:
@@ -62,11 +76,53 @@ def _collect_shapes(value: Any, shapes: list[torch.Size]) -> None:
 
 
 def _shapes(value: Any) -> tuple[torch.Size, ...]:
-    if isinstance(value, torch.Tensor):  # the common case, kept cheap
-        return (value.shape,)
     shapes: list[torch.Size] = []
     _collect_shapes(value, shapes)
     return tuple(shapes)
+
+
+class _CallLog:
+    """The calls a profiler saw, kept compactly.
+
+    Each distinct call (module, shapes, mode) is stored once and numbered; then either the
+    number of every call is appended to an array of machine integers (8 bytes a call, and
+    nothing for the garbage collector to walk, which a list of tuples would make it do over
+    and over), or, in summary mode, one count per distinct call is kept. Forward passes may
+    run in several threads: numbering and counting take a lock, appending is atomic.
+    """
+
+    def __init__(self, summary: bool) -> None:
+        self._codes: dict[_Call, int] = {}
+        self._order = array("q")
+        self._counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.keep: Callable[[_Call], None] = self._count if summary else self._append
+        self._summary = summary
+
+    def _code(self, call: _Call) -> int:
+        code = self._codes.get(call)
+        if code is None:
+            with self._lock:
+                code = self._codes.setdefault(call, len(self._codes))
+        return code
+
+    def _append(self, call: _Call) -> None:
+        self._order.append(self._code(call))
+
+    def _count(self, call: _Call) -> None:
+        code = self._code(call)
+        with self._lock:
+            self._counts[code] = self._counts.get(code, 0) + 1
+
+    def snapshot(self) -> tuple[list[_Call], list[tuple[int, int]]]:
+        """The distinct calls by number, and ``(number, calls)`` pairs in execution order:
+        one pair per call, or in summary mode one per distinct call."""
+        with self._lock:
+            distinct = list(self._codes)
+            if self._summary:
+                return distinct, list(self._counts.items())
+            order = self._order[:]
+        return distinct, [(code, 1) for code in order]
 
 
 def _qualified(prefix: str, name: str) -> str:
@@ -96,6 +152,9 @@ class Profiler:
         coverage: also run the block under ``torch.utils.flop_counter.FlopCounterMode`` and
             report which share of its FLOPs happened inside counted modules (operations in
             functional calls or ``x + y`` are invisible to hooks). It slows the block down.
+        summary: keep one record per distinct (module, shapes, mode) with a ``calls`` count
+            instead of one record per call, so memory stays flat however many batches run
+            inside the block (``record.ops`` is then the total of those calls).
 
     Example:
         >>> import torch, torchvision
@@ -115,6 +174,7 @@ class Profiler:
         exclude: Iterable[type[nn.Module]] = (),
         formulas: Mapping[type[nn.Module], Formula | CountFn] | None = None,
         coverage: bool = False,
+        summary: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -127,21 +187,24 @@ class Profiler:
         self._coverage = coverage
         self._sites: list[_Site] = []
         self._uncounted: list[tuple[str, str]] = []
-        self._lazy_modules: dict[int, nn.Module] = {}
+        self._descriptions: dict[int, _Description] = {}
+        self._formula_by_type: dict[type[nn.Module], Formula | None] = {}
         self._handles: list[RemovableHandle] = []
-        self._calls: list[_Call] = []
+        self._summary = summary
+        self._log = _CallLog(summary)
         self._flop_counter: FlopCounterMode | None = None
         self._coverage_result: Coverage | None = None
         self._active = False
         self._report: Report | None = None
+        self._report_calls = 0  # how many calls the cached report holds
 
     # -- the context manager -------------------------------------------------------------
 
     def __enter__(self) -> Profiler:
         if self._active:
             raise RuntimeError("this Profiler is already active: exit its 'with' block first")
-        self._sites, self._uncounted, self._lazy_modules = [], [], {}
-        self._calls, self._report, self._coverage_result = [], None, None
+        self._sites, self._uncounted, self._descriptions = [], [], {}
+        self._log, self._report, self._coverage_result = _CallLog(self._summary), None, None
         try:
             self._hook_tree("", self._model, set())
             if self._coverage:
@@ -163,51 +226,57 @@ class Profiler:
             if self._flop_counter is not None:
                 self._flop_counter.__exit__(exc_type, exc, traceback)
                 self._coverage_result = self._measure_coverage(self._flop_counter)
-            self._describe_lazy_modules()
         finally:
             self._flop_counter = None
             self._remove_hooks()
             self._active = False
 
-    def _formula_of(self, module: nn.Module) -> Formula | None:
-        if self._include is not None and not isinstance(module, self._include):
-            return None
-        if isinstance(module, self._exclude):
-            return None
-        return formula_for(type(module), self._formulas)
+    def _formula_of(self, module_type: type[nn.Module]) -> Formula | None:
+        """The formula a module of this type is counted with here, or None (cached: a model
+        has many modules of few types)."""
+        if module_type not in self._formula_by_type:
+            included = self._include is None or issubclass(module_type, self._include)
+            excluded = issubclass(module_type, self._exclude)
+            formula = formula_for(module_type, self._formulas)
+            self._formula_by_type[module_type] = formula if included and not excluded else None
+        return self._formula_by_type[module_type]
 
     def _hook_tree(self, name: str, module: nn.Module, seen: set[int]) -> None:
         if id(module) in seen:  # a shared module is hooked once, under its first name
             return
         seen.add(id(module))
-        formula = self._formula_of(module)
+        formula = self._formula_of(type(module))
         if formula is not None:
             self._hook(name, module, formula)
             return  # counted as a whole: its submodules are not hooked
-        children = list(module.named_children())
+        children = module._modules  # named_children(), without its generator and set
         if not children and not isinstance(module, _CONTAINERS) and (
             formula_for(type(module), self._formulas) is None
         ):
             self._uncounted.append((name, type(module).__name__))
-        for child_name, child in children:
-            self._hook_tree(_qualified(name, child_name), child, seen)
+        for child_name, child in children.items():
+            if child is not None:
+                self._hook_tree(_qualified(name, child_name), child, seen)
 
     def _hook(self, name: str, module: nn.Module, formula: Formula) -> None:
-        site = _describe(name, module, formula)
         index = len(self._sites)
-        self._sites.append(site)
-        if site.params is None:
-            self._lazy_modules[index] = module
-        hook = self._make_hook(index, self._calls.append)
+        self._sites.append(_Site(name, module, formula))
+        hook = self._make_hook(index, self._log.keep)
         self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
     @staticmethod
-    def _make_hook(index: int, append: Callable[[_Call], None]) -> Callable[..., None]:
+    def _make_hook(index: int, keep: Callable[[_Call], None]) -> Callable[..., None]:
+        # The hot path: runs once per counted call, so only the common single-tensor case is
+        # handled inline; everything else (several inputs, keywords, tuples) is looked into.
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
-            inputs = _shapes(args) + _shapes(kwargs) if kwargs else _shapes(args)
-            append((index, inputs, _shapes(output), module.training))
+            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+                inputs: tuple[torch.Size, ...] = (args[0].shape,)
+            else:
+                inputs = _shapes(args) + _shapes(kwargs)
+            outputs = (output.shape,) if isinstance(output, torch.Tensor) else _shapes(output)
+            keep((index, inputs, outputs, module.training))
 
         return hook
 
@@ -219,32 +288,34 @@ class Profiler:
         )
         return Coverage(counted_flops=counted, total_flops=sum(counts.get("Global", {}).values()))
 
-    def _describe_lazy_modules(self) -> None:
-        # A lazy module (nn.LazyConv2d) learns its parameters in its first forward.
-        for index, module in list(self._lazy_modules.items()):
-            site = _describe(self._sites[index].name, module, self._sites[index].formula)
-            if site.params is not None:
-                self._sites[index] = site
-                del self._lazy_modules[index]
+    def _description(self, index: int) -> _Description:
+        description = self._descriptions.get(index)
+        if description is None:
+            description = _describe(self._sites[index])
+            if description is None:  # still lazy: settings known, parameters not yet
+                site = self._sites[index]
+                return _Description(site.formula.describe(site.module), 0)
+            self._descriptions[index] = description
+        return description
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._lazy_modules.clear()  # hold no module past the block
 
     # -- results ---------------------------------------------------------------------------
 
     @property
     def report(self) -> Report:
         """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached)."""
-        calls = self._calls[:]  # a consistent snapshot while other threads may still append
-        if self._report is None or len(self._report.records) != len(calls) or (
+        distinct, calls = self._log.snapshot()
+        recorded = sum(count for _, count in calls)
+        if self._report is None or self._report_calls != recorded or (
             self._report.coverage is not self._coverage_result
         ):
-            self._describe_lazy_modules()
+            self._report_calls = recorded
             self._report = Report(
-                records=tuple(self._records(calls)),
+                records=tuple(self._records(distinct, calls)),
                 hooked_modules=len(self._sites),
                 counted_types=None if self._include is None else tuple(t.__name__ for t in self._include),
                 uncounted_modules=tuple(self._uncounted),
@@ -252,20 +323,29 @@ class Profiler:
             )
         return self._report
 
-    def _records(self, calls: list[_Call]) -> list[LayerRecord]:
+    @staticmethod
+    def _apply_formula(site: _Site, config: Any, logged: _Call) -> tuple[Call, int]:
+        _, input_shapes, output_shapes, training = logged
+        call = Call(tuple(map(tuple, input_shapes)), tuple(map(tuple, output_shapes)), training)
+        try:
+            return call, site.formula.count(config, call)
+        except Exception as error:
+            raise RuntimeError(
+                f"cannot count {site.name or '(model)'} ({site.module_type}) on inputs "
+                f"{call.inputs} and outputs {call.outputs}: {error}"
+            ) from error
+
+    def _records(self, distinct: list[_Call], calls: list[tuple[int, int]]) -> list[LayerRecord]:
+        counted: dict[int, tuple[Call, int]] = {}  # each distinct call is counted once
         calls_per_site = [0] * len(self._sites)
         records = []
-        for index, input_shapes, output_shapes, training in calls:
-            site = self._sites[index]
+        for code, count in calls:
+            index = distinct[code][0]
+            site, description = self._sites[index], self._description(index)
             calls_per_site[index] += 1
-            call = Call(tuple(map(tuple, input_shapes)), tuple(map(tuple, output_shapes)), training)
-            try:
-                ops = site.formula.count(site.config, call)
-            except Exception as error:
-                raise RuntimeError(
-                    f"cannot count {site.name or '(model)'} ({site.module_type}) on inputs "
-                    f"{call.inputs} and outputs {call.outputs}: {error}"
-                ) from error
+            if code not in counted:
+                counted[code] = self._apply_formula(site, description.config, distinct[code])
+            call, ops = counted[code]
             records.append(
                 LayerRecord(
                     name=site.name,
@@ -274,10 +354,11 @@ class Profiler:
                     call_index=calls_per_site[index],
                     input_shapes=call.inputs,
                     output_shapes=call.outputs,
-                    training=training,
-                    config=site.config,
-                    params=site.params or 0,
-                    ops=ops,
+                    training=call.training,
+                    config=description.config,
+                    params=description.params,
+                    ops=ops * count,
+                    calls=count,
                 )
             )
         return records

@@ -28,7 +28,9 @@ class LayerRecord:
             fields read as record attributes too, so ``record.kernel_size`` is
             ``record.config.kernel_size``.
         params: number of parameters of the module (its submodules' included).
-        ops: exact multiplications plus additions of this call.
+        ops: exact operations of this call (in summary mode, of its ``calls`` calls).
+        calls: 1; in summary mode, how many calls with these shapes the record stands for
+            (``call_index`` then numbers the module's distinct shapes).
     """
 
     name: str
@@ -41,6 +43,7 @@ class LayerRecord:
     config: Any
     params: int
     ops: int
+    calls: int = 1
 
     @property
     def input_shape(self) -> Shape:
@@ -79,7 +82,7 @@ class LayerRecord:
             "output_shapes": [list(shape) for shape in self.output_shapes],
         }
         row.update({key: _jsonable(value) for key, value in settings.items()})
-        row.update(params=self.params, ops=self.ops)
+        row.update(params=self.params, ops=self.ops, calls=self.calls)
         return row
 
 

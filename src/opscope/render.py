@@ -81,7 +81,8 @@ def _compact_settings(record: LayerRecord) -> str:
 
 def _layer_label(record: LayerRecord, repeated: bool) -> str:
     name = record.name or "(model)"
-    return f"{name} #{record.call_index}" if repeated else name
+    label = f"{name} #{record.call_index}" if repeated else name
+    return f"{label} ×{record.calls}" if record.calls > 1 else label
 
 
 def empty_message(report: Report) -> Text:
@@ -256,7 +257,7 @@ def layer_grid(
         )
     footer.append(
         (
-            f"Total ({len(records)} calls)",
+            f"Total ({report.total_calls} calls)",
             *blanks,
             format_count(report.total_params),
             format_count(total),

@@ -69,6 +69,11 @@ class Report:
         return sum(record.ops for record in self.records)
 
     @property
+    def total_calls(self) -> int:
+        """Counted calls (in summary mode, more than there are records)."""
+        return sum(record.calls for record in self.records)
+
+    @property
     def total_params(self) -> int:
         """Parameters of the modules that ran, each module counted once however often it ran."""
         return sum(record.params for record in self.records if record.call_index == 1)
@@ -78,7 +83,7 @@ class Report:
         calls: dict[str, int] = {}
         ops: dict[str, int] = {}
         for record in self.records:
-            calls[record.module_type] = calls.get(record.module_type, 0) + 1
+            calls[record.module_type] = calls.get(record.module_type, 0) + record.calls
             ops[record.module_type] = ops.get(record.module_type, 0) + record.ops
         summaries = [TypeSummary(name, calls[name], ops[name]) for name in calls]
         return sorted(summaries, key=lambda summary: -summary.ops)

@@ -1,0 +1,79 @@
+"""Summary mode: calls with the same module and shapes aggregate into one record."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from opscope import Profiler
+
+
+def small_model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)).eval()
+
+
+def run(model: nn.Module, shapes: list[tuple[int, ...]], summary: bool) -> Profiler:
+    with torch.inference_mode(), Profiler(model, summary=summary) as p:
+        for shape in shapes:
+            model(torch.randn(shape))
+    return p
+
+
+def test_summary_equals_the_detailed_records_aggregated() -> None:
+    model = small_model()
+    model(torch.randn(1, 3, 8, 8))  # materialise the lazy layer
+    shapes = [(1, 3, 8, 8)] * 50 + [(2, 3, 8, 8)] * 20 + [(1, 3, 8, 8)] * 30
+    detailed, summary = run(model, shapes, False), run(model, shapes, True)
+    assert len(detailed.records) == 4 * 100
+    assert len(summary.records) == 4 * 2  # each module, at batch 1 and at batch 2
+    assert summary.total_ops == detailed.total_ops
+    assert summary.report.total_calls == detailed.report.total_calls == 400
+    conv_batch1 = next(r for r in summary.records if r.name == "0" and r.input_shape[0] == 1)
+    single = next(r for r in detailed.records if r.name == "0" and r.input_shape[0] == 1)
+    assert (conv_batch1.calls, conv_batch1.ops, conv_batch1.call_index) == (80, 80 * single.ops, 1)
+    assert summary.report.total_params == detailed.report.total_params
+    assert {s.module_type: s.calls for s in summary.report.by_type()} == {
+        s.module_type: s.calls for s in detailed.report.by_type()
+    }
+    assert summary.to_dict()["layers"][0]["calls"] == 80
+
+
+def test_summary_records_do_not_grow_with_calls() -> None:
+    model = small_model()
+    few = run(model, [(1, 3, 8, 8)] * 10, True)
+    many = run(model, [(1, 3, 8, 8)] * 2000, True)
+    assert len(few.records) == len(many.records) == 4
+    assert many.total_ops == 200 * few.total_ops
+
+
+def test_threads_lose_no_calls() -> None:
+    for summary in (False, True):
+        model = small_model()
+        model(torch.randn(1, 3, 8, 8))
+        with Profiler(model, summary=summary) as p:
+
+            def work() -> None:
+                with torch.inference_mode():
+                    for _ in range(50):
+                        model(torch.randn(1, 3, 8, 8))
+
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert p.report.total_calls == 4 * 50 * 4
+        assert len({r.ops // r.calls for r in p.records if r.name == "0"}) == 1
+
+
+def test_the_table_shows_the_call_counts() -> None:
+    p = run(small_model(), [(1, 3, 8, 8)] * 25, True)
+    console = Console(file=io.StringIO(), width=120, record=True, color_system=None)
+    p.print(console=console)
+    text = console.export_text()
+    assert "0 ×25" in text
+    assert "Total (100 calls)" in text
