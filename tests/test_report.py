@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from opscope import Profiler
+from opscope import Profiler, Report
 
 
 def profiled() -> Profiler:
@@ -53,6 +53,7 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "output_shape": [1, 4, 4, 4],
         "input_shapes": [[1, 3, 4, 4]],
         "output_shapes": [[1, 4, 4, 4]],
+        "config_type": "opscope.formulas.conv.ConvConfig",
         "kernel_size": [3, 3],
         "stride": [1, 1],
         "padding": [1, 1],
@@ -79,3 +80,29 @@ def test_unknown_record_attribute_is_an_attribute_error() -> None:
     record = profiled().records[0]
     with pytest.raises(AttributeError, match="no attribute 'flops'"):
         record.flops  # noqa: B018
+
+
+def test_json_round_trip_gives_equal_records() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same"), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 16, 5), nn.Softmax(dim=-1),
+    )  # fmt: skip
+    lstm = nn.LSTM(5, 3, num_layers=2, bidirectional=True)
+    with Profiler(model, coverage=True) as p, Profiler(lstm) as q:
+        model(torch.randn(2, 3, 4, 4))
+        model(torch.randn(1, 3, 4, 4))
+        lstm(torch.randn(7, 2, 5))
+    for report in (p.report, q.report):
+        text = report.to_json()
+        back = Report.from_json(text)
+        assert back == report
+        assert back.records == report.records and back.total_ops == report.total_ops
+        assert Report.from_json(back.to_json()).to_json() == text
+    assert Report.from_json(p.report.to_json()).records[0].padding == "same"  # still a string
+
+
+def test_reading_an_unknown_config_type_is_an_error() -> None:
+    data = profiled().to_dict()
+    data["layers"][0]["config_type"] = "evil.module.Config"
+    with pytest.raises(ValueError, match="unknown config type 'evil.module.Config'"):
+        Report.from_dict(data)

@@ -10,6 +10,7 @@ Example:
     (3624638976, 20)
 """
 
+from opscope.distributed import DistributedReport
 from opscope.formulas import Call, ConvConfig, Formula, conv_ops, register
 from opscope.profiler import Profiler
 from opscope.records import LayerRecord
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Call",
     "ConvConfig",
+    "DistributedReport",
     "Formula",
     "LayerRecord",
     "Profiler",

@@ -9,12 +9,15 @@ tensor data, never makes a device wait and never keeps a reference to a tensor.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
+import warnings
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -23,9 +26,13 @@ from torch.nn.parameter import is_lazy
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+from opscope import distributed
 from opscope.formulas.registry import Call, CountFn, Formula, as_formulas, formula_for
 from opscope.records import LayerRecord
 from opscope.report import Coverage, Report, SortOrder
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 # Modules that only hold others: an empty one does nothing, so is never "uncounted".
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -64,7 +71,8 @@ def _describe(site: _Site) -> _Description | None:
 
 
 def _collect_shapes(value: Any, shapes: list[torch.Size]) -> None:
-    """Append the shape of every tensor in ``value`` (looking into tuples, lists, dicts)."""
+    """Append the shape of every tensor in ``value``, looking into tuples, lists, dicts and
+    dataclass instances."""
     if isinstance(value, torch.Tensor):
         shapes.append(value.shape)
     elif isinstance(value, (tuple, list)):
@@ -73,6 +81,9 @@ def _collect_shapes(value: Any, shapes: list[torch.Size]) -> None:
     elif isinstance(value, dict):
         for item in value.values():
             _collect_shapes(item, shapes)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            _collect_shapes(getattr(value, field.name), shapes)
 
 
 def _shapes(value: Any) -> tuple[torch.Size, ...]:
@@ -123,6 +134,17 @@ class _CallLog:
                 return distinct, list(self._counts.items())
             order = self._order[:]
         return distinct, [(code, 1) for code in order]
+
+
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``torch.compile`` wrapper (without importing dynamo, which is
+    slow to import and must already be loaded for any module to be compiled)."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+
+
+def _described(name: str) -> str:
+    return f"module {name!r}" if name else "the model"
 
 
 def _qualified(prefix: str, name: str) -> str:
@@ -204,9 +226,10 @@ class Profiler:
         if self._active:
             raise RuntimeError("this Profiler is already active: exit its 'with' block first")
         self._sites, self._uncounted, self._descriptions = [], [], {}
+        self._walked: set[int] = set()
         self._log, self._report, self._coverage_result = _CallLog(self._summary), None, None
         try:
-            self._hook_tree("", self._model, set())
+            self._hook_tree("", self._model, self._walked)
             if self._coverage:
                 self._flop_counter = FlopCounterMode(display=False)
                 self._flop_counter.__enter__()
@@ -245,6 +268,19 @@ class Profiler:
         if id(module) in seen:  # a shared module is hooked once, under its first name
             return
         seen.add(id(module))
+        if isinstance(module, torch.jit.ScriptModule):
+            raise TypeError(
+                f"{_described(name)} is a TorchScript module ({type(module).__name__}): "
+                "TorchScript runs no Python forward hooks, so nothing could be counted; "
+                "profile the eager module, before torch.jit.script"
+            )
+        if _is_compiled(module):
+            warnings.warn(
+                f"{_described(name)} is torch.compile'd: its compiled graph runs without "
+                "Python forward hooks, so its calls will not be recorded; profile the eager "
+                "module instead (model._orig_mod, or the model before torch.compile)",
+                stacklevel=4,
+            )
         formula = self._formula_of(type(module))
         if formula is not None:
             self._hook(name, module, formula)
@@ -319,9 +355,30 @@ class Profiler:
                 hooked_modules=len(self._sites),
                 counted_types=None if self._include is None else tuple(t.__name__ for t in self._include),
                 uncounted_modules=tuple(self._uncounted),
+                unhooked_modules=self._unhooked_modules(),
                 coverage=self._coverage_result,
             )
         return self._report
+
+    def _unhooked_modules(self) -> tuple[tuple[str, str], ...]:
+        """Leaf modules in the model now that were not there when the block was entered, so
+        were not hooked: whatever they ran is not in the totals."""
+        hooked = {id(site.module) for site in self._sites}
+        found: list[tuple[str, str]] = []
+
+        def walk(name: str, module: nn.Module) -> None:
+            if id(module) in hooked:
+                return
+            children = module._modules
+            if id(module) not in self._walked and not children and not isinstance(module, _CONTAINERS):
+                found.append((name, type(module).__name__))
+            for child_name, child in children.items():
+                if child is not None:
+                    walk(_qualified(name, child_name), child)
+
+        if self._sites or self._walked:
+            walk("", self._model)
+        return tuple(found)
 
     @staticmethod
     def _apply_formula(site: _Site, config: Any, logged: _Call) -> tuple[Call, int]:
@@ -383,6 +440,14 @@ class Profiler:
         """Print the per-layer table, the per-type summary and the totals with rich
         (see :meth:`Report.print`)."""
         self.report.print(sort=sort, top=top, console=console)
+
+    def reduce(
+        self, *, group: ProcessGroup | None = None, dst: int = 0
+    ) -> distributed.DistributedReport | None:
+        """Gather every rank's report on rank ``dst`` of a torch.distributed job: the
+        per-rank and total view there, None elsewhere. A collective: call it on every rank
+        (see :func:`opscope.distributed.reduce`)."""
+        return distributed.reduce(self.report, group=group, dst=dst)
 
 
 def _type_tuple(types: Iterable[type[nn.Module]], argument: str) -> tuple[type[nn.Module], ...]:

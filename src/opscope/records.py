@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from opscope.formulas.registry import Shape
+from opscope.formulas.registry import Shape, config_types
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +82,49 @@ class LayerRecord:
             "input_shapes": [list(shape) for shape in self.input_shapes],
             "output_shapes": [list(shape) for shape in self.output_shapes],
         }
+        if settings:
+            config_type = type(self.config)
+            row["config_type"] = f"{config_type.__module__}.{config_type.__qualname__}"
         row.update({key: _jsonable(value) for key, value in settings.items()})
         row.update(params=self.params, ops=self.ops, calls=self.calls)
         return row
 
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> LayerRecord:
+        """The record that :meth:`to_dict` wrote (a config of a registered formula's type).
+
+        Raises:
+            ValueError: the row names a config type no registered formula uses.
+        """
+        config = None
+        if "config_type" in row:
+            config_type = config_types().get(row["config_type"])
+            if config_type is None:
+                raise ValueError(
+                    f"unknown config type {row['config_type']!r}: register its formula first"
+                )
+            config = config_type(
+                **{field.name: _tupled(row[field.name]) for field in dataclasses.fields(config_type)}
+            )
+        return cls(
+            name=row["name"],
+            module_type=row["type"],
+            family=row["family"],
+            call_index=row["call_index"],
+            input_shapes=_tupled(row["input_shapes"]),
+            output_shapes=_tupled(row["output_shapes"]),
+            training=row["training"],
+            config=config,
+            params=row["params"],
+            ops=row["ops"],
+            calls=row["calls"],
+        )
+
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _tupled(value: Any) -> Any:
+    """JSON lists back into the tuples they were (nested for lists of shapes)."""
+    return tuple(_tupled(item) for item in value) if isinstance(value, list) else value

@@ -128,6 +128,9 @@ def notes(report: Report) -> list[str]:
             f"Not counted, no formula for their type: {listed} "
             "(by name in to_dict()['uncounted_modules'])."
         )
+    if report.unhooked_modules:
+        named = ", ".join(f"{name} ({module_type})" for name, module_type in report.unhooked_modules)
+        lines.append(f"Not hooked, added after the profiler was entered: {named}.")
     return lines
 
 

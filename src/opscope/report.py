@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from rich.console import Console
 
-from opscope import render
+from opscope import exports, render
 from opscope.records import LayerRecord
 
 SortOrder = Literal["order", "ops"]
@@ -55,6 +57,8 @@ class Report:
         uncounted_modules: ``(name, type)`` of the model's leaf modules whose type has no
             formula, so whose work, if any, is not in the totals.
         coverage: measured with ``coverage=True``, else None.
+        unhooked_modules: ``(name, type)`` of leaf modules added to the model after the
+            profiler was entered: they were not hooked, so their work is not in the totals.
     """
 
     records: tuple[LayerRecord, ...]
@@ -62,6 +66,7 @@ class Report:
     counted_types: tuple[str, ...] | None = None
     uncounted_modules: tuple[tuple[str, str], ...] = ()
     coverage: Coverage | None = None
+    unhooked_modules: tuple[tuple[str, str], ...] = ()
 
     @property
     def total_ops(self) -> int:
@@ -111,13 +116,45 @@ class Report:
             "total_params": self.total_params,
             "layers": [record.to_dict() for record in self.records],
             "by_type": [asdict(summary) for summary in self.by_type()],
-            "uncounted_modules": [
-                {"name": name, "type": module_type} for name, module_type in self.uncounted_modules
-            ],
+            "hooked_modules": self.hooked_modules,
+            "counted_types": None if self.counted_types is None else list(self.counted_types),
+            "uncounted_modules": _named(self.uncounted_modules),
+            "unhooked_modules": _named(self.unhooked_modules),
         }
         if self.coverage is not None:
             data["coverage"] = {**asdict(self.coverage), "share": self.coverage.share}
         return data
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text (what ``opscope profile --format json`` writes)."""
+        return exports.to_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """The report that :meth:`to_dict` produced; derived fields (totals, by_type, the
+        coverage share) are recomputed, not read."""
+        coverage = data.get("coverage")
+        return cls(
+            records=tuple(LayerRecord.from_dict(row) for row in data["layers"]),
+            hooked_modules=data["hooked_modules"],
+            counted_types=None if data["counted_types"] is None else tuple(data["counted_types"]),
+            uncounted_modules=_unnamed(data["uncounted_modules"]),
+            coverage=None if coverage is None else Coverage(
+                counted_flops=coverage["counted_flops"], total_flops=coverage["total_flops"]
+            ),
+            unhooked_modules=_unnamed(data["unhooked_modules"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        """The report that :meth:`to_json` wrote, with equal records.
+
+        Example:
+            >>> report = Report(records=(), hooked_modules=3)
+            >>> Report.from_json(report.to_json()) == report
+            True
+        """
+        return cls.from_dict(json.loads(text))
 
     def print(
         self, *, sort: SortOrder = "order", top: int | None = None, console: Console | None = None
@@ -131,3 +168,11 @@ class Report:
             console: where to print (default: a new rich Console on standard output).
         """
         (console or Console()).print(render.LayerTable(self, sort=sort, top=top))
+
+
+def _named(modules: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"name": name, "type": module_type} for name, module_type in modules]
+
+
+def _unnamed(modules: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((module["name"], module["type"]) for module in modules)

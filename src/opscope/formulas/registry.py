@@ -149,6 +149,17 @@ def formula_for(
     return None
 
 
+def config_types() -> dict[str, type]:
+    """The config classes of the registered formulas, by ``"module.QualName"`` (what an
+    exported record names, so that reading it back never imports anything)."""
+    types = (getattr(formula.describe, "__self__", None) for formula in _REGISTRY.values())
+    return {
+        f"{config_type.__module__}.{config_type.__qualname__}": config_type
+        for config_type in types
+        if isinstance(config_type, type)
+    }
+
+
 def registered_types() -> tuple[type[nn.Module], ...]:
     """Every module type that has a formula, in registration order."""
     return tuple(_REGISTRY)

@@ -1,0 +1,227 @@
+"""The profiler never breaks the user's run, never leaves the model changed, and never reports
+a wrong number silently."""
+
+from __future__ import annotations
+
+import gc
+import math
+import warnings
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from opscope import Call, Profiler, render
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
+def test_interruptions_remove_every_hook_and_keep_the_records(interruption: type) -> None:
+    net = model()
+    with pytest.raises(interruption):
+        with Profiler(net) as p:
+            net(torch.randn(1, 3, 6, 6))
+            net[0](torch.randn(1, 3, 6, 6))
+            raise interruption()
+    assert hook_count(net) == 0
+    assert [r.name for r in p.records] == ["0", "1", "2", "0"]
+
+
+def test_a_generator_closed_inside_the_block_removes_every_hook() -> None:
+    net = model()
+
+    def batches():
+        with Profiler(net) as p:
+            while True:
+                net(torch.randn(1, 3, 6, 6))
+                yield p
+
+    stream = batches()
+    next(stream)
+    p = next(stream)
+    stream.close()  # GeneratorExit inside the with block
+    assert hook_count(net) == 0
+    assert len(p.records) == 2 * 3
+
+
+def test_nested_profilers_on_the_same_model_both_count() -> None:
+    net = model()
+    with Profiler(net) as outer:
+        net(torch.randn(1, 3, 6, 6))
+        with Profiler(net) as inner:
+            net(torch.randn(2, 3, 6, 6))
+        assert hook_count(net) == 3  # the inner profiler's hooks are gone, the outer's remain
+    assert hook_count(net) == 0
+    assert len(outer.records) == 6 and len(inner.records) == 3
+    assert 2 * outer.total_ops == 3 * inner.total_ops  # batches of 1 and 2 against one of 2
+
+
+def test_profilers_on_overlapping_models() -> None:
+    net = model()
+    with Profiler(net) as whole, Profiler(net[0]) as part:
+        net(torch.randn(1, 3, 6, 6))
+    assert [r.name for r in part.records] == [""]
+    assert part.records[0].ops == whole.records[0].ops
+    assert len(whole.records) == 3
+
+
+def test_reentering_after_exit_starts_afresh() -> None:
+    net = model()
+    profiler = Profiler(net)
+    with profiler:
+        net(torch.randn(1, 3, 6, 6))
+    first = profiler.total_ops
+    with profiler:
+        pass
+    assert profiler.records == () and first > 0
+
+
+def test_a_module_added_inside_the_block_is_reported_not_silently_zero() -> None:
+    net = model()
+    with Profiler(net) as p:
+        net.append(nn.Conv2d(2, 2, 1))  # not hooked: the profiler walked the model on entry
+        net(torch.randn(1, 3, 6, 6))
+    assert [r.name for r in p.records] == ["0", "1", "2"]
+    assert p.report.unhooked_modules == (("3", "Conv2d"),)
+    assert "added after the profiler was entered: 3 (Conv2d)" in render.notes(p.report)[-1]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_is_a_clear_error_and_leaves_nothing_hooked() -> None:
+    scripted = torch.jit.script(model())
+    with pytest.raises(TypeError, match="TorchScript runs no Python forward hooks"):
+        with Profiler(scripted):
+            pass
+    wrapper = nn.Sequential(nn.Conv2d(3, 3, 1), scripted)
+    with pytest.raises(TypeError, match="module '1' is a TorchScript module"):
+        with Profiler(wrapper):
+            pass
+    assert hook_count(wrapper[0]) == 0
+
+
+def test_torch_compile_records_nothing_and_says_so() -> None:
+    # Finding (torch 2.14): a compiled module's graph runs without the Python forward hooks,
+    # whether they were registered before or after compilation, so no call is recorded.
+    compiled = torch.compile(model(), backend="eager")
+    x = torch.randn(1, 3, 6, 6)
+    compiled(x)
+    with pytest.warns(UserWarning, match="torch.compile'd: its compiled graph runs without"):
+        with Profiler(compiled) as p:
+            compiled(x)
+    assert p.records == ()
+    # The advice works: the eager module, called directly, is counted in full.
+    eager = compiled._orig_mod
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Profiler(eager) as p:
+            eager(x)
+    assert len(p.records) == 3
+
+
+def test_data_parallel_and_functional_call() -> None:
+    net = model()
+    x = torch.randn(2, 3, 6, 6)
+    with Profiler(net) as plain:
+        net(x)
+    wrapped = nn.DataParallel(net)  # no GPU: it calls the module directly
+    with Profiler(wrapped) as p:
+        wrapped(x)
+    assert [r.name for r in p.records] == ["module.0", "module.1", "module.2"]
+    assert p.total_ops == plain.total_ops
+    params = {name: torch.zeros_like(value) for name, value in net.named_parameters()}
+    with Profiler(net) as p:
+        torch.func.functional_call(net, params, (x,))
+    assert p.records == plain.records
+
+
+@dataclass
+class Batch:
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+class Multi(nn.Module):
+    def forward(self, batch: Batch, extra: dict[str, list[torch.Tensor]]) -> tuple:
+        return batch.image * 2, None, (batch.mask,)
+
+
+def test_structured_inputs_and_outputs_reach_the_formula() -> None:
+    seen: list[Call] = []
+
+    def count(config: None, call: Call) -> int:
+        seen.append(call)
+        return len(call.inputs) + len(call.outputs)
+
+    module = Multi()
+    batch = Batch(torch.zeros(1, 3), torch.zeros(1, 1))
+    with Profiler(module, formulas={Multi: count}) as p:
+        module(batch, {"a": [torch.zeros(4), torch.zeros(5)]})
+    assert p.total_ops == 4 + 2
+    assert seen[0].inputs == ((1, 3), (1, 1), (4,), (5,))
+    assert seen[0].outputs == ((1, 3), (1, 1))
+
+
+def test_zero_size_batch_counts_zero() -> None:
+    net = model()
+    with Profiler(net) as p:
+        net(torch.randn(0, 3, 6, 6))
+    assert p.total_ops == 0 and len(p.records) == 3
+
+
+def test_huge_shapes_on_meta_stay_exact() -> None:
+    conv = nn.Conv2d(64, 64, 3, padding=1, device="meta")
+    batch = 2**30  # 2**54 output elements: the largest a meta tensor may have is 2**63
+    with Profiler(conv) as p:
+        conv(torch.empty(batch, 64, 512, 512, device="meta"))
+    expected = batch * 64 * 512 * 512 * (2 * 64 * 9)
+    assert p.total_ops == expected > 2**63
+    assert isinstance(p.total_ops, int) and math.log2(p.total_ops) > 63
+
+
+def test_no_reference_to_the_model_outlives_the_profiler() -> None:
+    import weakref
+
+    net = model()
+    with Profiler(net) as p:
+        net(torch.randn(1, 3, 6, 6))
+    ops = p.total_ops
+    ref = weakref.ref(net)
+    del p, net
+    gc.collect()
+    assert ref() is None and ops > 0
+
+
+def test_an_interrupted_export_leaves_no_file_behind(tmp_path, monkeypatch) -> None:
+    from opscope import exports
+
+    target = tmp_path / "report.json"
+    target.write_text('{"old": "complete"}')
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exports.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        exports.write_atomic(target, '{"new": "complete"}')
+    assert target.read_text() == '{"old": "complete"}'  # the old file, whole
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left
+
+
+def test_a_cli_export_reads_back_as_equal_records(tmp_path) -> None:
+    from opscope import Report
+    from opscope.cli import main
+    from opscope.compare import profile_model
+    from opscope.zoo import ZooModel
+
+    target = tmp_path / "mobilenet.json"
+    assert main(["profile", "mobilenet_v3_small", "--format", "json", "--output", str(target)]) == 0
+    report, _ = profile_model(ZooModel("mobilenet_v3_small", "classification"))
+    assert Report.from_json(target.read_text()).records == report.records
