@@ -10,6 +10,7 @@ tensor data, never makes a device wait and never keeps a reference to a tensor.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import threading
 import warnings
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 # (site index, input shapes, output shapes, training): all a hook keeps of one call.
-_Call = tuple[int, tuple[torch.Size, ...], tuple[torch.Size, ...], bool]
+_Meta = tuple[torch.Size, torch.dtype]  # what a hook reads of a tensor: shape and dtype
+_Call = tuple[int, tuple[_Meta, ...], tuple[_Meta, ...], bool]
 
 
 @dataclass(frozen=True)
@@ -60,36 +62,46 @@ class _Site:
 class _Description:
     config: Any
     params: int
+    param_bytes: int
 
 
 def _describe(site: _Site) -> _Description | None:
-    """The site's settings and parameter count; None while its parameters are still lazy."""
+    """The site's settings, parameter count and bytes; None while its parameters are lazy."""
     parameters = list(site.module.parameters())
     if any(is_lazy(p) for p in parameters):
         return None
-    return _Description(site.formula.describe(site.module), sum(p.numel() for p in parameters))
+    return _Description(
+        site.formula.describe(site.module),
+        sum(p.numel() for p in parameters),
+        sum(p.numel() * p.element_size() for p in parameters),
+    )
 
 
-def _collect_shapes(value: Any, shapes: list[torch.Size]) -> None:
-    """Append the shape of every tensor in ``value``, looking into tuples, lists, dicts and
-    dataclass instances."""
+def _collect_metas(value: Any, metas: list[_Meta]) -> None:
+    """Append the shape and dtype of every tensor in ``value``, looking into tuples, lists,
+    dicts and dataclass instances."""
     if isinstance(value, torch.Tensor):
-        shapes.append(value.shape)
+        metas.append((value.shape, value.dtype))
     elif isinstance(value, (tuple, list)):
         for item in value:
-            _collect_shapes(item, shapes)
+            _collect_metas(item, metas)
     elif isinstance(value, dict):
         for item in value.values():
-            _collect_shapes(item, shapes)
+            _collect_metas(item, metas)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            _collect_shapes(getattr(value, field.name), shapes)
+            _collect_metas(getattr(value, field.name), metas)
 
 
-def _shapes(value: Any) -> tuple[torch.Size, ...]:
-    shapes: list[torch.Size] = []
-    _collect_shapes(value, shapes)
-    return tuple(shapes)
+def _metas(value: Any) -> tuple[_Meta, ...]:
+    metas: list[_Meta] = []
+    _collect_metas(value, metas)
+    return tuple(metas)
+
+
+def _bytes(metas: tuple[_Meta, ...]) -> int:
+    """Bytes the tensors occupy, from metadata only: numel times the dtype's element size."""
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in metas)
 
 
 class _CallLog:
@@ -308,10 +320,14 @@ class Profiler:
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
             if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-                inputs: tuple[torch.Size, ...] = (args[0].shape,)
+                first = args[0]
+                inputs: tuple[_Meta, ...] = ((first.shape, first.dtype),)
             else:
-                inputs = _shapes(args) + _shapes(kwargs)
-            outputs = (output.shape,) if isinstance(output, torch.Tensor) else _shapes(output)
+                inputs = _metas(args) + _metas(kwargs)
+            if isinstance(output, torch.Tensor):
+                outputs: tuple[_Meta, ...] = ((output.shape, output.dtype),)
+            else:
+                outputs = _metas(output)
             keep((index, inputs, outputs, module.training))
 
         return hook
@@ -330,7 +346,7 @@ class Profiler:
             description = _describe(self._sites[index])
             if description is None:  # still lazy: settings known, parameters not yet
                 site = self._sites[index]
-                return _Description(site.formula.describe(site.module), 0)
+                return _Description(site.formula.describe(site.module), 0, 0)
             self._descriptions[index] = description
         return description
 
@@ -382,8 +398,12 @@ class Profiler:
 
     @staticmethod
     def _apply_formula(site: _Site, config: Any, logged: _Call) -> tuple[Call, int]:
-        _, input_shapes, output_shapes, training = logged
-        call = Call(tuple(map(tuple, input_shapes)), tuple(map(tuple, output_shapes)), training)
+        _, inputs, outputs, training = logged
+        call = Call(
+            tuple(tuple(shape) for shape, _ in inputs),
+            tuple(tuple(shape) for shape, _ in outputs),
+            training,
+        )
         try:
             return call, site.formula.count(config, call)
         except Exception as error:
@@ -416,6 +436,9 @@ class Profiler:
                     params=description.params,
                     ops=ops * count,
                     calls=count,
+                    input_bytes=_bytes(distinct[code][1]) * count,
+                    output_bytes=_bytes(distinct[code][2]) * count,
+                    param_bytes=description.param_bytes * count,
                 )
             )
         return records
@@ -435,11 +458,16 @@ class Profiler:
         return self.report.to_dict()
 
     def print(
-        self, *, sort: SortOrder = "order", top: int | None = None, console: Console | None = None
+        self,
+        *,
+        sort: SortOrder = "order",
+        top: int | None = None,
+        show_bytes: bool = False,
+        console: Console | None = None,
     ) -> None:
         """Print the per-layer table, the per-type summary and the totals with rich
         (see :meth:`Report.print`)."""
-        self.report.print(sort=sort, top=top, console=console)
+        self.report.print(sort=sort, top=top, show_bytes=show_bytes, console=console)
 
     def reduce(
         self, *, group: ProcessGroup | None = None, dst: int = 0

@@ -32,6 +32,9 @@ class LayerRecord:
         ops: exact operations of this call (in summary mode, of its ``calls`` calls).
         calls: 1; in summary mode, how many calls with these shapes the record stands for
             (``call_index`` then numbers the module's distinct shapes).
+        input_bytes, output_bytes, param_bytes: bytes read and written, from metadata only
+            (numel times the dtype's element size) of the call's input and output tensors and
+            of the module's parameters; like ``ops``, totals over ``calls``.
     """
 
     name: str
@@ -45,6 +48,19 @@ class LayerRecord:
     params: int
     ops: int
     calls: int = 1
+    input_bytes: int = 0
+    output_bytes: int = 0
+    param_bytes: int = 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes moved: inputs and parameters read, outputs written."""
+        return self.input_bytes + self.output_bytes + self.param_bytes
+
+    @property
+    def intensity(self) -> float | None:
+        """Arithmetic intensity, operations per byte moved (None when nothing moved)."""
+        return self.ops / self.bytes if self.bytes else None
 
     @property
     def input_shape(self) -> Shape:
@@ -86,7 +102,14 @@ class LayerRecord:
             config_type = type(self.config)
             row["config_type"] = f"{config_type.__module__}.{config_type.__qualname__}"
         row.update({key: _jsonable(value) for key, value in settings.items()})
-        row.update(params=self.params, ops=self.ops, calls=self.calls)
+        row.update(
+            params=self.params,
+            ops=self.ops,
+            calls=self.calls,
+            input_bytes=self.input_bytes,
+            output_bytes=self.output_bytes,
+            param_bytes=self.param_bytes,
+        )
         return row
 
     @classmethod
@@ -118,6 +141,9 @@ class LayerRecord:
             params=row["params"],
             ops=row["ops"],
             calls=row["calls"],
+            input_bytes=row["input_bytes"],
+            output_bytes=row["output_bytes"],
+            param_bytes=row["param_bytes"],
         )
 
 

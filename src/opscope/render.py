@@ -152,6 +152,7 @@ class Grid:
 
 
 _RIGHT_ALIGNED = {
+    "Bytes", "Ops/B",
     "Groups", "Params", "Ops", "Share", "Calls", "Conv2d calls", "Conv2d ops", "Total ops", "acc@1",
     "GFLOPS (pub.)", "Coverage",
 }  # fmt: skip
@@ -186,6 +187,38 @@ def rich_table(grid: Grid) -> Table:
     return table
 
 
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "×": r"$\times$", "…": r"\ldots{}",
+}  # fmt: skip
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+
+
+def latex_table(grid: Grid) -> str:
+    """``grid`` as a LaTeX ``table`` with a booktabs ``tabular`` (``\\usepackage{booktabs}``):
+    numbers right-aligned, the footer rows under a ``\\midrule``."""
+    spec = "".join(
+        "r" if h in _RIGHT_ALIGNED else "c" if h in _CENTERED else "l" for h in grid.headers
+    )
+
+    def row(cells: tuple[str, ...]) -> str:
+        return " & ".join(map(_latex, cells)) + r" \\"
+
+    lines = [r"\begin{table}[ht]", r"\centering"]
+    if grid.title:
+        lines.append(rf"\caption{{{_latex(grid.title)}}}")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", row(grid.headers), r"\midrule"]
+    lines += [row(cells) for cells in grid.rows]
+    if grid.footer:
+        lines += [r"\midrule", *(row(cells) for cells in grid.footer)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(grid: Grid) -> str:
     """``grid`` as a GitHub-flavoured markdown table (footer rows in bold)."""
 
@@ -213,8 +246,18 @@ def _check_top(top: int | None) -> None:
         raise ValueError(f"top must be a positive number of rows; got {top}")
 
 
+def _bytes_cells(ops: int, moved: int) -> tuple[str, str]:
+    """Bytes moved and operations per byte."""
+    return f"{format_count(moved)}B", f"{ops / moved:.1f}" if moved else "-"
+
+
 def layer_grid(
-    report: Report, *, sort: SortOrder = "order", top: int | None = None, wide: bool = True
+    report: Report,
+    *,
+    sort: SortOrder = "order",
+    top: int | None = None,
+    wide: bool = True,
+    show_bytes: bool = False,
 ) -> Grid:
     """The per-layer table of a non-empty report as cells.
 
@@ -222,7 +265,8 @@ def layer_grid(
     gives every column; the compact layout, for 80 columns, puts kernel, stride, groups and
     bias in one column (``3×3 s2 g32 +b``), and either turns a type column that would repeat
     one name into the title or, with several types, leaves out the input shape (normally the
-    previous layer's output; the wide layout and the exports keep it).
+    previous layer's output; the wide layout and the exports keep it). ``show_bytes`` adds the
+    bytes each call moved and its operations per byte (arithmetic intensity).
     """
     _check_top(top)
     records, total = report.sorted(sort), report.total_ops
@@ -236,6 +280,12 @@ def layer_grid(
     headers += ["Params", "Ops", "Share"]
     # Type, Input and Output (when shown) and the settings are blank in summary rows.
     blanks = ("",) * (len(headers) - 4)
+    headers += ["Bytes", "Ops/B"] if show_bytes else []
+
+    def moved(records: Sequence[LayerRecord]) -> tuple[str, ...]:
+        if not show_bytes:
+            return ()
+        return _bytes_cells(sum(r.ops for r in records), sum(r.bytes for r in records))
 
     shown = records if top is None else records[:top]
     rows = tuple(
@@ -248,6 +298,7 @@ def layer_grid(
             format_count(record.params) if record.call_index == 1 else "shared",
             format_count(record.ops),
             format_share(record.ops, total),
+            *moved([record]),
         )
         for record in shown
     )
@@ -256,7 +307,10 @@ def layer_grid(
     if hidden:
         hidden_ops = sum(record.ops for record in hidden)
         footer.append(
-            (f"… {len(hidden)} more", *blanks, "", format_count(hidden_ops), format_share(hidden_ops, total))
+            (
+                f"… {len(hidden)} more", *blanks, "",
+                format_count(hidden_ops), format_share(hidden_ops, total), *moved(hidden),
+            )  # fmt: skip
         )
     footer.append(
         (
@@ -265,6 +319,7 @@ def layer_grid(
             format_count(report.total_params),
             format_count(total),
             format_share(total, total),
+            *moved(records),
         )
     )
     return Grid(
@@ -283,17 +338,28 @@ class LayerTable:
     one-line message instead.
     """
 
-    def __init__(self, report: Report, *, sort: SortOrder = "order", top: int | None = None):
+    def __init__(
+        self,
+        report: Report,
+        *,
+        sort: SortOrder = "order",
+        top: int | None = None,
+        show_bytes: bool = False,
+    ):
         report.sorted(sort)  # validate the options now, not when printed
         _check_top(top)
-        self.report, self.sort, self.top = report, sort, top
+        self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if not self.report.records:
             yield empty_message(self.report)
         else:
             wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
-            yield rich_table(layer_grid(self.report, sort=self.sort, top=self.top, wide=wide))
+            yield rich_table(
+                layer_grid(
+                    self.report, sort=self.sort, top=self.top, wide=wide, show_bytes=self.show_bytes
+                )
+            )
             if len({record.module_type for record in self.report.records}) > 1:
                 yield rich_table(type_grid(self.report))
         for line in notes(self.report):

@@ -156,8 +156,18 @@ class Report:
         """
         return cls.from_dict(json.loads(text))
 
+    @property
+    def total_bytes(self) -> int:
+        """Bytes moved by every recorded call (inputs, outputs and parameters)."""
+        return sum(record.bytes for record in self.records)
+
     def print(
-        self, *, sort: SortOrder = "order", top: int | None = None, console: Console | None = None
+        self,
+        *,
+        sort: SortOrder = "order",
+        top: int | None = None,
+        show_bytes: bool = False,
+        console: Console | None = None,
     ) -> None:
         """Print the per-layer table with its totals row, then the per-type summary, the
         coverage (when measured) and the uncounted modules, with rich.
@@ -165,9 +175,12 @@ class Report:
         Args:
             sort: ``"order"`` (execution order) or ``"ops"`` (heaviest first).
             top: show only the first ``top`` rows after sorting; the rest are summed in one row.
+            show_bytes: add the bytes each call moved and its operations per byte.
             console: where to print (default: a new rich Console on standard output).
         """
-        (console or Console()).print(render.LayerTable(self, sort=sort, top=top))
+        (console or Console()).print(
+            render.LayerTable(self, sort=sort, top=top, show_bytes=show_bytes)
+        )
 
 
 def _named(modules: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
