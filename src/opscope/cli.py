@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,9 @@ from opscope.report import SORT_ORDERS, Report
 
 FORMATS = ("table", "json", "csv", "markdown")
 TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
+MAX_NUMEL = 2**63 - 1  # torch sizes are int64: a larger input cannot even be described
+# Characters that str.splitlines() breaks on: escaped in messages so that an error stays one line.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 class CliError(Exception):
@@ -34,21 +38,35 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+def _is_ascii_number(text: str) -> bool:
+    """Only the digits 0-9 (``str.isdigit`` also accepts ``'²'``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks escaped (``'a\\nb'``), so that it prints as one line."""
+    return "".join(char.encode("unicode_escape").decode() if char in _LINE_BREAKS else char for char in text)
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """``1x3x224x224`` as ``(1, 3, 224, 224)``: 4 or 5 positive sizes (N×C×[T×]H×W)."""
     parts = text.lower().replace("×", "x").split("x")
-    if not 4 <= len(parts) <= 5 or not all(part.isdigit() and int(part) > 0 for part in parts):
+    if not 4 <= len(parts) <= 5 or not all(_is_ascii_number(part) and int(part) > 0 for part in parts):
         raise argparse.ArgumentTypeError(
             f"invalid input shape {text!r}: expected N×C×H×W (or N×C×T×H×W for video) "
             "as positive integers joined by 'x', e.g. 1x3x224x224"
         )
-    return tuple(int(part) for part in parts)
+    shape = tuple(int(part) for part in parts)
+    if math.prod(shape) > MAX_NUMEL:
+        raise argparse.ArgumentTypeError(f"input shape {text!r} is too large: more than 2**63 - 1 elements")
+    return shape
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line, no usage dump: "opscope compare: error: ..."; argparse's own exit code 2.
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # Some messages quote arguments as given ("unrecognized arguments: ..."): escape breaks.
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--device", default="meta", choices=("meta", "cpu", "cuda"),
                              help="where to run: meta (shapes only, default), cpu or cuda")
         command.add_argument("--format", default="table", choices=FORMATS)
-        command.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+        command.add_argument("--output", type=_output_path, metavar="FILE",
+                             help="write to FILE instead of stdout")
         command.add_argument("--coverage", action="store_true",
                              help="also measure which share of FlopCounterMode's FLOPs the "
                                   "counted modules hold (slower)")
@@ -88,9 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not _is_ascii_number(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def _output_path(text: str) -> str:
+    """A file name that can be passed to the OS: not empty, without a NUL character."""
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"invalid file name {text!r}")
+    return text
+
+
+def _check_factory_names(patterns: Sequence[str]) -> None:
+    """Refuse ``package.module:callable`` names that cannot be imported as written (``':'``,
+    ``'.relative:f'``, ``'a..b:f'``, ``'os:'``) as the usage errors they are."""
+    for pattern in patterns:
+        if zoo.is_factory_path(pattern):
+            module_path, _, attribute = pattern.partition(":")
+            if not attribute or not all(module_path.split(".")):
+                raise CliError(f"invalid model {pattern!r}: expected package.module:callable", 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,10 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except SystemExit as exit_:  # a user's factory or forward called sys.exit()
+        return _fail(f"a model exited while running ({describe_failure(exit_, 'cpu')})", 1)
+    except Exception as error:  # noqa: BLE001 - last resort: a bug of ours is still one line
+        return _fail(f"internal error: {describe_failure(error, 'cpu')}", 1)
 
 
 def _fail(message: str, exit_code: int) -> int:
-    print(f"opscope: error: {message}", file=sys.stderr)
+    print(f"opscope: error: {_one_line(message)}", file=sys.stderr)
     return exit_code
 
 
@@ -133,8 +173,8 @@ def _emit(args: argparse.Namespace, renderable: Any, text: str | None = None) ->
         return
     try:
         exports.write_atomic(args.output, text)
-    except OSError as error:
-        raise CliError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
+        raise CliError(f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}") from None
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -149,6 +189,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    _check_factory_names([args.model])
     models = zoo.resolve([args.model])
     if len(models) != 1:
         raise CliError(f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)", 2)
@@ -158,7 +199,7 @@ def _profile(args: argparse.Namespace) -> int:
         report, _ = profile_model(model, shape, args.device, coverage=args.coverage)
     except zoo.ZooError:
         raise
-    except Exception as failure:  # noqa: BLE001 - the user's model failing is a message
+    except (Exception, SystemExit) as failure:  # noqa: BLE001 - the user's model failing is a message
         raise CliError(f"{model.name} failed at input {render.format_shape(shape)}: {describe_failure(failure, args.device)}") from None
     if args.format == "json":
         data = {"model": model.name, "input_shape": list(shape), "device": args.device}
@@ -189,6 +230,7 @@ def _compare(args: argparse.Namespace) -> int:
         patterns += [model.name for model in zoo.list_models(task="classification")]
     if not patterns:
         raise CliError("compare needs at least one MODEL, or --all", 2)
+    _check_factory_names(patterns)
     models = zoo.resolve(patterns)
     summaries = sort_summaries(_run_with_progress(models, args), args.sort)
     if args.format == "json":
