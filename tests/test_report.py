@@ -67,6 +67,8 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "input_bytes": 1 * 3 * 4 * 4 * 4,  # float32
         "output_bytes": 1 * 4 * 4 * 4 * 4,
         "param_bytes": 112 * 4,
+        "time_ns": None,
+        "time_spread_ns": None,
     }
     assert [layer["ops"] for layer in data["layers"]] == [3456, 1792, 4608]
 

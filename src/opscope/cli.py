@@ -20,10 +20,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opscope import __version__, exports, render, zoo
-from opscope.compare import COMPARE_SORTS, ModelSummary, compare, describe_failure, profile_model, sort_summaries
+from opscope.compare import (
+    COMPARE_SORTS,
+    ModelSummary,
+    compare,
+    describe_failure,
+    profile_model,
+    sort_summaries,
+    time_model,
+)
 from opscope.report import SORT_ORDERS, Report
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = ("table", "json", "csv", "markdown", "latex")
+# Formats whose tables are text documents, and how a note line is written in each.
+TEXT_TABLES = {"markdown": (render.markdown_table, ""), "latex": (render.latex_table, "% ")}
 TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
 MAX_NUMEL = 2**63 - 1  # torch sizes are int64: a larger input cannot even be described
 # Characters that str.splitlines() breaks on: escaped in messages so that an error stays one line.
@@ -91,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(profile)
     profile.add_argument("--sort", default="order", choices=SORT_ORDERS)
     profile.add_argument("--top", type=_positive_int, metavar="K", help="show the K first rows only")
+    profile.add_argument("--bytes", action="store_true",
+                         help="add the bytes each call moved and its operations per byte")
+    profile.add_argument("--time", action="store_true",
+                         help="time every layer for real (needs --device cpu or cuda)")
+    profile.add_argument("--repeat", type=_positive_int, default=5, metavar="N",
+                         help="with --time: timed runs, reported as median and spread (5)")
+    profile.add_argument("--warmup", type=_non_negative_int, default=1, metavar="W",
+                         help="with --time: runs dropped before the timed ones (1)")
 
     comparison = commands.add_parser("compare", help="one row per model, side by side")
     comparison.add_argument("models", nargs="*", metavar="MODEL",
@@ -109,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _positive_int(text: str) -> int:
     if not _is_ascii_number(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _non_negative_int(text: str) -> int:
+    if not _is_ascii_number(text):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return int(text)
 
 
@@ -195,8 +219,14 @@ def _profile(args: argparse.Namespace) -> int:
         raise CliError(f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)", 2)
     (model,) = models
     shape = args.input or model.default_input
+    if args.time and args.device == "meta":
+        raise CliError("--time needs real execution: add --device cpu (or cuda); the meta "
+                       "device computes shapes only", 2)
     try:
-        report, _ = profile_model(model, shape, args.device, coverage=args.coverage)
+        if args.time:
+            report = time_model(model, shape, args.device, repeat=args.repeat, warmup=args.warmup)
+        else:
+            report, _ = profile_model(model, shape, args.device, coverage=args.coverage)
     except zoo.ZooError:
         raise
     except (Exception, SystemExit) as failure:  # noqa: BLE001 - the user's model failing is a message
@@ -206,21 +236,22 @@ def _profile(args: argparse.Namespace) -> int:
         _emit(args, None, exports.to_json({**data, **report.to_dict()}))
     elif args.format == "csv":
         _emit(args, None, exports.to_csv([record.to_dict() for record in report.records]))
-    elif args.format == "markdown":
-        _emit(args, None, _markdown_report(report, args))
+    elif args.format in TEXT_TABLES:
+        _emit(args, None, _text_report(report, args))
     else:
-        _emit(args, render.LayerTable(report, sort=args.sort, top=args.top))
+        _emit(args, render.LayerTable(report, sort=args.sort, top=args.top, show_bytes=args.bytes))
     return 0
 
 
-def _markdown_report(report: Report, args: argparse.Namespace) -> str:
-    """The layer table, the per-type table and the notes, as markdown."""
+def _text_report(report: Report, args: argparse.Namespace) -> str:
+    """The layer table, the per-type table and the notes, as markdown or LaTeX."""
+    table, note = TEXT_TABLES[args.format]
     if not report.records:
-        parts = [render.empty_message(report).plain]
+        parts = [note + render.empty_message(report).plain]
     else:
-        parts = [render.markdown_table(render.layer_grid(report, sort=args.sort, top=args.top))]
-        parts.append(render.markdown_table(render.type_grid(report)))
-    parts += render.notes(report)
+        layers = render.layer_grid(report, sort=args.sort, top=args.top, show_bytes=args.bytes)
+        parts = [table(layers), table(render.type_grid(report))]
+    parts += [note + line for line in render.notes(report)]
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
@@ -238,8 +269,9 @@ def _compare(args: argparse.Namespace) -> int:
         _emit(args, None, exports.to_json({**data, "models": [s.to_dict() for s in summaries]}))
     elif args.format == "csv":
         _emit(args, None, exports.to_csv([summary.to_dict() for summary in summaries]))
-    elif args.format == "markdown":
-        _emit(args, None, render.markdown_table(render.comparison_grid(summaries)))
+    elif args.format in TEXT_TABLES:
+        table, _ = TEXT_TABLES[args.format]
+        _emit(args, None, table(render.comparison_grid(summaries)))
     else:
         _emit(args, render.rich_table(render.comparison_grid(summaries)))
     return 0

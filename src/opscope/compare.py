@@ -15,7 +15,7 @@ import torch
 from opscope import zoo
 from opscope.meta import MetaShortcuts
 from opscope.profiler import Profiler
-from opscope.report import Report
+from opscope.report import Report, median_timing
 
 CompareSort = Literal["ops", "params", "name", "acc"]
 COMPARE_SORTS: tuple[CompareSort, ...] = ("ops", "params", "name", "acc")
@@ -40,6 +40,29 @@ def profile_model(
     with torch.inference_mode(), shortcuts, Profiler(net, coverage=coverage) as profiler:
         net(*args)
     return profiler.report, sum(p.numel() for p in net.parameters())
+
+
+def time_model(
+    model: zoo.ZooModel,
+    input_shape: Sequence[int] | None = None,
+    device: str = "cpu",
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+) -> Report:
+    """Build ``model`` on ``device`` and time ``warmup + repeat`` forward passes layer by
+    layer; the first ``warmup`` runs are dropped and each call gets its median time and its
+    spread over the rest (:func:`~opscope.report.median_timing`)."""
+    net = zoo.build(model, device)
+    args = zoo.example_input(model, input_shape or model.default_input, device)
+    reports = []
+    with torch.inference_mode():
+        for run in range(warmup + repeat):
+            with Profiler(net, timing=True) as profiler:
+                net(*args)
+            if run >= warmup:
+                reports.append(profiler.report)
+    return median_timing(reports)
 
 
 @dataclass(frozen=True)

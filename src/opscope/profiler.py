@@ -13,6 +13,7 @@ import dataclasses
 import math
 import sys
 import threading
+import time
 import warnings
 from array import array
 from collections.abc import Callable, Iterable, Mapping
@@ -148,6 +149,48 @@ class _CallLog:
         return distinct, [(code, 1) for code in order]
 
 
+def _timer_start(push: Callable[[Any], None]) -> Callable[..., None]:
+    """A forward pre-hook that pushes the call's start: a CUDA event recorded on the current
+    stream for a CUDA input (nothing waits), else the monotonic clock in nanoseconds."""
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            push(event)
+        else:
+            push(time.perf_counter_ns())
+
+    return pre_hook
+
+
+def _timed(
+    keep: Callable[[_Call], None], pop_start: Callable[[], Any], keep_time: Callable[[Any], None]
+) -> Callable[[_Call], None]:
+    """``keep`` that also keeps the call's time: nanoseconds, or the (start, end) CUDA events
+    to resolve later."""
+
+    def keep_timed(call: _Call) -> None:
+        start = pop_start()
+        if isinstance(start, int):
+            keep_time(time.perf_counter_ns() - start)
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            keep_time((start, end))
+        keep(call)
+
+    return keep_timed
+
+
+def _resolve_times(times: list[int | tuple[Any, Any]]) -> list[int]:
+    """Durations in nanoseconds; CUDA events are resolved after one synchronisation."""
+    if any(not isinstance(t, int) for t in times):
+        torch.cuda.synchronize()
+    return [t if isinstance(t, int) else round(t[0].elapsed_time(t[1]) * 1e6) for t in times]
+
+
 def _is_compiled(module: nn.Module) -> bool:
     """Whether ``module`` is a ``torch.compile`` wrapper (without importing dynamo, which is
     slow to import and must already be loaded for any module to be compiled)."""
@@ -189,6 +232,11 @@ class Profiler:
         summary: keep one record per distinct (module, shapes, mode) with a ``calls`` count
             instead of one record per call, so memory stays flat however many batches run
             inside the block (``record.ops`` is then the total of those calls).
+        timing: also time every call (``record.time_ns``), from a forward pre-hook to the
+            forward hook: a monotonic nanosecond clock on the CPU; on CUDA, CUDA events
+            recorded in the hooks and resolved when results are first read (one
+            synchronisation, never one per layer), so the time is kernel time, not launch
+            time. Needs real execution (not the meta device) and one thread per module.
 
     Example:
         >>> import torch, torchvision
@@ -209,6 +257,7 @@ class Profiler:
         formulas: Mapping[type[nn.Module], Formula | CountFn] | None = None,
         coverage: bool = False,
         summary: bool = False,
+        timing: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -224,8 +273,12 @@ class Profiler:
         self._descriptions: dict[int, _Description] = {}
         self._formula_by_type: dict[type[nn.Module], Formula | None] = {}
         self._handles: list[RemovableHandle] = []
+        if timing and summary:
+            raise ValueError("timing keeps every call's time: use it without summary=True")
         self._summary = summary
+        self._timing = timing
         self._log = _CallLog(summary)
+        self._times: list[int | tuple[Any, Any]] = []  # timing: per call, ns or CUDA events
         self._flop_counter: FlopCounterMode | None = None
         self._coverage_result: Coverage | None = None
         self._active = False
@@ -240,6 +293,12 @@ class Profiler:
         self._sites, self._uncounted, self._descriptions = [], [], {}
         self._walked: set[int] = set()
         self._log, self._report, self._coverage_result = _CallLog(self._summary), None, None
+        self._times = []
+        if self._timing and any(t.is_meta for t in (*self._model.parameters(), *self._model.buffers())):
+            raise ValueError(
+                "timing needs real execution: the model is on the meta device, which computes "
+                "shapes only; move it to the CPU or a GPU, or profile without timing"
+            )
         try:
             self._hook_tree("", self._model, self._walked)
             if self._coverage:
@@ -309,7 +368,13 @@ class Profiler:
     def _hook(self, name: str, module: nn.Module, formula: Formula) -> None:
         index = len(self._sites)
         self._sites.append(_Site(name, module, formula))
-        hook = self._make_hook(index, self._log.keep)
+        if self._timing:
+            starts: list[Any] = []  # a stack: a module may call itself (recursion)
+            self._handles.append(module.register_forward_pre_hook(_timer_start(starts.append)))
+            keep = _timed(self._log.keep, starts.pop, self._times.append)
+        else:
+            keep = self._log.keep
+        hook = self._make_hook(index, keep)
         self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
     @staticmethod
@@ -415,8 +480,10 @@ class Profiler:
     def _records(self, distinct: list[_Call], calls: list[tuple[int, int]]) -> list[LayerRecord]:
         counted: dict[int, tuple[Call, int]] = {}  # each distinct call is counted once
         calls_per_site = [0] * len(self._sites)
+        times: list[int | None] = _resolve_times(self._times[: len(calls)]) if self._timing else []
+        times += [None] * (len(calls) - len(times))
         records = []
-        for code, count in calls:
+        for (code, count), time_ns in zip(calls, times):
             index = distinct[code][0]
             site, description = self._sites[index], self._description(index)
             calls_per_site[index] += 1
@@ -436,6 +503,7 @@ class Profiler:
                     params=description.params,
                     ops=ops * count,
                     calls=count,
+                    time_ns=time_ns,
                     input_bytes=_bytes(distinct[code][1]) * count,
                     output_bytes=_bytes(distinct[code][2]) * count,
                     param_bytes=description.param_bytes * count,

@@ -35,6 +35,9 @@ class LayerRecord:
         input_bytes, output_bytes, param_bytes: bytes read and written, from metadata only
             (numel times the dtype's element size) of the call's input and output tensors and
             of the module's parameters; like ``ops``, totals over ``calls``.
+        time_ns: with ``timing=True``, the call's duration in nanoseconds (over repeated runs,
+            the median), else None.
+        time_spread_ns: over repeated runs, the spread (max - min) of the call's duration.
     """
 
     name: str
@@ -51,6 +54,13 @@ class LayerRecord:
     input_bytes: int = 0
     output_bytes: int = 0
     param_bytes: int = 0
+    time_ns: int | None = None
+    time_spread_ns: int | None = None
+
+    @property
+    def throughput(self) -> float | None:
+        """Achieved operations per second, when timed."""
+        return self.ops / (self.time_ns * 1e-9) if self.time_ns else None
 
     @property
     def bytes(self) -> int:
@@ -109,6 +119,8 @@ class LayerRecord:
             input_bytes=self.input_bytes,
             output_bytes=self.output_bytes,
             param_bytes=self.param_bytes,
+            time_ns=self.time_ns,
+            time_spread_ns=self.time_spread_ns,
         )
         return row
 
@@ -144,6 +156,8 @@ class LayerRecord:
             input_bytes=row["input_bytes"],
             output_bytes=row["output_bytes"],
             param_bytes=row["param_bytes"],
+            time_ns=row.get("time_ns"),
+            time_spread_ns=row.get("time_spread_ns"),
         )
 
 

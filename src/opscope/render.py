@@ -39,6 +39,15 @@ def format_count(value: int) -> str:
     return f"{scaled:.{digits}f} {_PREFIXES[prefix]}"
 
 
+def format_time(nanoseconds: int) -> str:
+    """A duration with three significant digits: ``1.23 ms``, ``45.6 µs``."""
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
+        if nanoseconds >= scale:
+            value = nanoseconds / scale
+            return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
+    return f"{nanoseconds} ns"
+
+
 def format_shape(shape: tuple[int, ...]) -> str:
     """``(1, 64, 56, 56)`` as ``1×64×56×56``."""
     return "×".join(map(str, shape))
@@ -152,7 +161,7 @@ class Grid:
 
 
 _RIGHT_ALIGNED = {
-    "Bytes", "Ops/B",
+    "Bytes", "Ops/B", "Time", "Spread", "Ops/s",
     "Groups", "Params", "Ops", "Share", "Calls", "Conv2d calls", "Conv2d ops", "Total ops", "acc@1",
     "GFLOPS (pub.)", "Coverage",
 }  # fmt: skip
@@ -261,66 +270,80 @@ def layer_grid(
 ) -> Grid:
     """The per-layer table of a non-empty report as cells.
 
-    One row per call, a footer row summing the rows cut by ``top``, and a totals row. ``wide``
-    gives every column; the compact layout, for 80 columns, puts kernel, stride, groups and
-    bias in one column (``3×3 s2 g32 +b``), and either turns a type column that would repeat
-    one name into the title or, with several types, leaves out the input shape (normally the
-    previous layer's output; the wide layout and the exports keep it). ``show_bytes`` adds the
-    bytes each call moved and its operations per byte (arithmetic intensity).
+    One row per call, a footer row summing the rows cut by ``top``, and a totals row.
+    ``show_bytes`` adds the bytes each call moved and its operations per byte (arithmetic
+    intensity); timed records add their time, its spread over repeated runs and the achieved
+    operations per second. ``wide`` gives every column; the compact layout, for 80 columns,
+    puts kernel, stride, groups and bias in one column (``3×3 s2 g32 +b``), turns a type
+    column that would repeat one name into the title or, with several types, leaves out the
+    input shape (normally the previous layer's output), and makes room for bytes and times by
+    leaving out the shapes, settings and parameters. The wide layout and the exports keep all.
     """
     _check_top(top)
     records, total = report.sorted(sort), report.total_ops
     repeated = {record.name for record in records if record.call_index > 1}
     types = sorted({record.module_type for record in records})
+    timed = any(record.time_ns is not None for record in records)
+    spread = any(record.time_spread_ns is not None for record in records)
     show_types = wide or len(types) > 1
-    show_inputs = wide or not show_types
-    headers = ["Layer", *(["Type"] if show_types else []), *(["Input"] if show_inputs else [])]
-    headers += ["Output"]
-    headers += ["Kernel", "Stride", "Groups", "Bias"] if wide else ["Kernel"]
-    headers += ["Params", "Ops", "Share"]
-    # Type, Input and Output (when shown) and the settings are blank in summary rows.
-    blanks = ("",) * (len(headers) - 4)
-    headers += ["Bytes", "Ops/B"] if show_bytes else []
+    show_details = wide or not (show_bytes or timed)  # output, settings, params
+    show_inputs = wide or (show_details and not show_types)
 
-    def moved(records: Sequence[LayerRecord]) -> tuple[str, ...]:
-        if not show_bytes:
-            return ()
-        return _bytes_cells(sum(r.ops for r in records), sum(r.bytes for r in records))
+    def cells(record: LayerRecord) -> list[str]:
+        """The columns between the layer's name and its ops."""
+        row = [record.module_type] if show_types else []
+        row += [format_shape(record.input_shape)] if show_inputs else []
+        if show_details:
+            row.append(format_shape(record.output_shape))
+            row += _settings(record) if wide else [_compact_settings(record)]
+            row.append(format_count(record.params) if record.call_index == 1 else "shared")
+        return row
+
+    def measured(records: Sequence[LayerRecord]) -> list[str]:
+        """Bytes and times of one or several records (blank spread for several)."""
+        ops, row = sum(r.ops for r in records), []
+        if show_bytes:
+            row += _bytes_cells(ops, sum(r.bytes for r in records))
+        if timed:
+            nanoseconds = sum(r.time_ns or 0 for r in records)
+            row.append(format_time(nanoseconds))
+            if spread:
+                single = records[0].time_spread_ns if len(records) == 1 else None
+                row.append("" if single is None else format_time(single))
+            row.append(format_count(round(ops / (nanoseconds * 1e-9))) if nanoseconds else "-")
+        return row
+
+    headers = ["Layer", *(["Type"] if show_types else []), *(["Input"] if show_inputs else [])]
+    if show_details:
+        headers += ["Output", *(["Kernel", "Stride", "Groups", "Bias"] if wide else ["Kernel"])]
+        headers.append("Params")
+    headers += ["Ops", "Share"]
+    headers += ["Bytes", "Ops/B"] if show_bytes else []
+    headers += ["Time", *(["Spread"] if spread else []), "Ops/s"] if timed else []
+
+    def summary_row(label: str, rows: Sequence[LayerRecord], params: str) -> tuple[str, ...]:
+        ops = sum(r.ops for r in rows)
+        blanks = [""] * (len(cells(rows[0])) - show_details)
+        return (
+            label, *blanks, *([params] if show_details else []),
+            format_count(ops), format_share(ops, total), *measured(rows),
+        )  # fmt: skip
 
     shown = records if top is None else records[:top]
     rows = tuple(
         (
             _layer_label(record, record.name in repeated),
-            *([record.module_type] if show_types else []),
-            *([format_shape(record.input_shape)] if show_inputs else []),
-            format_shape(record.output_shape),
-            *(_settings(record) if wide else [_compact_settings(record)]),
-            format_count(record.params) if record.call_index == 1 else "shared",
+            *cells(record),
             format_count(record.ops),
             format_share(record.ops, total),
-            *moved([record]),
+            *measured([record]),
         )
         for record in shown
     )
-    footer = []
     hidden = records[len(shown) :]
-    if hidden:
-        hidden_ops = sum(record.ops for record in hidden)
-        footer.append(
-            (
-                f"… {len(hidden)} more", *blanks, "",
-                format_count(hidden_ops), format_share(hidden_ops, total), *moved(hidden),
-            )  # fmt: skip
-        )
+    footer = [summary_row(f"… {len(hidden)} more", hidden, "")] if hidden else []
     footer.append(
-        (
-            f"Total ({report.total_calls} calls)",
-            *blanks,
-            format_count(report.total_params),
-            format_count(total),
-            format_share(total, total),
-            *moved(records),
-        )
+        summary_row(f"Total ({report.total_calls} calls)", records, format_count(report.total_params))
     )
     return Grid(
         headers=tuple(headers),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from rich.console import Console
@@ -181,6 +182,27 @@ class Report:
         (console or Console()).print(
             render.LayerTable(self, sort=sort, top=top, show_bytes=show_bytes)
         )
+
+
+def median_timing(reports: Sequence[Report]) -> Report:
+    """Repeated timed runs of the same forward as one report: the first run's records with
+    each call's median time and its spread (max - min) over the runs.
+
+    Raises:
+        ValueError: no reports, or runs that did not make the same calls.
+    """
+    if not reports:
+        raise ValueError("median_timing needs at least one report")
+    first = reports[0]
+    if any(len(report.records) != len(first.records) for report in reports):
+        raise ValueError("the runs made different numbers of calls: cannot pair their times")
+    records = []
+    for position, record in enumerate(first.records):
+        times = sorted(report.records[position].time_ns or 0 for report in reports)
+        records.append(
+            replace(record, time_ns=round(statistics.median(times)), time_spread_ns=times[-1] - times[0])
+        )
+    return replace(first, records=tuple(records))
 
 
 def _named(modules: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
