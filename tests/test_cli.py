@@ -187,3 +187,27 @@ def test_real_entry_points(entry: list[str]) -> None:
     bad = subprocess.run([*entry, "profile", "resnet19"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "opscope: error: unknown model 'resnet19'; did you mean resnet18, resnet152, resnet101?"
+
+
+def test_plots_and_html_from_the_command_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    chart, page = tmp_path / "compare.svg", tmp_path / "compare.html"
+    code, _, err = run(
+        capsys, "compare", "resnet18", "squeezenet1_1", "--plot", str(chart),
+        "--format", "html", "--output", str(page),
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert chart.read_text().lstrip().startswith(("<?xml", "<svg"))
+    text = page.read_text()
+    assert "resnet18" in text and "squeezenet1_1" in text and "<svg" in text
+    layers = tmp_path / "layers.png"
+    assert run(capsys, "profile", "resnet18", "--plot", str(layers))[0] == 0
+    assert layers.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    code, _, err = run(capsys, "profile", "resnet18", "--plot", str(tmp_path / "x.pdf"))
+    assert code == 2 and "must end in .png or .svg" in err
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    code, _, err = run(capsys, "profile", "resnet18", "--plot", str(tmp_path / "y.png"))
+    assert code == 1 and "pip install 'opscope[plot]'" in err
+    assert not (tmp_path / "y.png").exists()

@@ -11,6 +11,7 @@ from rich.console import Console
 from torch import nn
 
 from opscope import Profiler
+from opscope import render
 from opscope.render import format_count, format_share
 
 
@@ -57,7 +58,7 @@ def test_wide_layout_has_a_column_per_setting(resnet18: Profiler) -> None:
     wide, narrow = printed(resnet18, 160), printed(resnet18, 80)
     header = next(line for line in wide.splitlines() if line.startswith("Layer"))
     assert header.split() == ["Layer", "Type", "Input", "Output", "Kernel", "Stride", "Groups",
-                              "Bias", "Params", "Ops", "Share"]  # fmt: skip
+                              "Bias", "Params", "Ops", "Share", "Relative"]  # fmt: skip
     stem = next(line for line in narrow.splitlines() if line.startswith("conv1 "))
     assert stem.split()[:4] == ["conv1", "1×3×224×224", "1×64×112×112", "7×7"]
     assert "s2" in stem.split()
@@ -112,3 +113,15 @@ def test_empty_reports_say_why() -> None:
 def test_top_must_be_positive(resnet18: Profiler) -> None:
     with pytest.raises(ValueError, match="top must be a positive"):
         printed(resnet18, 80, top=0)
+
+
+def test_share_bars_stand_out_on_wide_terminals(resnet18: Profiler) -> None:
+    wide = printed(resnet18, 140).splitlines()
+    header = next(line for line in wide if line.startswith("Layer"))
+    assert header.split()[-1] == "Relative"
+    heaviest = max(resnet18.records, key=lambda r: r.ops)
+    row = next(line for line in wide if line.startswith(heaviest.name + " "))
+    assert row.rstrip().endswith("█" * 10)  # the heaviest call fills its bar
+    stem = next(line for line in wide if line.startswith("conv1 "))
+    assert stem.rstrip().endswith(render.share_bar(resnet18.records[0].ops / heaviest.ops))
+    assert "Relative" not in printed(resnet18, 80)  # no room on 80 columns

@@ -11,7 +11,7 @@ import argparse
 import io
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opscope import __version__, exports, render, zoo
+from opscope import __version__, exports, html, plots, render, zoo
 from opscope.compare import (
     COMPARE_SORTS,
     ModelSummary,
@@ -31,7 +31,7 @@ from opscope.compare import (
 )
 from opscope.report import SORT_ORDERS, Report
 
-FORMATS = ("table", "json", "csv", "markdown", "latex")
+FORMATS = ("table", "json", "csv", "markdown", "latex", "html")
 # Formats whose tables are text documents, and how a note line is written in each.
 TEXT_TABLES = {"markdown": (render.markdown_table, ""), "latex": (render.latex_table, "% ")}
 TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--format", default="table", choices=FORMATS)
         command.add_argument("--output", type=_output_path, metavar="FILE",
                              help="write to FILE instead of stdout")
+        command.add_argument("--plot", metavar="FILE.png|svg", type=_plot_path,
+                             help="also draw the picture (needs: pip install 'opscope[plot]')")
         command.add_argument("--coverage", action="store_true",
                              help="also measure which share of FlopCounterMode's FLOPs the "
                                   "counted modules hold (slower)")
@@ -128,6 +130,15 @@ def _positive_int(text: str) -> int:
     if not _is_ascii_number(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def _plot_path(text: str) -> str:
+    path = _output_path(text)
+    try:
+        plots.plot_format(path)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return path
 
 
 def _non_negative_int(text: str) -> int:
@@ -167,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _profile(args) if args.command == "profile" else _compare(args)
     except zoo.ZooError as error:
         return _fail(str(error), 2)
+    except plots.PlotDependencyError as error:
+        return _fail(str(error), 1)
     except CliError as error:
         return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
@@ -238,8 +251,14 @@ def _profile(args: argparse.Namespace) -> int:
         _emit(args, None, exports.to_csv([record.to_dict() for record in report.records]))
     elif args.format in TEXT_TABLES:
         _emit(args, None, _text_report(report, args))
+    elif args.format == "html":
+        title = f"{model.name} at {render.format_shape(shape)}"
+        page = html.report_html(report, title=title, model=model.name, sort=args.sort, top=args.top)
+        _emit(args, None, page)
     else:
         _emit(args, render.LayerTable(report, sort=args.sort, top=args.top, show_bytes=args.bytes))
+    if args.plot:
+        _write_plot(args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer")
     return 0
 
 
@@ -272,9 +291,20 @@ def _compare(args: argparse.Namespace) -> int:
     elif args.format in TEXT_TABLES:
         table, _ = TEXT_TABLES[args.format]
         _emit(args, None, table(render.comparison_grid(summaries)))
+    elif args.format == "html":
+        _emit(args, None, html.comparison_html(summaries, title=f"{len(summaries)} models"))
     else:
         _emit(args, render.rich_table(render.comparison_grid(summaries)))
+    if args.plot:
+        _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
     return 0
+
+
+def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -> None:
+    try:
+        draw(data, path, title=title)
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot write {path!r}: {getattr(error, 'strerror', None) or error}") from None
 
 
 def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> list[ModelSummary]:

@@ -47,9 +47,9 @@ def _mode_for(target: Path) -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
-    so an interrupted write never leaves a truncated file behind.
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file in the
+    same folder and a rename, so an interrupted write never leaves a truncated file behind.
 
     Raises:
         OSError: the folder does not exist or is not writable (nothing is left behind).
@@ -60,8 +60,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.chmod(temporary, _mode_for(target))  # mkstemp makes it private (0600)
         os.replace(temporary, target)
     except BaseException:

@@ -5,7 +5,7 @@ This module reads reports only; it knows nothing of hooks or formulas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -46,6 +46,20 @@ def format_time(nanoseconds: int) -> str:
             value = nanoseconds / scale
             return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
     return f"{nanoseconds} ns"
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def share_bar(fraction: float, width: int = 10) -> str:
+    """``fraction`` (0 to 1) as a bar of ``width`` characters, to an eighth of a character.
+
+    Example:
+        >>> share_bar(0.5, width=4), share_bar(0.0625, width=4)
+        ('██', '▎')
+    """
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    return "█" * (eighths // 8) + _EIGHTHS[eighths % 8].strip()
 
 
 def format_shape(shape: tuple[int, ...]) -> str:
@@ -182,9 +196,9 @@ def rich_table(grid: Grid) -> Table:
         table.add_column(
             header,
             justify="right" if header in _RIGHT_ALIGNED else "center" if header in _CENTERED else "left",
-            no_wrap=header in _NO_WRAP,
+            no_wrap=header in _NO_WRAP or header == BAR_HEADER,
             overflow="fold",
-            min_width=10 if index == 0 else None,
+            min_width=10 if index == 0 or header == BAR_HEADER else None,
             style="bold" if header == "Ops" else None,
         )
     for row in grid.rows:
@@ -248,6 +262,9 @@ def markdown_table(grid: Grid) -> str:
 
 WIDE_LAYOUT_MIN_WIDTH = 120
 """Below this many columns the kernel, stride, groups and bias share one column."""
+BAR_HEADER = "Relative"
+SHARE_BAR_MIN_WIDTH = 100
+"""From this many columns on, the terminal table draws each row's share as a bar."""
 
 
 def _check_top(top: int | None) -> None:
@@ -373,16 +390,30 @@ class LayerTable:
         _check_top(top)
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
 
+    def _with_share_bars(self, grid: Grid) -> Grid:
+        """``grid`` with a bar of each shown row's ops, scaled to the heaviest call, so heavy
+        layers stand out."""
+        heaviest = max(record.ops for record in self.report.records)
+        shown = self.report.sorted(self.sort)[: self.top]
+        bars = [share_bar(record.ops / heaviest if heaviest else 0.0) for record in shown]
+        return replace(
+            grid,
+            headers=(*grid.headers, BAR_HEADER),
+            rows=tuple((*row, bar) for row, bar in zip(grid.rows, bars)),
+            footer=tuple((*row, "") for row in grid.footer),
+        )
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if not self.report.records:
             yield empty_message(self.report)
         else:
             wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
-            yield rich_table(
-                layer_grid(
-                    self.report, sort=self.sort, top=self.top, wide=wide, show_bytes=self.show_bytes
-                )
+            grid = layer_grid(
+                self.report, sort=self.sort, top=self.top, wide=wide, show_bytes=self.show_bytes
             )
+            if options.max_width >= SHARE_BAR_MIN_WIDTH:
+                grid = self._with_share_bars(grid)
+            yield rich_table(grid)
             if len({record.module_type for record in self.report.records}) > 1:
                 yield rich_table(type_grid(self.report))
         for line in notes(self.report):
