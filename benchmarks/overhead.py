@@ -9,7 +9,9 @@ printed: alternating keeps both sides under the same machine conditions. Two pro
 - block: ``with Profiler(model): model(x)``, entering and leaving the profiler (registering and
   removing every hook) around each forward: the one-off use;
 - steady: forwards inside one profiler entered once: the cost of the hooks alone, what a loop
-  over many batches pays per batch.
+  over many batches pays per batch;
+- floor: the same modules with do-nothing forward hooks: what PyTorch itself charges for
+  calling a hooked module, which any hook-based counter pays before doing anything.
 
 Neither includes reading the results: records are built lazily, when read.
 """
@@ -43,10 +45,17 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
 
 def paired_ratios(
     model: torch.nn.Module, x: torch.Tensor, rounds: int, warmup: int
-) -> tuple[list[float], list[float]]:
-    """Per-pair ratios block / bare and steady / bare. The steady side runs on an identical
-    copy of the model, hooked once for all rounds, so that the bare side stays unhooked."""
-    hooked_copy = copy.deepcopy(model)
+) -> tuple[list[float], list[float], list[float]]:
+    """Per-pair ratios block / bare, steady / bare and floor / bare. The steady and floor
+    sides run on identical copies of the model, hooked once for all rounds, so that the bare
+    side stays unhooked."""
+    hooked_copy, floor_copy = copy.deepcopy(model), copy.deepcopy(model)
+    with Profiler(floor_copy) as probe:  # which modules opscope hooks: those that record
+        floor_copy(x)
+    floor_handles = [
+        floor_copy.get_submodule(name).register_forward_hook(lambda *_: None, with_kwargs=True)
+        for name in {record.name for record in probe.records}
+    ]
 
     def bare() -> None:
         model(x)
@@ -58,16 +67,23 @@ def paired_ratios(
     def steady() -> None:
         hooked_copy(x)
 
+    def floor() -> None:
+        floor_copy(x)
+
     for _ in range(warmup):
-        bare(), block(), steady()
-    block_ratios, steady_ratios = [], []
+        bare(), block(), steady(), floor()
+    block_ratios, steady_ratios, floor_ratios = [], [], []
     with Profiler(hooked_copy, summary=True):  # summary: memory stays flat over the rounds
         for _ in range(rounds):
             bare_time = timed(bare, x.device)
             block_ratios.append(timed(block, x.device) / bare_time)
             bare_time = timed(bare, x.device)
             steady_ratios.append(timed(steady, x.device) / bare_time)
-    return block_ratios, steady_ratios
+            bare_time = timed(bare, x.device)
+            floor_ratios.append(timed(floor, x.device) / bare_time)
+    for handle in floor_handles:
+        handle.remove()
+    return block_ratios, steady_ratios, floor_ratios
 
 
 def main() -> None:
@@ -85,7 +101,7 @@ def main() -> None:
         with torch.inference_mode():
             sides = paired_ratios(model, x, args.rounds, args.warmup)
         target = f"{TARGETS[name]:.2f}" if name in TARGETS else "-"
-        for side, ratios in zip(("block", "steady"), sides):
+        for side, ratios in zip(("block", "steady", "floor"), sides):
             deciles = statistics.quantiles(ratios, n=10)
             print(
                 f"{name:<20} {side:<7} {statistics.median(ratios):>7.4f} "
