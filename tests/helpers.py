@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from opscope import Profiler
 
@@ -15,3 +18,29 @@ def profiled_ops(module: nn.Module, *args: Any, **kwargs: Any) -> int:
         module(*args, **kwargs)
     assert len(p.records) == 1
     return p.records[0].ops
+
+
+class OpLog(TorchDispatchMode):
+    """Logs every tensor operation that reaches the dispatcher: a hook that read data,
+    copied, synchronised or called ``.item()`` would add operations to the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    return matplotlib is not None
+
+
+needs_matplotlib = pytest.mark.skipif(
+    not _has_matplotlib(), reason="matplotlib is not installed (pip install 'opscope[plot]')"
+)

@@ -20,22 +20,10 @@ from opscope.compare import ModelSummary, compare
 from opscope.html import comparison_html, report_html
 from opscope.render import format_count
 from opscope.report import Report
+from helpers import needs_matplotlib
 
 SMALL = ["resnet18", "mobilenet_v3_small", "squeezenet1_1"]
 URL = re.compile(r"^\s*[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    return matplotlib is not None
-
-
-needs_matplotlib = pytest.mark.skipif(
-    not _has_matplotlib(), reason="matplotlib is not installed (pip install 'opscope[plot]')"
-)
 
 
 class Page(HTMLParser):

@@ -22,20 +22,9 @@ from opscope.plots import (
     plot_layers,
 )
 from opscope.report import Report
+from helpers import needs_matplotlib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    return matplotlib is not None
-
-
-needs_matplotlib = pytest.mark.skipif(
-    not _has_matplotlib(), reason="matplotlib is not installed (pip install 'opscope[plot]')"
-)
 
 
 def profile(name: str, shape: tuple[int, ...] = (1, 3, 224, 224)) -> Report:

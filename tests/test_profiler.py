@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from opscope import Profiler
+from helpers import OpLog
 
 
 def hook_count(model: nn.Module) -> int:
@@ -229,25 +230,13 @@ def test_records_read_inside_the_block_grow_with_new_calls() -> None:
         assert p.total_ops == 2 * first
 
 
-class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
-    """Logs every tensor operation that reaches the dispatcher."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def test_profiling_adds_no_tensor_operation() -> None:
     # The hooks read .shape only: no data access, copy, sync or .item() reaches the dispatcher.
     model = torchvision.models.mobilenet_v3_small(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
-    with _OpLog() as bare:
+    with OpLog() as bare:
         model(x)
-    with Profiler(model) as p, _OpLog() as profiled:
+    with Profiler(model) as p, OpLog() as profiled:
         model(x)
     assert profiled.ops == bare.ops
     assert len(p.records) > 40

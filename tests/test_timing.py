@@ -15,6 +15,7 @@ from opscope.cli import main
 from opscope.compare import time_model
 from opscope.report import median_timing
 from opscope.zoo import ZooModel
+from helpers import OpLog
 
 
 def small() -> nn.Module:
@@ -57,22 +58,12 @@ def test_cli_refuses_time_on_meta(capsys) -> None:
     assert "--time needs real execution" in capsys.readouterr().err
 
 
-class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def test_cpu_timing_reads_no_tensor_data_and_never_synchronises() -> None:
     model = small()
     x = torch.randn(1, 3, 16, 16)
-    with _OpLog() as bare:
+    with OpLog() as bare:
         model(x)
-    with Profiler(model, timing=True), _OpLog() as timed:
+    with Profiler(model, timing=True), OpLog() as timed:
         model(x)
     assert timed.ops == bare.ops  # no .item(), copy or synchronising op from the hooks
 
