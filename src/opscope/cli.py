@@ -55,20 +55,26 @@ def _is_ascii_number(text: str) -> bool:
 
 def _one_line(text: str) -> str:
     """``text`` with its line breaks escaped (``'a\\nb'``), so that it prints as one line."""
-    return "".join(char.encode("unicode_escape").decode() if char in _LINE_BREAKS else char for char in text)
+    return "".join(
+        char.encode("unicode_escape").decode() if char in _LINE_BREAKS else char for char in text
+    )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``1x3x224x224`` as ``(1, 3, 224, 224)``: 4 or 5 positive sizes (N×C×[T×]H×W)."""
     parts = text.lower().replace("×", "x").split("x")
-    if not 4 <= len(parts) <= 5 or not all(_is_ascii_number(part) and int(part) > 0 for part in parts):
+    if not 4 <= len(parts) <= 5 or not all(
+        _is_ascii_number(part) and int(part) > 0 for part in parts
+    ):
         raise argparse.ArgumentTypeError(
             f"invalid input shape {text!r}: expected N×C×H×W (or N×C×T×H×W for video) "
             "as positive integers joined by 'x', e.g. 1x3x224x224"
         )
     shape = tuple(int(part) for part in parts)
     if math.prod(shape) > MAX_NUMEL:
-        raise argparse.ArgumentTypeError(f"input shape {text!r} is too large: more than 2**63 - 1 elements")
+        raise argparse.ArgumentTypeError(
+            f"input shape {text!r} is too large: more than 2**63 - 1 elements"
+        )
     return shape
 
 
@@ -80,43 +86,82 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="opscope", description="Exact per-layer operation counts of PyTorch models.")
+    parser = _Parser(
+        prog="opscope", description="Exact per-layer operation counts of PyTorch models."
+    )
     parser.add_argument("--version", action="version", version=f"opscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add_common(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--input", type=parse_shape, metavar="SHAPE",
-                             help="input shape, e.g. 1x3x224x224 (default: the task's)")
-        command.add_argument("--device", default="meta", choices=("meta", "cpu", "cuda"),
-                             help="where to run: meta (shapes only, default), cpu or cuda")
+        command.add_argument(
+            "--input",
+            type=parse_shape,
+            metavar="SHAPE",
+            help="input shape, e.g. 1x3x224x224 (default: the task's)",
+        )
+        command.add_argument(
+            "--device",
+            default="meta",
+            choices=("meta", "cpu", "cuda"),
+            help="where to run: meta (shapes only, default), cpu or cuda",
+        )
         command.add_argument("--format", default="table", choices=FORMATS)
-        command.add_argument("--output", type=_output_path, metavar="FILE",
-                             help="write to FILE instead of stdout")
-        command.add_argument("--plot", metavar="FILE.png|svg", type=_plot_path,
-                             help="also draw the picture (needs: pip install 'opscope[plot]')")
-        command.add_argument("--coverage", action="store_true",
-                             help="also measure which share of FlopCounterMode's FLOPs the "
-                                  "counted modules hold (slower)")
+        command.add_argument(
+            "--output", type=_output_path, metavar="FILE", help="write to FILE instead of stdout"
+        )
+        command.add_argument(
+            "--plot",
+            metavar="FILE.png|svg",
+            type=_plot_path,
+            help="also draw the picture (needs: pip install 'opscope[plot]')",
+        )
+        command.add_argument(
+            "--coverage",
+            action="store_true",
+            help="also measure which share of FlopCounterMode's FLOPs the "
+            "counted modules hold (slower)",
+        )
 
     profile = commands.add_parser("profile", help="the per-layer table of one model")
     profile.add_argument("model", help="torchvision model name, or package.module:callable")
     add_common(profile)
     profile.add_argument("--sort", default="order", choices=SORT_ORDERS)
-    profile.add_argument("--top", type=_positive_int, metavar="K", help="show the K first rows only")
-    profile.add_argument("--bytes", action="store_true",
-                         help="add the bytes each call moved and its operations per byte")
-    profile.add_argument("--time", action="store_true",
-                         help="time every layer for real (needs --device cpu or cuda)")
-    profile.add_argument("--repeat", type=_positive_int, default=5, metavar="N",
-                         help="with --time: timed runs, reported as median and spread (5)")
-    profile.add_argument("--warmup", type=_non_negative_int, default=1, metavar="W",
-                         help="with --time: runs dropped before the timed ones (1)")
+    profile.add_argument(
+        "--top", type=_positive_int, metavar="K", help="show the K first rows only"
+    )
+    profile.add_argument(
+        "--bytes",
+        action="store_true",
+        help="add the bytes each call moved and its operations per byte",
+    )
+    profile.add_argument(
+        "--time", action="store_true", help="time every layer for real (needs --device cpu or cuda)"
+    )
+    profile.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="with --time: timed runs, reported as median and spread (5)",
+    )
+    profile.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=1,
+        metavar="W",
+        help="with --time: runs dropped before the timed ones (1)",
+    )
 
     comparison = commands.add_parser("compare", help="one row per model, side by side")
-    comparison.add_argument("models", nargs="*", metavar="MODEL",
-                            help="names, globs ('resnet*') or package.module:callable")
-    comparison.add_argument("--all", action="store_true",
-                            help="every torchvision classification model")
+    comparison.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="names, globs ('resnet*') or package.module:callable",
+    )
+    comparison.add_argument(
+        "--all", action="store_true", help="every torchvision classification model"
+    )
     add_common(comparison)
     comparison.add_argument("--sort", default="ops", choices=COMPARE_SORTS)
 
@@ -211,7 +256,9 @@ def _emit(args: argparse.Namespace, renderable: Any, text: str | None = None) ->
     try:
         exports.write_atomic(args.output, text)
     except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
-        raise CliError(f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}") from None
+        raise CliError(
+            f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}"
+        ) from None
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -229,12 +276,18 @@ def _profile(args: argparse.Namespace) -> int:
     _check_factory_names([args.model])
     models = zoo.resolve([args.model])
     if len(models) != 1:
-        raise CliError(f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)", 2)
+        raise CliError(
+            f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)",
+            2,
+        )
     (model,) = models
     shape = args.input or model.default_input
     if args.time and args.device == "meta":
-        raise CliError("--time needs real execution: add --device cpu (or cuda); the meta "
-                       "device computes shapes only", 2)
+        raise CliError(
+            "--time needs real execution: add --device cpu (or cuda); the meta "
+            "device computes shapes only",
+            2,
+        )
     try:
         if args.time:
             report = time_model(model, shape, args.device, repeat=args.repeat, warmup=args.warmup)
@@ -243,7 +296,9 @@ def _profile(args: argparse.Namespace) -> int:
     except zoo.ZooError:
         raise
     except (Exception, SystemExit) as failure:  # noqa: BLE001 - the user's model failing is a message
-        raise CliError(f"{model.name} failed at input {render.format_shape(shape)}: {describe_failure(failure, args.device)}") from None
+        raise CliError(
+            f"{model.name} failed at input {render.format_shape(shape)}: {describe_failure(failure, args.device)}"
+        ) from None
     if args.format == "json":
         data = {"model": model.name, "input_shape": list(shape), "device": args.device}
         _emit(args, None, exports.to_json({**data, **report.to_dict()}))
@@ -258,7 +313,9 @@ def _profile(args: argparse.Namespace) -> int:
     else:
         _emit(args, render.LayerTable(report, sort=args.sort, top=args.top, show_bytes=args.bytes))
     if args.plot:
-        _write_plot(args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer")
+        _write_plot(
+            args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer"
+        )
     return 0
 
 
@@ -304,7 +361,9 @@ def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -
     try:
         draw(data, path, title=title)
     except (OSError, ValueError) as error:
-        raise CliError(f"cannot write {path!r}: {getattr(error, 'strerror', None) or error}") from None
+        raise CliError(
+            f"cannot write {path!r}: {getattr(error, 'strerror', None) or error}"
+        ) from None
 
 
 def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> list[ModelSummary]:

@@ -152,9 +152,11 @@ def _table(grid: Grid) -> str:
 
     def row(cells: tuple[str, ...], tag: str = "td") -> str:
         padded = (*cells, *("",) * (len(classes) - len(cells)))
-        return "<tr>" + "".join(
-            f"<{tag}{cls}>{_text(cell)}</{tag}>" for cls, cell in zip(classes, padded)
-        ) + "</tr>"
+        return (
+            "<tr>"
+            + "".join(f"<{tag}{cls}>{_text(cell)}</{tag}>" for cls, cell in zip(classes, padded))
+            + "</tr>"
+        )
 
     lines = ["<table>"]
     if grid.title:

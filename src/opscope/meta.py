@@ -43,7 +43,11 @@ class MetaShortcuts(TorchDispatchMode):
     """Answer shape-preserving normalisations and initialisers on meta tensors directly."""
 
     def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> Any:
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and first.is_meta:

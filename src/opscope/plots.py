@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,9 +110,7 @@ def pareto_front(points: Sequence[tuple[str, int, float]]) -> tuple[str, ...]:
     """
 
     def beaten(ops: int, acc: float) -> bool:
-        return any(
-            (o <= ops and a >= acc) and (o < ops or a > acc) for _, o, a in points
-        )
+        return any((o <= ops and a >= acc) and (o < ops or a > acc) for _, o, a in points)
 
     front = [point for point in points if not beaten(point[1], point[2])]
     return tuple(name for name, _, _ in sorted(front, key=lambda point: (point[1], point[2])))
@@ -133,11 +131,7 @@ def plot_layers(
         PlotDependencyError: matplotlib is not installed.
         OSError: the file cannot be written (its folder does not exist, ...).
     """
-    fmt = plot_format(path)
-    with _style():
-        figure, data = _layers_figure(report, title)
-        _save(figure, path, fmt)
-    return data
+    return _draw(path, lambda: _layers_figure(report, title))
 
 
 def plot_comparison(
@@ -154,11 +148,7 @@ def plot_comparison(
         PlotDependencyError: matplotlib is not installed.
         OSError: the file cannot be written (its folder does not exist, ...).
     """
-    fmt = plot_format(path)
-    with _style():
-        figure, data = _comparison_figure(summaries, title)
-        _save(figure, path, fmt)
-    return data
+    return _draw(path, lambda: _comparison_figure(summaries, title))
 
 
 def layers_svg(report: Report, *, title: str | None = None) -> tuple[str, PlotData]:
@@ -217,6 +207,17 @@ def _freeze_layout(figure: Any) -> Any:
     figure.draw_without_rendering()
     figure.set_layout_engine("none")
     return figure.canvas.get_renderer()
+
+
+def _draw(
+    path: str | os.PathLike[str], make_figure: Callable[[], tuple[Any, PlotData]]
+) -> PlotData:
+    """Check the suffix, draw the figure in the house style and save it to ``path``."""
+    fmt = plot_format(path)
+    with _style():
+        figure, data = make_figure()
+        _save(figure, path, fmt)
+    return data
 
 
 def _save(figure: Any, path: str | os.PathLike[str], fmt: str) -> None:
@@ -451,7 +452,9 @@ def _wrapped(text: str, width: int = 44, lines: int = 3) -> str:
     )  # fmt: skip
 
 
-def _comparison_figure(summaries: Sequence[ModelSummary], title: str | None) -> tuple[Any, PlotData]:
+def _comparison_figure(
+    summaries: Sequence[ModelSummary], title: str | None
+) -> tuple[Any, PlotData]:
     shapes = {summary.input_shape for summary in summaries}
     at = f" at {render.format_shape(shapes.pop())}" if len(shapes) == 1 else ""
     title = title or f"Published acc@1 against operations{at}"
@@ -481,10 +484,14 @@ def _comparison_figure(summaries: Sequence[ModelSummary], title: str | None) -> 
     side = []
     if missing:
         side.append("No published acc@1:")
-        side += _listed([f"  {name} ({format_count(by_name[name].total_ops or 0)} ops)" for name in missing])
+        side += _listed(
+            [f"  {name} ({format_count(by_name[name].total_ops or 0)} ops)" for name in missing]
+        )
     if failed:
         side.append("\nFailed:" if side else "Failed:")
-        side += _listed([_wrapped(f"{name}: {by_name[name].error or 'no count'}") for name in failed])
+        side += _listed(
+            [_wrapped(f"{name}: {by_name[name].error or 'no count'}") for name in failed]
+        )
 
     # Room for every name: a larger picture, and smaller names, for many models.
     crowd = max(0, len(plotted) - 12)
@@ -504,7 +511,9 @@ def _comparison_figure(summaries: Sequence[ModelSummary], title: str | None) -> 
         axes.text(0.5, 0.5, "No model has both a count and a published acc@1.",
                   ha="center", va="center", transform=axes.transAxes)  # fmt: skip
         _freeze_layout(figure)
-        return figure, PlotData("comparison", (), (), (), (), (), (), (), title, (), missing, failed)
+        return figure, PlotData(
+            "comparison", (), (), (), (), (), (), (), title, (), missing, failed
+        )
 
     from matplotlib.lines import Line2D
 
@@ -547,8 +556,14 @@ def _comparison_figure(summaries: Sequence[ModelSummary], title: str | None) -> 
     markers += [box.padded(1.0) for box in segments]
     # The front first: its names get the best places.
     order = sorted(range(len(names)), key=lambda i: (groups[i] != "pareto", x[i]))
-    _place_labels(axes, renderer, [(texts[i], xs[i], y[i]) for i in order], [*markers, legend_box],
-                  distances=(5, 12, 24, 40, 60), fontsize=8 if len(plotted) <= 30 else 7)
+    _place_labels(
+        axes,
+        renderer,
+        [(texts[i], xs[i], y[i]) for i in order],
+        [*markers, legend_box],
+        distances=(5, 12, 24, 40, 60),
+        fontsize=8 if len(plotted) <= 30 else 7,
+    )
     data = PlotData(
         kind="comparison",
         x=x,

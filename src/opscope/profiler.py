@@ -294,7 +294,9 @@ class Profiler:
         self._walked: set[int] = set()
         self._log, self._report, self._coverage_result = _CallLog(self._summary), None, None
         self._times = []
-        if self._timing and any(t.is_meta for t in (*self._model.parameters(), *self._model.buffers())):
+        if self._timing and any(
+            t.is_meta for t in (*self._model.parameters(), *self._model.buffers())
+        ):
             raise ValueError(
                 "timing needs real execution: the model is on the meta device, which computes "
                 "shapes only; move it to the CPU or a GPU, or profile without timing"
@@ -357,8 +359,10 @@ class Profiler:
             self._hook(name, module, formula)
             return  # counted as a whole: its submodules are not hooked
         children = module._modules  # named_children(), without its generator and set
-        if not children and not isinstance(module, _CONTAINERS) and (
-            formula_for(type(module), self._formulas) is None
+        if (
+            not children
+            and not isinstance(module, _CONTAINERS)
+            and (formula_for(type(module), self._formulas) is None)
         ):
             self._uncounted.append((name, type(module).__name__))
         for child_name, child in children.items():
@@ -427,14 +431,18 @@ class Profiler:
         """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached)."""
         distinct, calls = self._log.snapshot()
         recorded = sum(count for _, count in calls)
-        if self._report is None or self._report_calls != recorded or (
-            self._report.coverage is not self._coverage_result
+        if (
+            self._report is None
+            or self._report_calls != recorded
+            or (self._report.coverage is not self._coverage_result)
         ):
             self._report_calls = recorded
             self._report = Report(
                 records=tuple(self._records(distinct, calls)),
                 hooked_modules=len(self._sites),
-                counted_types=None if self._include is None else tuple(t.__name__ for t in self._include),
+                counted_types=None
+                if self._include is None
+                else tuple(t.__name__ for t in self._include),
                 uncounted_modules=tuple(self._uncounted),
                 unhooked_modules=self._unhooked_modules(),
                 coverage=self._coverage_result,
@@ -451,7 +459,11 @@ class Profiler:
             if id(module) in hooked:
                 return
             children = module._modules
-            if id(module) not in self._walked and not children and not isinstance(module, _CONTAINERS):
+            if (
+                id(module) not in self._walked
+                and not children
+                and not isinstance(module, _CONTAINERS)
+            ):
                 found.append((name, type(module).__name__))
             for child_name, child in children.items():
                 if child is not None:

@@ -139,7 +139,10 @@ class LayerRecord:
                     f"unknown config type {row['config_type']!r}: register its formula first"
                 )
             config = config_type(
-                **{field.name: _tupled(row[field.name]) for field in dataclasses.fields(config_type)}
+                **{
+                    field.name: _tupled(row[field.name])
+                    for field in dataclasses.fields(config_type)
+                }
             )
         return cls(
             name=row["name"],

@@ -125,7 +125,12 @@ def type_grid(report: Report) -> Grid:
     """Calls, operations and share per module type, heaviest first."""
     total = report.total_ops
     rows = tuple(
-        (summary.module_type, str(summary.calls), format_count(summary.ops), format_share(summary.ops, total))
+        (
+            summary.module_type,
+            str(summary.calls),
+            format_count(summary.ops),
+            format_share(summary.ops, total),
+        )
         for summary in report.by_type()
     )
     return Grid(headers=("Type", "Calls", "Ops", "Share"), rows=rows, title="By type")
@@ -137,7 +142,9 @@ def notes(report: Report) -> list[str]:
     coverage = report.coverage
     if coverage is not None:
         if coverage.share is None:
-            lines.append("Coverage: FlopCounterMode saw no matmul or convolution FLOPs in the block.")
+            lines.append(
+                "Coverage: FlopCounterMode saw no matmul or convolution FLOPs in the block."
+            )
         else:
             lines.append(
                 f"Coverage: counted modules hold {coverage.share:.2%} of the block's "
@@ -146,13 +153,17 @@ def notes(report: Report) -> list[str]:
             )
     if report.uncounted_modules:
         per_type = Counter(module_type for _, module_type in report.uncounted_modules)
-        listed = ", ".join(f"{count} {module_type}" for module_type, count in per_type.most_common())
+        listed = ", ".join(
+            f"{count} {module_type}" for module_type, count in per_type.most_common()
+        )
         lines.append(
             f"Not counted, no formula for their type: {listed} "
             "(by name in to_dict()['uncounted_modules'])."
         )
     if report.unhooked_modules:
-        named = ", ".join(f"{name} ({module_type})" for name, module_type in report.unhooked_modules)
+        named = ", ".join(
+            f"{name} ({module_type})" for name, module_type in report.unhooked_modules
+        )
         lines.append(f"Not hooked, added after the profiler was entered: {named}.")
     return lines
 
@@ -195,7 +206,11 @@ def rich_table(grid: Grid) -> Table:
     for index, header in enumerate(grid.headers):
         table.add_column(
             header,
-            justify="right" if header in _RIGHT_ALIGNED else "center" if header in _CENTERED else "left",
+            justify="right"
+            if header in _RIGHT_ALIGNED
+            else "center"
+            if header in _CENTERED
+            else "left",
             no_wrap=header in _NO_WRAP or header == BAR_HEADER,
             overflow="fold",
             min_width=10 if index == 0 or header == BAR_HEADER else None,
@@ -360,7 +375,9 @@ def layer_grid(
     hidden = records[len(shown) :]
     footer = [summary_row(f"… {len(hidden)} more", hidden, "")] if hidden else []
     footer.append(
-        summary_row(f"Total ({report.total_calls} calls)", records, format_count(report.total_params))
+        summary_row(
+            f"Total ({report.total_calls} calls)", records, format_count(report.total_params)
+        )
     )
     return Grid(
         headers=tuple(headers),

@@ -140,7 +140,9 @@ class Report:
             hooked_modules=data["hooked_modules"],
             counted_types=None if data["counted_types"] is None else tuple(data["counted_types"]),
             uncounted_modules=_unnamed(data["uncounted_modules"]),
-            coverage=None if coverage is None else Coverage(
+            coverage=None
+            if coverage is None
+            else Coverage(
                 counted_flops=coverage["counted_flops"], total_flops=coverage["total_flops"]
             ),
             unhooked_modules=_unnamed(data["unhooked_modules"]),
@@ -200,7 +202,9 @@ def median_timing(reports: Sequence[Report]) -> Report:
     for position, record in enumerate(first.records):
         times = sorted(report.records[position].time_ns or 0 for report in reports)
         records.append(
-            replace(record, time_ns=round(statistics.median(times)), time_spread_ns=times[-1] - times[0])
+            replace(
+                record, time_ns=round(statistics.median(times)), time_spread_ns=times[-1] - times[0]
+            )
         )
     return replace(first, records=tuple(records))
 

@@ -146,7 +146,9 @@ def _factory(model: ZooModel) -> Callable[[], nn.Module]:
         # No download, ever: detection and segmentation builders fetch backbone weights
         # unless told not to.
         no_weights = {
-            name: None for name in inspect.signature(builder).parameters if name.startswith("weights")
+            name: None
+            for name in inspect.signature(builder).parameters
+            if name.startswith("weights")
         }
         return lambda: builder(**no_weights)
     module_path, _, attribute = model.name.partition(":")
@@ -183,7 +185,9 @@ def build(model: ZooModel, device: str | torch.device = "meta") -> nn.Module:
     return built.eval()
 
 
-def example_input(model: ZooModel, shape: Sequence[int], device: str | torch.device) -> tuple[Any, ...]:
+def example_input(
+    model: ZooModel, shape: Sequence[int], device: str | torch.device
+) -> tuple[Any, ...]:
     """The positional arguments of a forward pass on an input of ``shape``.
 
     Detection models take a list of ``C×H×W`` images, optical flow models two frames.

@@ -178,8 +178,13 @@ def count_pool(config: PoolConfig, call: Call) -> int:
     window_sizes = [
         sliding_window_sizes(*axis)
         for axis in zip(
-            call.input[-dims:], output[-dims:], config.kernel_size, config.stride,
-            config.padding, config.dilation, strict=True,
+            call.input[-dims:],
+            output[-dims:],
+            config.kernel_size,
+            config.stride,
+            config.padding,
+            config.dilation,
+            strict=True,
         )  # fmt: skip
     ]
     return _OPS_BY_KIND[config.kind](math.prod(output[:-dims]), window_sizes)

@@ -84,8 +84,10 @@ class RecurrentConfig:
             )
         if isinstance(module, nn.RNNCellBase):
             cell = (
-                "lstm" if isinstance(module, nn.LSTMCell)
-                else "gru" if isinstance(module, nn.GRUCell)
+                "lstm"
+                if isinstance(module, nn.LSTMCell)
+                else "gru"
+                if isinstance(module, nn.GRUCell)
                 else "rnn"
             )
             return cls(
@@ -157,7 +159,10 @@ def cell_ops(
     projection = proj_size * (2 * h - 1)  # W_hr h', no bias (0 without projection)
     return (
         _gates_ops(4 * h, input_size, proj_size or h, bias)
-        + activations + cell_update + hidden_update + projection
+        + activations
+        + cell_update
+        + hidden_update
+        + projection
     )
 
 
@@ -203,7 +208,12 @@ def recurrent_ops(
 
 
 @register(
-    nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell,
+    nn.RNN,
+    nn.LSTM,
+    nn.GRU,
+    nn.RNNCell,
+    nn.LSTMCell,
+    nn.GRUCell,
     describe=RecurrentConfig.from_module,
 )
 def count_recurrent(config: RecurrentConfig, call: Call) -> int:

@@ -124,12 +124,16 @@ def register_by_name(*qualified_names: str) -> Callable[[CountFnT], CountFnT]:
     return decorator
 
 
-def as_formulas(formulas: Mapping[type[nn.Module], Formula | CountFn]) -> dict[type[nn.Module], Formula]:
+def as_formulas(
+    formulas: Mapping[type[nn.Module], Formula | CountFn],
+) -> dict[type[nn.Module], Formula]:
     """Per-profiler formulas: a bare count function gets no config."""
     result = {}
     for module_type, formula in formulas.items():
         _check_module_type(module_type)
-        result[module_type] = formula if isinstance(formula, Formula) else Formula(module_type, formula)
+        result[module_type] = (
+            formula if isinstance(formula, Formula) else Formula(module_type, formula)
+        )
     return result
 
 
