@@ -4,6 +4,7 @@ a wrong number silently."""
 from __future__ import annotations
 
 import gc
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -225,3 +226,93 @@ def test_a_cli_export_reads_back_as_equal_records(tmp_path) -> None:
     assert main(["profile", "mobilenet_v3_small", "--format", "json", "--output", str(target)]) == 0
     report, _ = profile_model(ZooModel("mobilenet_v3_small", "classification"))
     assert Report.from_json(target.read_text()).records == report.records
+
+
+def test_nested_tensors_never_break_the_forward() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    with torch.no_grad():
+        expected = encoder(x, src_key_padding_mask=mask)
+        with Profiler(encoder):
+            out = encoder(x, src_key_padding_mask=mask)  # the fast path passes nested tensors
+    torch.testing.assert_close(out, expected)
+    assert hook_count(encoder) == 0
+
+
+def test_formulas_registered_between_blocks_take_effect() -> None:
+    import opscope
+    from opscope.formulas import registry
+
+    class Block(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    block = nn.Sequential(Block())
+    profiler = Profiler(block)
+    with profiler:
+        block(torch.ones(4))
+    assert profiler.records == () and profiler.report.uncounted_modules == (("0", "Block"),)
+    try:
+        opscope.register(Block)(lambda config, call: 1000)
+        with profiler:
+            block(torch.ones(4))
+        assert profiler.total_ops == 1000
+    finally:
+        registry._REGISTRY.pop(Block)
+
+
+def test_a_profiler_read_before_its_block_is_empty() -> None:
+    p = Profiler(model())
+    assert p.total_ops == 0 and p.records == ()
+
+
+def test_a_module_added_after_the_report_was_read_is_still_reported() -> None:
+    net = model()
+    with Profiler(net) as p:
+        net(torch.randn(1, 3, 6, 6))
+        assert p.report.unhooked_modules == ()
+        net.append(nn.ReLU())
+        net(torch.randn(1, 3, 6, 6))  # the extra ReLU runs unhooked
+    assert p.report.unhooked_modules == (("3", "ReLU"),)
+
+
+def test_a_setting_named_like_a_column_survives_export() -> None:
+    import opscope
+    from opscope.formulas import registry
+
+    @dataclass(frozen=True)
+    class Named:
+        name: str
+        ops: int
+
+        @classmethod
+        def from_module(cls, module: nn.Module) -> Named:
+            return cls("act-fn", 7)
+
+    class Act(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    try:
+        opscope.register(Act, describe=Named.from_module)(lambda config, call: config.ops)
+        net = nn.Sequential(Act())
+        with Profiler(net) as p:
+            net(torch.ones(2))
+        row = p.records[0].to_dict()
+        assert (row["name"], row["ops"], row["config.name"], row["config.ops"]) == ("0", 7, "act-fn", 7)
+        assert opscope.Report.from_json(p.report.to_json()) == p.report
+    finally:
+        registry._REGISTRY.pop(Act)
+
+
+def test_lazy_modules_on_meta_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
+    from opscope.cli import main
+
+    (tmp_path / "lazy_models.py").write_text(
+        "import torch\ndef lazy():\n    return torch.nn.Sequential(torch.nn.LazyConv2d(4, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["profile", "lazy_models:lazy", "--input", "1x3x8x8", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_ops"] == 4 * 36 * (2 * 3 * 9)

@@ -282,6 +282,8 @@ def _profile(args: argparse.Namespace) -> int:
         )
     (model,) = models
     shape = args.input or model.default_input
+    if args.time and args.coverage:
+        raise CliError("--time and --coverage cannot be combined: coverage slows every layer", 2)
     if args.time and args.device == "meta":
         raise CliError(
             "--time needs real execution: add --device cpu (or cuda); the meta "
@@ -368,7 +370,13 @@ def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -
 
 def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> list[ModelSummary]:
     stderr = Console(stderr=True)
-    show = len(models) > 1 and stderr.is_terminal and args.format not in ("json", "csv")
+    # Only when a person watches: stderr and stdout both on a terminal, and a table to read.
+    show = (
+        len(models) > 1
+        and stderr.is_terminal
+        and Console().is_terminal
+        and args.format not in ("json", "csv")
+    )
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=stderr, disable=not show, transient=True,

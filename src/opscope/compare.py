@@ -36,8 +36,11 @@ def profile_model(
     """
     net = zoo.build(model, device)
     args = zoo.example_input(model, input_shape or model.default_input, device)
-    shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
-    with torch.inference_mode(), shortcuts, Profiler(net, coverage=coverage) as profiler:
+    on_meta = torch.device(device).type == "meta"
+    shortcuts = MetaShortcuts() if on_meta else nullcontext()
+    # On meta, no_grad: a lazy module cannot materialise its parameters in inference mode.
+    grad_mode = torch.no_grad() if on_meta else torch.inference_mode()
+    with grad_mode, shortcuts, Profiler(net, coverage=coverage) as profiler:
         net(*args)
     return profiler.report, sum(p.numel() for p in net.parameters())
 

@@ -82,7 +82,8 @@ def _collect_metas(value: Any, metas: list[_Meta]) -> None:
     """Append the shape and dtype of every tensor in ``value``, looking into tuples, lists,
     dicts and dataclass instances."""
     if isinstance(value, torch.Tensor):
-        metas.append((value.shape, value.dtype))
+        if not value.is_nested:  # a nested tensor has no single shape: nothing to read
+            metas.append((value.shape, value.dtype))
     elif isinstance(value, (tuple, list)):
         for item in value:
             _collect_metas(item, metas)
@@ -149,13 +150,24 @@ class _CallLog:
         return distinct, [(code, 1) for code in order]
 
 
+def _on_cuda(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the call runs on CUDA: its first tensor argument, or else the module's first
+    parameter, is a CUDA tensor (a device attribute, never data)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value.is_cuda
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+            return value[0].is_cuda  # a list of images, as detection models take
+    parameter = next(module.parameters(), None)
+    return parameter is not None and parameter.is_cuda
+
+
 def _timer_start(push: Callable[[Any], None]) -> Callable[..., None]:
     """A forward pre-hook that pushes the call's start: a CUDA event recorded on the current
-    stream for a CUDA input (nothing waits), else the monotonic clock in nanoseconds."""
+    stream for a call on CUDA (nothing waits), else the monotonic clock in nanoseconds."""
 
-    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        first = args[0] if args else None
-        if isinstance(first, torch.Tensor) and first.is_cuda:
+    def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if _on_cuda(module, args, kwargs):
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             push(event)
@@ -166,20 +178,26 @@ def _timer_start(push: Callable[[Any], None]) -> Callable[..., None]:
 
 
 def _timed(
-    keep: Callable[[_Call], None], pop_start: Callable[[], Any], keep_time: Callable[[Any], None]
+    keep: Callable[[_Call], None],
+    pop_start: Callable[[], Any],
+    keep_time: Callable[[Any], None],
+    lock: threading.Lock,
 ) -> Callable[[_Call], None]:
     """``keep`` that also keeps the call's time: nanoseconds, or the (start, end) CUDA events
-    to resolve later."""
+    to resolve later. The call and its time are kept together under ``lock``, so that calls of
+    other modules in other threads cannot come between them."""
 
     def keep_timed(call: _Call) -> None:
         start = pop_start()
         if isinstance(start, int):
-            keep_time(time.perf_counter_ns() - start)
+            elapsed: Any = time.perf_counter_ns() - start
         else:
             end = torch.cuda.Event(enable_timing=True)
             end.record()
-            keep_time((start, end))
-        keep(call)
+            elapsed = (start, end)
+        with lock:
+            keep_time(elapsed)
+            keep(call)
 
     return keep_timed
 
@@ -272,6 +290,7 @@ class Profiler:
         self._uncounted: list[tuple[str, str]] = []
         self._descriptions: dict[int, _Description] = {}
         self._formula_by_type: dict[type[nn.Module], Formula | None] = {}
+        self._walked: set[int] = set()  # ids of the modules walked on entry
         self._handles: list[RemovableHandle] = []
         if timing and summary:
             raise ValueError("timing keeps every call's time: use it without summary=True")
@@ -279,6 +298,7 @@ class Profiler:
         self._timing = timing
         self._log = _CallLog(summary)
         self._times: list[int | tuple[Any, Any]] = []  # timing: per call, ns or CUDA events
+        self._times_lock = threading.Lock()
         self._flop_counter: FlopCounterMode | None = None
         self._coverage_result: Coverage | None = None
         self._active = False
@@ -291,7 +311,7 @@ class Profiler:
         if self._active:
             raise RuntimeError("this Profiler is already active: exit its 'with' block first")
         self._sites, self._uncounted, self._descriptions = [], [], {}
-        self._walked: set[int] = set()
+        self._walked, self._formula_by_type = set(), {}  # formulas may have been registered
         self._log, self._report, self._coverage_result = _CallLog(self._summary), None, None
         self._times = []
         if self._timing and any(
@@ -374,8 +394,9 @@ class Profiler:
         self._sites.append(_Site(name, module, formula))
         if self._timing:
             starts: list[Any] = []  # a stack: a module may call itself (recursion)
-            self._handles.append(module.register_forward_pre_hook(_timer_start(starts.append)))
-            keep = _timed(self._log.keep, starts.pop, self._times.append)
+            pre_hook = _timer_start(starts.append)
+            self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            keep = _timed(self._log.keep, starts.pop, self._times.append, self._times_lock)
         else:
             keep = self._log.keep
         hook = self._make_hook(index, keep)
@@ -388,12 +409,12 @@ class Profiler:
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
-            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-                first = args[0]
+            first = args[0] if len(args) == 1 and not kwargs else None
+            if isinstance(first, torch.Tensor) and not first.is_nested:
                 inputs: tuple[_Meta, ...] = ((first.shape, first.dtype),)
             else:
                 inputs = _metas(args) + _metas(kwargs)
-            if isinstance(output, torch.Tensor):
+            if isinstance(output, torch.Tensor) and not output.is_nested:
                 outputs: tuple[_Meta, ...] = ((output.shape, output.dtype),)
             else:
                 outputs = _metas(output)
@@ -444,9 +465,11 @@ class Profiler:
                 if self._include is None
                 else tuple(t.__name__ for t in self._include),
                 uncounted_modules=tuple(self._uncounted),
-                unhooked_modules=self._unhooked_modules(),
                 coverage=self._coverage_result,
             )
+        unhooked = self._unhooked_modules()  # the model may change without a new call
+        if unhooked != self._report.unhooked_modules:
+            self._report = dataclasses.replace(self._report, unhooked_modules=unhooked)
         return self._report
 
     def _unhooked_modules(self) -> tuple[tuple[str, str], ...]:

@@ -111,7 +111,8 @@ class LayerRecord:
         if settings:
             config_type = type(self.config)
             row["config_type"] = f"{config_type.__module__}.{config_type.__qualname__}"
-        row.update({key: _jsonable(value) for key, value in settings.items()})
+        # A setting named like one of the record's own keys is written as "config.<name>".
+        row.update({_setting_key(key): _jsonable(value) for key, value in settings.items()})
         row.update(
             params=self.params,
             ops=self.ops,
@@ -140,7 +141,7 @@ class LayerRecord:
                 )
             config = config_type(
                 **{
-                    field.name: _tupled(row[field.name])
+                    field.name: _tupled(row[_setting_key(field.name)])
                     for field in dataclasses.fields(config_type)
                 }
             )
@@ -162,6 +163,20 @@ class LayerRecord:
             time_ns=row.get("time_ns"),
             time_spread_ns=row.get("time_spread_ns"),
         )
+
+
+_RECORD_KEYS = frozenset(
+    {
+        "name", "type", "family", "call_index", "training", "input_shape", "output_shape",
+        "input_shapes", "output_shapes", "config_type", "params", "ops", "calls", "input_bytes",
+        "output_bytes", "param_bytes", "time_ns", "time_spread_ns",
+    }
+)  # fmt: skip
+"""The keys :meth:`LayerRecord.to_dict` writes besides the config's settings."""
+
+
+def _setting_key(name: str) -> str:
+    return f"config.{name}" if name in _RECORD_KEYS else name
 
 
 def _jsonable(value: Any) -> Any:
