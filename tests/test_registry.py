@@ -161,3 +161,19 @@ def test_types_registered_by_name_resolve_without_an_import() -> None:
     with Profiler(model) as p:
         model(torch.randn(1, 2, 3, 3))
     assert [(r.family, r.ops) for r in p.records] == [("Permute", 0)]
+
+
+def test_coverage_is_right_for_shared_modules_and_outer_callers() -> None:
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(nn.Sequential(shared), nn.Sequential(shared))
+    with Profiler(model, coverage=True) as p:
+        model(torch.randn(2, 8))
+    linear_flops = 2 * 2 * 8 * 8
+    assert (p.report.coverage.counted_flops, p.report.coverage.total_flops) == (2 * linear_flops,) * 2
+    # Profiling part of what runs: the outer Linear is outside the profiled model.
+    inner = nn.Sequential(nn.Linear(8, 8))
+    outer = nn.Sequential(inner, nn.Linear(8, 2))
+    with Profiler(inner, coverage=True) as p:
+        outer(torch.randn(2, 8))
+    assert p.report.coverage.counted_flops == linear_flops
+    assert p.report.coverage.total_flops == linear_flops + 2 * 2 * 8 * 2

@@ -300,6 +300,7 @@ class Profiler:
         self._times: list[int | tuple[Any, Any]] = []  # timing: per call, ns or CUDA events
         self._times_lock = threading.Lock()
         self._flop_counter: FlopCounterMode | None = None
+        self._covered_flops = 0  # coverage: FLOPs that ran inside counted modules
         self._coverage_result: Coverage | None = None
         self._active = False
         self._report: Report | None = None
@@ -324,6 +325,7 @@ class Profiler:
         try:
             self._hook_tree("", self._model, self._walked)
             if self._coverage:
+                self._covered_flops = 0
                 self._flop_counter = FlopCounterMode(display=False)
                 self._flop_counter.__enter__()
         except BaseException:
@@ -401,6 +403,8 @@ class Profiler:
             keep = self._log.keep
         hook = self._make_hook(index, keep)
         self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
+        if self._coverage:
+            self._coverage_hooks(module)
 
     @staticmethod
     def _make_hook(index: int, keep: Callable[[_Call], None]) -> Callable[..., None]:
@@ -423,12 +427,22 @@ class Profiler:
         return hook
 
     def _measure_coverage(self, counter: FlopCounterMode) -> Coverage:
-        counts = counter.get_flop_counts()
-        root = type(self._model).__name__  # FlopCounterMode names modules "Root.child.leaf"
-        counted = sum(
-            sum(counts.get(_qualified(root, site.name), {}).values()) for site in self._sites
-        )
-        return Coverage(counted_flops=counted, total_flops=sum(counts.get("Global", {}).values()))
+        return Coverage(counted_flops=self._covered_flops, total_flops=counter.get_total_flops())
+
+    def _coverage_hooks(self, module: nn.Module) -> None:
+        """Hooks that add the FlopCounterMode FLOPs a counted module's call adds (the counter's
+        total before and after), whatever name FlopCounterMode gives the module."""
+        starts: list[int] = []
+
+        def start(module: nn.Module, args: tuple[Any, ...]) -> None:
+            starts.append(self._flop_counter.get_total_flops() if self._flop_counter else 0)
+
+        def stop(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._flop_counter is not None and starts:
+                self._covered_flops += self._flop_counter.get_total_flops() - starts.pop()
+
+        self._handles.append(module.register_forward_pre_hook(start))
+        self._handles.append(module.register_forward_hook(stop))
 
     def _description(self, index: int) -> _Description:
         description = self._descriptions.get(index)
