@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from torch.nn.parameter import is_lazy
 
 from opscope import zoo
 from opscope.meta import MetaShortcuts
@@ -38,8 +39,10 @@ def profile_model(
     args = zoo.example_input(model, input_shape or model.default_input, device)
     on_meta = torch.device(device).type == "meta"
     shortcuts = MetaShortcuts() if on_meta else nullcontext()
-    # On meta, no_grad: a lazy module cannot materialise its parameters in inference mode.
-    grad_mode = torch.no_grad() if on_meta else torch.inference_mode()
+    # A lazy module cannot materialise its parameters on meta in inference mode: no_grad there
+    # (slower on meta, so only then).
+    lazy = on_meta and any(is_lazy(p) for p in net.parameters())
+    grad_mode = torch.no_grad() if lazy else torch.inference_mode()
     with grad_mode, shortcuts, Profiler(net, coverage=coverage) as profiler:
         net(*args)
     return profiler.report, sum(p.numel() for p in net.parameters())
