@@ -125,3 +125,23 @@ def test_share_bars_stand_out_on_wide_terminals(resnet18: Profiler) -> None:
     stem = next(line for line in wide if line.startswith("conv1 "))
     assert stem.rstrip().endswith(render.share_bar(resnet18.records[0].ops / heaviest.ops))
     assert "Relative" not in printed(resnet18, 80)  # no room on 80 columns
+
+
+def test_the_comparison_fits_80_columns() -> None:
+    from opscope.compare import ModelSummary
+
+    def summary(name: str, ops: int, acc: float, gflops: float, size: int) -> ModelSummary:
+        return ModelSummary(name, "classification", (1, 3, 224, 224), 119_000_000, 339,
+                            ops, ops + 10**8, 1.0, acc, gflops, size)  # fmt: skip
+
+    rows = [summary("efficientnet_v2_l", 24_400_000_000, 85.81, 56.08, 480),
+            summary("swin_t", 28_900_000, 81.47, 4.49, 224)]  # fmt: skip
+    for width, calls_shown in ((80, False), (140, True)):
+        console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+        console.print(render.ComparisonTable(rows))
+        lines = console.export_text().splitlines()
+        assert all(len(line) <= width for line in lines)
+        header = next(line for line in lines if line.startswith("Model"))
+        assert ("Conv2d calls" in header) == calls_shown
+        row = next(line for line in lines if line.startswith("efficientnet_v2_l "))
+        assert row.rstrip().endswith("56.08 @480") and "24.4 G" in row

@@ -353,7 +353,7 @@ def _compare(args: argparse.Namespace) -> int:
     elif args.format == "html":
         _emit(args, None, html.comparison_html(summaries, title=f"{len(summaries)} models"))
     else:
-        _emit(args, render.rich_table(render.comparison_grid(summaries)))
+        _emit(args, render.ComparisonTable(summaries))
     if args.plot:
         _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
     return 0

@@ -191,7 +191,19 @@ _RIGHT_ALIGNED = {
     "GFLOPS (pub.)", "Coverage",
 }  # fmt: skip
 _CENTERED = {"Kernel", "Stride", "Bias"}
-_NO_WRAP = {"Params", "Ops", "Share", "acc@1"}
+_NO_WRAP = {
+    "Params",
+    "Ops",
+    "Share",
+    "acc@1",
+    "Conv2d ops",
+    "Total ops",
+    "Coverage",
+    "Bytes",
+    "Ops/B",
+    "Time",
+    "Ops/s",
+}
 
 
 def rich_table(grid: Grid) -> Table:
@@ -203,6 +215,8 @@ def rich_table(grid: Grid) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
+    # The first column (names) folds only past 24 characters: short names stay whole.
+    first_width = min(max([10, *(len(row[0]) for row in grid.rows)]), 24)
     for index, header in enumerate(grid.headers):
         table.add_column(
             header,
@@ -213,7 +227,7 @@ def rich_table(grid: Grid) -> Table:
             else "left",
             no_wrap=header in _NO_WRAP or header == BAR_HEADER,
             overflow="fold",
-            min_width=10 if index == 0 or header == BAR_HEADER else None,
+            min_width=first_width if index == 0 else 10 if header == BAR_HEADER else None,
             style="bold" if header == "Ops" else None,
         )
     for row in grid.rows:
@@ -453,19 +467,19 @@ def _share_cell(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
 
-def comparison_grid(summaries: Sequence[ModelSummary]) -> Grid:
+def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> Grid:
     """One row per model: parameters, Conv2d calls and ops, published acc@1 and GFLOPS, and a
-    note saying why a model failed."""
+    note saying why a model failed. Not ``wide`` (80 columns), the Conv2d calls are left out."""
     failed = any(summary.error for summary in summaries)
     measured = any(summary.coverage is not None for summary in summaries)
-    headers = ("Model", "Params", "Conv2d calls", "Conv2d ops", "Total ops")
+    headers = ("Model", "Params", *(["Conv2d calls"] if wide else []), "Conv2d ops", "Total ops")
     headers += ("Coverage",) if measured else ()
     headers += ("acc@1", "GFLOPS (pub.)")
     rows = tuple(
         (
             summary.name,
             _count_cell(summary.params),
-            "" if summary.conv_calls is None else str(summary.conv_calls),
+            *(["" if summary.conv_calls is None else str(summary.conv_calls)] if wide else []),
             _count_cell(summary.conv_ops),
             _count_cell(summary.total_ops),
             *([_share_cell(summary.coverage)] if measured else []),
@@ -478,3 +492,15 @@ def comparison_grid(summaries: Sequence[ModelSummary]) -> Grid:
     shapes = {summary.input_shape for summary in summaries}
     title = f"{len(summaries)} models at {format_shape(shapes.pop())}" if len(shapes) == 1 else None
     return Grid(headers=(*headers, *(["Note"] if failed else [])), rows=rows, title=title)
+
+
+class ComparisonTable:
+    """The comparison for a terminal: :func:`comparison_grid`, compact below
+    ``WIDE_LAYOUT_MIN_WIDTH`` columns so that 80 columns stay readable."""
+
+    def __init__(self, summaries: Sequence[ModelSummary]):
+        self.summaries = summaries
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
+        yield rich_table(comparison_grid(self.summaries, wide=wide))
