@@ -211,3 +211,14 @@ def test_plots_and_html_from_the_command_line(capsys, tmp_path: Path, monkeypatc
     code, _, err = run(capsys, "profile", "resnet18", "--plot", str(tmp_path / "y.png"))
     assert code == 1 and "pip install 'opscope[plot]'" in err
     assert not (tmp_path / "y.png").exists()
+
+
+def test_output_dash_is_stdout_and_a_symlink_stays_a_link(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "json", "--output", "-")
+    assert code == 0 and json.loads(out)["model"] == "resnet18"
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("{}")
+    link.symlink_to(real)
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "json", "--output", str(link))
+    assert (code, out) == (0, "")
+    assert link.is_symlink() and json.loads(real.read_text())["model"] == "resnet18"

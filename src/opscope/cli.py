@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--format", default="table", choices=FORMATS)
         command.add_argument(
-            "--output", type=_output_path, metavar="FILE", help="write to FILE instead of stdout"
+            "--output",
+            type=_output_path,
+            metavar="FILE",
+            help="write to FILE instead of stdout ('-': stdout)",
         )
         command.add_argument(
             "--plot",
@@ -241,16 +244,18 @@ def _fail(message: str, exit_code: int) -> int:
 
 
 def _emit(args: argparse.Namespace, renderable: Any, text: str | None = None) -> None:
-    """Print to stdout, or write atomically to ``--output``. ``text`` is the exact content
-    for machine formats; otherwise ``renderable`` is rendered with rich."""
+    """Print to stdout, or write to ``--output`` (atomically for a regular file; ``-`` is
+    stdout). ``text`` is the exact content for machine formats; otherwise ``renderable`` is
+    rendered with rich."""
+    to_stdout = args.output in (None, "-")
     if text is None:
-        if args.output is None:
+        if to_stdout:
             Console().print(renderable)
             return
         buffer = io.StringIO()
         Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(renderable)
         text = buffer.getvalue()
-    if args.output is None:
+    if to_stdout:
         sys.stdout.write(text)
         return
     try:

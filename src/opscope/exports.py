@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,21 +49,45 @@ def _mode_for(target: Path) -> int:
     return 0o666 & ~umask
 
 
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` (its symlinks followed) exists and is not a regular file: a device, a
+    FIFO, a socket, a terminal, ``/dev/stdout``."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
-    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file in the
-    same folder and a rename, so an interrupted write never leaves a truncated file behind.
+    """Write ``content`` (text as UTF-8, or bytes) to ``path``, never replacing what the path
+    is.
+
+    A regular file (or a path that does not exist yet) is written through a temporary file
+    in the same folder and a rename, so an interrupted write never leaves a truncated file
+    behind; a symbolic link is followed first, so the link stays a link and its target gets
+    the content. Anything that is not a regular file (a device such as ``/dev/stdout``, a
+    FIFO, a socket) is written straight into, as a shell's ``>`` would.
 
     Raises:
         OSError: the folder does not exist or is not writable (nothing is left behind).
     """
-    target = Path(path)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    given = Path(path)
+    if _is_special(given):
+        with open(given, "wb") as stream:
+            stream.write(data)
+        return
+    target = Path(os.path.realpath(given))  # a link's target; a dangling link's future file
     folder = target.parent
     if not folder.is_dir():
-        raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
+        raise FileNotFoundError(f"folder {str(given.parent)!r} does not exist")
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(given))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+            file.write(data)
         os.chmod(temporary, _mode_for(target))  # mkstemp makes it private (0600)
         os.replace(temporary, target)
     except BaseException:
