@@ -9,7 +9,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from opscope import Profiler, render
+from opscope import Profiler
+from opscope.documents import latex_table
+from opscope.format import format_count
+from opscope.tables import layer_grid
 
 
 def profiled(module: nn.Module, x: torch.Tensor, **context) -> Profiler:
@@ -73,13 +76,13 @@ def test_bytes_columns_appear_only_when_asked() -> None:
     shown = text(show_bytes=True)
     total = next(line for line in shown.splitlines() if line.startswith("Total"))
     assert f"{p.total_ops / p.report.total_bytes:.1f}" in total
-    assert render.format_count(p.report.total_bytes) + "B" in total
+    assert format_count(p.report.total_bytes) + "B" in total
 
 
 def test_latex_is_structurally_sound() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
     p = profiled(model, torch.randn(1, 3, 8, 8))
-    latex = render.latex_table(render.layer_grid(p.report, show_bytes=True))
+    latex = latex_table(layer_grid(p.report, show_bytes=True))
     environments = re.findall(r"\\(begin|end)\{(\w+)\}", latex)
     stack = []
     for kind, name in environments:

@@ -16,7 +16,7 @@ import torch
 from opscope import zoo
 from opscope.cli import main
 from opscope.compare import profile_model
-from opscope.render import format_count
+from opscope.format import format_count
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

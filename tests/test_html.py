@@ -15,10 +15,11 @@ import pytest
 import torch
 import torchvision
 
-from opscope import Profiler, render, zoo
+from opscope import Profiler, zoo
 from opscope.compare import ModelSummary, compare
 from opscope.html import comparison_html, report_html
-from opscope.render import format_count
+from opscope.format import format_count
+from opscope.tables import comparison_grid, layer_grid, type_grid
 from opscope.report import Report
 from helpers import needs_matplotlib
 
@@ -129,8 +130,8 @@ def test_a_report_page_is_one_self_contained_document(resnet18: Report) -> None:
 
 def test_the_report_tables_have_the_terminal_cells(resnet18: Report) -> None:
     page = Page(report_html(resnet18, title="resnet18"))
-    layers = render.layer_grid(resnet18, wide=True)
-    types = render.type_grid(resnet18)
+    layers = layer_grid(resnet18, wide=True)
+    types = type_grid(resnet18)
     expected = [
         list(layers.headers), *map(list, layers.rows), *map(list, layers.footer),
         list(types.headers), *map(list, types.rows),
@@ -141,7 +142,7 @@ def test_the_report_tables_have_the_terminal_cells(resnet18: Report) -> None:
 
 def test_sort_and_top_reach_the_table(resnet18: Report) -> None:
     page = Page(report_html(resnet18, title="resnet18", sort="ops", top=3))
-    grid = render.layer_grid(resnet18, sort="ops", top=3, wide=True)
+    grid = layer_grid(resnet18, sort="ops", top=3, wide=True)
     assert page.rows[: 1 + 3 + len(grid.footer)] == [
         list(grid.headers), *map(list, grid.rows), *map(list, grid.footer)
     ]
@@ -189,7 +190,7 @@ def test_a_comparison_page_is_one_self_contained_document(summaries: list[ModelS
     for s in summaries:
         assert s.name in shown
         assert format_count(s.total_ops) in shown  # type: ignore[arg-type]
-    grid = render.comparison_grid(summaries)
+    grid = comparison_grid(summaries)
     assert page.rows == [list(grid.headers), *map(list, grid.rows)]
 
 

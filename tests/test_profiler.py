@@ -257,3 +257,26 @@ def test_cuda_records_equal_cpu_and_the_hooks_never_synchronise() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert on_cuda.records == on_cpu.records
+
+
+def test_reading_results_walks_the_model_only_after_a_change(monkeypatch) -> None:
+    from opscope import profiler as profiler_module
+
+    visits = []
+    is_leaf = profiler_module._is_leaf
+    monkeypatch.setattr(profiler_module, "_is_leaf", lambda m: visits.append(m) or is_leaf(m))
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Sequential(nn.Linear(2, 2), nn.Flatten()))
+    with Profiler(net) as p:
+        net[0](torch.ones(1, 1, 2, 2))
+        entered = len(visits)
+        for _ in range(3):
+            assert p.total_ops > 0 and p.records and p.report.unhooked_modules == ()
+        assert len(visits) == entered  # no change, no walk
+        net.append(nn.ReLU())
+        assert p.report.unhooked_modules == (("2", "ReLU"),)
+        walked = len(visits)
+        assert walked > entered
+        p.report, p.records, p.total_ops
+        assert len(visits) == walked  # once per change
+    p.report
+    assert len(visits) == walked and p.report.unhooked_modules == (("2", "ReLU"),)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from opscope import Call, Profiler, render
+from opscope import Call, Profiler
+from opscope.tables import notes
 
 
 def hook_count(model: nn.Module) -> int:
@@ -92,7 +93,7 @@ def test_a_module_added_inside_the_block_is_reported_not_silently_zero() -> None
         net(torch.randn(1, 3, 6, 6))
     assert [r.name for r in p.records] == ["0", "1", "2"]
     assert p.report.unhooked_modules == (("3", "Conv2d"),)
-    assert "added after the profiler was entered: 3 (Conv2d)" in render.notes(p.report)[-1]
+    assert "added after the profiler was entered: 3 (Conv2d)" in notes(p.report)[-1]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")

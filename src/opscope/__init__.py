@@ -15,8 +15,7 @@ from opscope.formulas import Call, ConvConfig, Formula, conv_ops, register
 from opscope.profiler import Profiler
 from opscope.records import LayerRecord
 from opscope.report import Report
-
-__version__ = "0.1.0"
+from opscope.version import __version__
 
 __all__ = [
     "Call",

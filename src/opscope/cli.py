@@ -12,14 +12,15 @@ import io
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, ConsoleRenderable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opscope import __version__, exports, html, plots, render, zoo
+from opscope import documents, exports, html, plots, zoo
 from opscope.compare import (
     COMPARE_SORTS,
     ModelSummary,
@@ -29,11 +30,13 @@ from opscope.compare import (
     sort_summaries,
     time_model,
 )
+from opscope.format import format_shape
 from opscope.report import SORT_ORDERS, Report
+from opscope.tables import Document, comparison_grid, report_document
+from opscope.terminal import ComparisonTable, LayerTable
+from opscope.version import __version__
 
 FORMATS = ("table", "json", "csv", "markdown", "latex", "html")
-# Formats whose tables are text documents, and how a note line is written in each.
-TEXT_TABLES = {"markdown": (render.markdown_table, ""), "latex": (render.latex_table, "% ")}
 TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
 MAX_NUMEL = 2**63 - 1  # torch sizes are int64: a larger input cannot even be described
 # Characters that str.splitlines() breaks on: escaped in messages so that an error stays one line.
@@ -243,23 +246,23 @@ def _fail(message: str, exit_code: int) -> int:
     return exit_code
 
 
-def _emit(args: argparse.Namespace, renderable: Any, text: str | None = None) -> None:
+def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
     """Print to stdout, or write to ``--output`` (atomically for a regular file; ``-`` is
-    stdout). ``text`` is the exact content for machine formats; otherwise ``renderable`` is
-    rendered with rich."""
+    stdout). Text is written as it is; a rich renderable (the terminal table) is drawn for
+    the terminal, or at :data:`TABLE_WIDTH_IN_FILES` columns for a file."""
     to_stdout = args.output in (None, "-")
-    if text is None:
+    if not isinstance(content, str):
         if to_stdout:
-            Console().print(renderable)
+            Console().print(content)
             return
         buffer = io.StringIO()
-        Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(renderable)
-        text = buffer.getvalue()
+        Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(content)
+        content = buffer.getvalue()
     if to_stdout:
-        sys.stdout.write(text)
+        sys.stdout.write(content)
         return
     try:
-        exports.write_atomic(args.output, text)
+        exports.write_atomic(args.output, content)
     except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
         raise CliError(
             f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}"
@@ -304,21 +307,10 @@ def _profile(args: argparse.Namespace) -> int:
         raise
     except (Exception, SystemExit) as failure:  # noqa: BLE001 - the user's model failing is a message
         raise CliError(
-            f"{model.name} failed at input {render.format_shape(shape)}: {describe_failure(failure, args.device)}"
+            f"{model.name} failed at input {format_shape(shape)}: "
+            f"{describe_failure(failure, args.device)}"
         ) from None
-    if args.format == "json":
-        data = {"model": model.name, "input_shape": list(shape), "device": args.device}
-        _emit(args, None, exports.to_json({**data, **report.to_dict()}))
-    elif args.format == "csv":
-        _emit(args, None, exports.to_csv([record.to_dict() for record in report.records]))
-    elif args.format in TEXT_TABLES:
-        _emit(args, None, _text_report(report, args))
-    elif args.format == "html":
-        title = f"{model.name} at {render.format_shape(shape)}"
-        page = html.report_html(report, title=title, model=model.name, sort=args.sort, top=args.top)
-        _emit(args, None, page)
-    else:
-        _emit(args, render.LayerTable(report, sort=args.sort, top=args.top, show_bytes=args.bytes))
+    _emit(args, PROFILE_WRITERS[args.format](Profiled(model.name, shape, report), args))
     if args.plot:
         _write_plot(
             args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer"
@@ -326,16 +318,52 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_report(report: Report, args: argparse.Namespace) -> str:
-    """The layer table, the per-type table and the notes, as markdown or LaTeX."""
-    table, note = TEXT_TABLES[args.format]
-    if not report.records:
-        parts = [note + render.empty_message(report).plain]
-    else:
-        layers = render.layer_grid(report, sort=args.sort, top=args.top, show_bytes=args.bytes)
-        parts = [table(layers), table(render.type_grid(report))]
-    parts += [note + line for line in render.notes(report)]
-    return "\n".join(part.rstrip("\n") + "\n" for part in parts)
+@dataclass(frozen=True)
+class Profiled:
+    """What ``opscope profile`` measured: the model's name, its input and the report."""
+
+    model: str
+    shape: tuple[int, ...]
+    report: Report
+
+
+def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:
+    data = {"model": profiled.model, "input_shape": list(profiled.shape), "device": args.device}
+    return exports.to_json({**data, **profiled.report.to_dict()})
+
+
+def _profile_csv(profiled: Profiled, args: argparse.Namespace) -> str:
+    return exports.to_csv([record.to_dict() for record in profiled.report.records])
+
+
+def _document(profiled: Profiled, args: argparse.Namespace) -> Document:
+    return report_document(profiled.report, sort=args.sort, top=args.top, show_bytes=args.bytes)
+
+
+def _profile_html(profiled: Profiled, args: argparse.Namespace) -> str:
+    return html.report_html(
+        profiled.report,
+        title=f"{profiled.model} at {format_shape(profiled.shape)}",
+        model=profiled.model,
+        sort=args.sort,
+        top=args.top,
+        show_bytes=args.bytes,
+    )
+
+
+def _profile_table(profiled: Profiled, args: argparse.Namespace) -> LayerTable:
+    return LayerTable(profiled.report, sort=args.sort, top=args.top, show_bytes=args.bytes)
+
+
+PROFILE_WRITERS: dict[str, Callable[[Profiled, argparse.Namespace], str | ConsoleRenderable]] = {
+    "table": _profile_table,
+    "json": _profile_json,
+    "csv": _profile_csv,
+    "markdown": lambda profiled, args: documents.markdown_document(_document(profiled, args)),
+    "latex": lambda profiled, args: documents.latex_document(_document(profiled, args)),
+    "html": _profile_html,
+}
+"""How ``opscope profile`` writes each ``--format``."""
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -347,21 +375,30 @@ def _compare(args: argparse.Namespace) -> int:
     _check_factory_names(patterns)
     models = zoo.resolve(patterns)
     summaries = sort_summaries(_run_with_progress(models, args), args.sort)
-    if args.format == "json":
-        data = {"input_shape": list(args.input) if args.input else None, "device": args.device}
-        _emit(args, None, exports.to_json({**data, "models": [s.to_dict() for s in summaries]}))
-    elif args.format == "csv":
-        _emit(args, None, exports.to_csv([summary.to_dict() for summary in summaries]))
-    elif args.format in TEXT_TABLES:
-        table, _ = TEXT_TABLES[args.format]
-        _emit(args, None, table(render.comparison_grid(summaries)))
-    elif args.format == "html":
-        _emit(args, None, html.comparison_html(summaries, title=f"{len(summaries)} models"))
-    else:
-        _emit(args, render.ComparisonTable(summaries))
+    _emit(args, COMPARE_WRITERS[args.format](summaries, args))
     if args.plot:
         _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
     return 0
+
+
+def _compare_json(summaries: list[ModelSummary], args: argparse.Namespace) -> str:
+    data = {"input_shape": list(args.input) if args.input else None, "device": args.device}
+    return exports.to_json({**data, "models": [summary.to_dict() for summary in summaries]})
+
+
+COMPARE_WRITERS: dict[
+    str, Callable[[list[ModelSummary], argparse.Namespace], str | ConsoleRenderable]
+] = {
+    "table": lambda summaries, args: ComparisonTable(summaries),
+    "json": _compare_json,
+    "csv": lambda summaries, args: exports.to_csv([summary.to_dict() for summary in summaries]),
+    "markdown": lambda summaries, args: documents.markdown_table(comparison_grid(summaries)),
+    "latex": lambda summaries, args: documents.latex_table(comparison_grid(summaries)),
+    "html": lambda summaries, args: html.comparison_html(
+        summaries, title=f"{len(summaries)} models"
+    ),
+}
+"""How ``opscope compare`` writes each ``--format``."""
 
 
 def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -> None:

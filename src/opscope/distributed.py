@@ -5,6 +5,9 @@ then gathers the ranks' reports through the job's existing process group and giv
 the per-rank and total view, as a :class:`DistributedReport`. Ranks whose per-layer profile
 differs from the most common one (a rank that saw a smaller last batch, or one batch fewer)
 are flagged, each with a one-line reason. See ``docs/distributed.md``.
+
+Data only, like the report: :meth:`DistributedReport.print` imports the terminal view when
+called.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
-from rich.console import Console
 
-from opscope import render
+from opscope.format import format_count
 from opscope.report import Report
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from torch.distributed import ProcessGroup
 
 # A rank's per-layer profile: (layer name, calls, ops) per layer, sorted by name.
@@ -89,7 +92,7 @@ def _reason(report: Report, reference: Report, reference_rank: int) -> str:
         if reference.total_ops:
             size = f"{100 * abs(ops) / reference.total_ops:.3g}%"
         else:
-            size = render.format_count(abs(ops))
+            size = format_count(abs(ops))
         parts.append(f"{size} {_fewer_or_more(ops)} ops")
     if parts:
         return f"{', '.join(parts)} than rank {reference_rank}"
@@ -195,24 +198,6 @@ class DistributedReport:
         Args:
             console: where to print (default: a new rich Console on standard output).
         """
-        total, differences = self.total_ops, self.differences
-        reference = self.reference_rank if differences else None
-        rows = tuple(
-            (
-                str(rank),
-                str(report.total_calls),
-                render.format_count(report.total_ops),
-                render.format_share(report.total_ops, total),
-                differences.get(rank, "reference" if rank == reference else ""),
-            )
-            for rank, report in enumerate(self.reports)
-        )
-        ops, share = render.format_count(total), render.format_share(total, total)
-        totals = ("Total", str(self.total_calls), ops, share, "")
-        grid = render.Grid(
-            headers=("Rank", "Calls", "Ops", "Share", "Flag"),
-            rows=rows,
-            footer=(totals,),
-            title=f"{self.world_size} ranks",
-        )
-        (console or Console()).print(render.rich_table(grid))
+        from opscope.terminal import print_ranks
+
+        print_ranks(self, console=console)

@@ -2,7 +2,8 @@
 when matplotlib is installed, the chart inlined as SVG.
 
 The page loads nothing (no script, no stylesheet, font or image from elsewhere), so it opens
-offline; the cells are those of the terminal table (:mod:`opscope.render`), so the numbers match.
+offline. What is shown is composed in :mod:`opscope.tables`, as for every other view, so the
+sections, columns and numbers match.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import html
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from opscope import __version__, plots, render
-from opscope.render import Grid, format_count
+from opscope import plots
+from opscope.format import format_count, plural
+from opscope.tables import Grid, comparison_grid, report_document
+from opscope.version import __version__
 
 if TYPE_CHECKING:
     from opscope.compare import ModelSummary
@@ -52,22 +55,26 @@ def report_html(
     model: str | None = None,
     sort: SortOrder = "order",
     top: int | None = None,
+    show_bytes: bool = False,
+    heading: str | None = None,
 ) -> str:
     """``report`` as one HTML page: the totals, the per-layer chart (inline SVG, when
-    matplotlib is installed), the per-layer and per-type tables and the notes.
+    matplotlib is installed), then the report's sections (:func:`opscope.tables.report_document`).
 
     Args:
         title: the page's heading and title.
         model: the model's name, shown under the heading.
-        sort, top: as for the table (:func:`opscope.render.layer_grid`); the chart always
-            shows every layer in execution order.
+        sort, top, show_bytes: as for the table (:func:`opscope.tables.layer_grid`); the
+            chart always shows every layer in execution order.
+        heading: what was profiled (model, input, device), shown under the title.
     """
+    document = report_document(report, sort=sort, top=top, show_bytes=show_bytes, heading=heading)
     parts = [f"<h1>{_text(title)}</h1>"]
     if model:
         parts.append(f'<p class="subtitle">Model: <strong>{_text(model)}</strong></p>')
-    if not report.records:
-        parts.append(f'<p class="note">{_text(render.empty_message(report).plain)}</p>')
-    else:
+    if document.heading:
+        parts.append(f'<p class="subtitle">{_text(document.heading)}</p>')
+    if report.records:
         parts.append(
             _totals(
                 [
@@ -78,10 +85,8 @@ def report_html(
             )
         )
         parts.append(_chart(lambda: plots.layers_svg(report, title=model or title)))
-        parts.append(_table(render.layer_grid(report, sort=sort, top=top, wide=True)))
-        if len({record.module_type for record in report.records}) > 1:
-            parts.append(_table(render.type_grid(report)))
-    parts += [f'<p class="note">{_text(line)}</p>' for line in render.notes(report)]
+    parts += [_table(grid) for grid in document.grids]
+    parts += [f'<p class="note">{_text(line)}</p>' for line in document.notes]
     return _page(title, parts)
 
 
@@ -92,7 +97,7 @@ def comparison_html(summaries: Sequence[ModelSummary], *, title: str) -> str:
     counted = [s for s in summaries if s.total_ops is not None]
     failed = len(summaries) - len(counted)
     parts.append(
-        f'<p class="subtitle">{len(summaries)} model{"s" if len(summaries) != 1 else ""}'
+        f'<p class="subtitle">{plural(len(summaries), "model")}'
         + (f", {failed} failed" if failed else "")
         + "</p>"
     )
@@ -108,7 +113,7 @@ def comparison_html(summaries: Sequence[ModelSummary], *, title: str) -> str:
             )
         )
     parts.append(_chart(lambda: plots.comparison_svg(summaries)))
-    parts.append(_table(render.comparison_grid(summaries)))
+    parts.append(_table(comparison_grid(summaries)))
     return _page(title, parts)
 
 
@@ -138,17 +143,9 @@ def _chart(draw: Callable[[], tuple[str, plots.PlotData]]) -> str:
     return f"<figure>{svg}</figure>"
 
 
-def _alignment(header: str) -> str:
-    if header in render._RIGHT_ALIGNED:
-        return ' class="right"'
-    if header in render._CENTERED:
-        return ' class="center"'
-    return ""
-
-
 def _table(grid: Grid) -> str:
     """``grid`` as an HTML table: the title as caption, the footer in ``<tfoot>``."""
-    classes = [_alignment(header) for header in grid.headers]
+    classes = [f' class="{c.align}"' if c.align != "left" else "" for c in grid.columns]
 
     def row(cells: tuple[str, ...], tag: str = "td") -> str:
         padded = (*cells, *("",) * (len(classes) - len(cells)))

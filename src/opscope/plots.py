@@ -18,8 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opscope import exports, render
-from opscope.render import format_count, format_share
+from opscope import exports
+from opscope.format import (
+    at_common_shape,
+    format_count,
+    format_share,
+    format_tick,
+    published_elsewhere,
+)
+from opscope.tables import empty_message, layer_labels
 
 if TYPE_CHECKING:
     from opscope.compare import ModelSummary
@@ -238,14 +245,8 @@ def _inline_svg(figure: Any) -> str:
 
 
 def _tick(value: float, _position: Any = None) -> str:
-    """An axis tick as ``250 M``, ``1 G``, ``0``."""
-    if value == 0:
-        return "0"
-    scaled, prefix = float(value), 0
-    while abs(scaled) >= 999.5 and prefix < 6:
-        scaled, prefix = scaled / 1000, prefix + 1
-    unit = ("", "K", "M", "G", "T", "P", "E")[prefix]
-    return f"{scaled:.3g} {unit}".strip()
+    """An axis tick as ``250 M``, ``1 G``, ``0`` (matplotlib's formatter signature)."""
+    return format_tick(value)
 
 
 def _log_ticks(axis: Any) -> None:
@@ -363,15 +364,14 @@ def _layers_figure(report: Report, title: str | None) -> tuple[Any, PlotData]:
     axes.set_title(title, loc="left", fontsize=11)
     if not records:
         axes.set_axis_off()
-        axes.text(0.5, 0.5, render.empty_message(report).plain, ha="center", va="center",
+        axes.text(0.5, 0.5, empty_message(report), ha="center", va="center",
                   wrap=True, transform=axes.transAxes)  # fmt: skip
         data = PlotData("layers", (), (), (), (), (), (), (), title)
         return figure, data
 
     total = report.total_ops
     colors = _type_colors(report)
-    repeated = {record.name for record in records if record.call_index > 1}
-    labels = tuple(render._layer_label(record, record.name in repeated) for record in records)
+    labels = tuple(layer_labels(records))
     types = tuple(record.module_type for record in records)
     x = tuple(range(count))
     y = tuple(record.ops for record in records)
@@ -455,8 +455,7 @@ def _wrapped(text: str, width: int = 44, lines: int = 3) -> str:
 def _comparison_figure(
     summaries: Sequence[ModelSummary], title: str | None
 ) -> tuple[Any, PlotData]:
-    shapes = {summary.input_shape for summary in summaries}
-    at = f" at {render.format_shape(shapes.pop())}" if len(shapes) == 1 else ""
+    at = at_common_shape(summary.input_shape for summary in summaries)
     title = title or f"Published acc@1 against operations{at}"
     failed = tuple(s.name for s in summaries if s.total_ops is None)
     missing = tuple(s.name for s in summaries if s.total_ops is not None and s.acc1 is None)
@@ -471,7 +470,7 @@ def _comparison_figure(
     names = tuple(s.name for s in plotted)
     # As in the table's GFLOPS column: "@300" when the weights were evaluated at another size
     # than this run's; said once, on the axis, when that holds for every model alike.
-    elsewhere = [s.published_size not in (None, s.input_shape[-1]) for s in plotted]
+    elsewhere = [published_elsewhere(s.published_size, s.input_shape) for s in plotted]
     sizes = {s.published_size for s in plotted}
     common = sizes.pop() if plotted and all(elsewhere) and len(sizes) == 1 else None
     texts = tuple(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-from opscope.formulas.registry import Shape, config_types
+from opscope.formulas.registry import Shape, config_type_named
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +130,12 @@ class LayerRecord:
         """The record that :meth:`to_dict` wrote (a config of a registered formula's type).
 
         Raises:
-            ValueError: the row names a config type no registered formula uses.
+            ValueError: the row names a config type no registered formula uses (nothing is
+                imported to find it: import and register the formula's module first).
         """
         config = None
         if "config_type" in row:
-            config_type = config_types().get(row["config_type"])
+            config_type = config_type_named(row["config_type"])
             if config_type is None:
                 raise ValueError(
                     f"unknown config type {row['config_type']!r}: register its formula first"

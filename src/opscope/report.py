@@ -1,4 +1,8 @@
-"""The report: the records of one profiled block, their totals and their exports."""
+"""The report: the records of one profiled block, their totals and their exports.
+
+A report is data only: it knows none of its views. :meth:`Report.print` imports the terminal
+view when it is called, as rich's own ``Console.status`` imports its spinner.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from rich.console import Console
-
-from opscope import exports, render
+from opscope import exports
 from opscope.records import LayerRecord
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SortOrder = Literal["order", "ops"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("order", "ops")
@@ -181,9 +186,9 @@ class Report:
             show_bytes: add the bytes each call moved and its operations per byte.
             console: where to print (default: a new rich Console on standard output).
         """
-        (console or Console()).print(
-            render.LayerTable(self, sort=sort, top=top, show_bytes=show_bytes)
-        )
+        from opscope.terminal import print_report
+
+        print_report(self, sort=sort, top=top, show_bytes=show_bytes, console=console)
 
 
 def median_timing(reports: Sequence[Report]) -> Report:

@@ -3,7 +3,9 @@
 A *formula* is two pure pieces, registered together per module family:
 
 * ``describe(module) -> config``: reads the module's static settings (kernel size, groups,
-  bias, ...) once, when the profiler hooks the module, into a frozen dataclass (or None);
+  bias, ...) into a frozen dataclass (or None), once per block, when results are first read
+  (not when the module is hooked: entering stays cheap, and a lazy module has its
+  parameters by then);
 * ``count(config, call) -> int``: the exact number of operations of one call, from that config
   and the :class:`Call`: the shapes that really flowed through the module.
 
@@ -14,6 +16,8 @@ nearest registered base class.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -70,7 +74,8 @@ class Formula:
     Attributes:
         module_type: the registered base type; subclasses resolve to it.
         count: exact operations of one call, from the config and the call's shapes.
-        describe: reads a module's static settings into a frozen, hashable config.
+        describe: reads a module's static settings into a frozen, hashable config (when
+            results are first read).
     """
 
     module_type: type[nn.Module]
@@ -154,14 +159,42 @@ def formula_for(
 
 
 def config_types() -> dict[str, type]:
-    """The config classes of the registered formulas, by ``"module.QualName"`` (what an
-    exported record names, so that reading it back never imports anything)."""
+    """The config classes of the registered formulas whose ``describe`` is a classmethod of
+    their config, by ``"module.QualName"``."""
     types = (getattr(formula.describe, "__self__", None) for formula in _REGISTRY.values())
     return {
         f"{config_type.__module__}.{config_type.__qualname__}": config_type
         for config_type in types
         if isinstance(config_type, type)
     }
+
+
+def config_type_named(name: str) -> type | None:
+    """The config class an exported record names (``"module.QualName"``), or None.
+
+    A classmethod ``describe`` names its class; for any other ``describe`` (a function, a
+    lambda), a dataclass is accepted from a module that is already imported and defines a
+    registered formula's ``count`` or ``describe``: reading a report never imports anything.
+    """
+    known = config_types().get(name)
+    if known is not None:
+        return known
+    for module_name in _formula_modules():
+        prefix = f"{module_name}."
+        if not name.startswith(prefix) or module_name not in sys.modules:
+            continue
+        found: Any = sys.modules[module_name]
+        for part in name[len(prefix) :].split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, type) and dataclasses.is_dataclass(found):
+            return found
+    return None
+
+
+def _formula_modules() -> set[str]:
+    """The modules that define the registered formulas' functions."""
+    functions = (f for formula in _REGISTRY.values() for f in (formula.count, formula.describe))
+    return {module for module in (getattr(f, "__module__", None) for f in functions) if module}
 
 
 def registered_types() -> tuple[type[nn.Module], ...]:

@@ -1,4 +1,4 @@
-"""The rich table, printed to a fixed-width recording console."""
+"""The terminal view: rich tables, printed to a fixed-width recording console."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rich.console import Console
 from torch import nn
 
 from opscope import Profiler
-from opscope import render
-from opscope.render import format_count, format_share
+from opscope.format import format_count, format_share, share_bar
+from opscope.terminal import ComparisonTable
 
 
 def printed(profiler: Profiler, width: int, **options) -> str:
@@ -28,15 +28,6 @@ def resnet18() -> Profiler:
     with Profiler(model, include=[nn.Conv2d]) as p:
         model(torch.empty(1, 3, 224, 224, device="meta"))
     return p
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(0, "0"), (999, "999"), (1000, "1.00 K"), (3_624_638_976, "3.62 G"), (11_689_512, "11.7 M"),
-     (999_999, "1.00 M"), (123_456_789_012_345, "123 T")],
-)  # fmt: skip
-def test_format_count(value: int, text: str) -> None:
-    assert format_count(value) == text
 
 
 @pytest.mark.parametrize("width", [80, 160])
@@ -123,7 +114,7 @@ def test_share_bars_stand_out_on_wide_terminals(resnet18: Profiler) -> None:
     row = next(line for line in wide if line.startswith(heaviest.name + " "))
     assert row.rstrip().endswith("█" * 10)  # the heaviest call fills its bar
     stem = next(line for line in wide if line.startswith("conv1 "))
-    assert stem.rstrip().endswith(render.share_bar(resnet18.records[0].ops / heaviest.ops))
+    assert stem.rstrip().endswith(share_bar(resnet18.records[0].ops / heaviest.ops))
     assert "Relative" not in printed(resnet18, 80)  # no room on 80 columns
 
 
@@ -138,7 +129,7 @@ def test_the_comparison_fits_80_columns() -> None:
             summary("swin_t", 28_900_000, 81.47, 4.49, 224)]  # fmt: skip
     for width, calls_shown in ((80, False), (140, True)):
         console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
-        console.print(render.ComparisonTable(rows))
+        console.print(ComparisonTable(rows))
         lines = console.export_text().splitlines()
         assert all(len(line) <= width for line in lines)
         header = next(line for line in lines if line.startswith("Model"))

@@ -1,0 +1,402 @@
+"""Tables: what a report, a comparison or a distributed job shows, composed once for every view.
+
+Each table is a :class:`Grid` of plain text cells whose :class:`Column` objects carry their
+alignment; a report is a :class:`Document` of sections (the layer table, the per-type summary
+when there is more than one type, the notes). The views render these and decide nothing about
+what is shown: :mod:`opscope.terminal` (rich), :mod:`opscope.documents` (markdown, LaTeX) and
+:mod:`opscope.html`. This module knows nothing of hooks, formulas, rich or HTML.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from opscope.format import (
+    format_count,
+    format_published,
+    format_shape,
+    format_share,
+    format_time,
+    models_title,
+    plural,
+)
+
+if TYPE_CHECKING:
+    from opscope.compare import ModelSummary
+    from opscope.distributed import DistributedReport
+    from opscope.records import LayerRecord
+    from opscope.report import Report, SortOrder
+
+Align = Literal["left", "right", "center"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column's header and how its cells are laid out.
+
+    Attributes:
+        header: the column's title.
+        align: ``left`` for names and shapes, ``right`` for numbers, ``center`` for short
+            settings.
+        number: the cells are numbers: a view never wraps or crops them.
+        strong: the column to emphasise (the operations).
+    """
+
+    header: str
+    align: Align = "left"
+    number: bool = False
+    strong: bool = False
+
+
+def _number(header: str, strong: bool = False) -> Column:
+    return Column(header, "right", number=True, strong=strong)
+
+
+def _centered(header: str) -> Column:
+    return Column(header, "center")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A table as plain text cells.
+
+    Attributes:
+        columns: the columns, with their alignment.
+        rows: the body.
+        footer: summary rows under a rule (rows cut by ``top``, then the totals).
+        title: a line above the table, if any.
+    """
+
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str, ...], ...]
+    footer: tuple[tuple[str, ...], ...] = ()
+    title: str | None = None
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return tuple(column.header for column in self.columns)
+
+
+@dataclass(frozen=True)
+class Document:
+    """The sections of one report, as every format shows them.
+
+    Attributes:
+        grids: the layer table, then the per-type summary when more than one type ran;
+            empty for an empty report.
+        notes: lines under the tables (coverage, modules not counted or not hooked); for an
+            empty report, first the line that says why it is empty.
+        heading: what was profiled (model, input, device), when known.
+    """
+
+    grids: tuple[Grid, ...]
+    notes: tuple[str, ...]
+    heading: str | None = None
+
+
+WIDE_LAYOUT_MIN_WIDTH = 120
+"""Below this many columns the kernel, stride, groups and bias share one column."""
+
+
+def check_top(top: int | None) -> None:
+    """Refuse a ``top`` that is not a positive number of rows."""
+    if top is not None and top < 1:
+        raise ValueError(f"top must be a positive number of rows; got {top}")
+
+
+def layer_label(record: LayerRecord, repeated: bool) -> str:
+    """A record's name in tables and pictures: ``layer1.0.conv1``, ``#2`` for a module
+    called again, ``×5`` for a summary record of five calls."""
+    name = record.name or "(model)"
+    label = f"{name} #{record.call_index}" if repeated else name
+    return f"{label} ×{record.calls}" if record.calls > 1 else label
+
+
+def layer_labels(records: Sequence[LayerRecord]) -> list[str]:
+    """:func:`layer_label` of every record, numbered where a module ran more than once."""
+    repeated = {record.name for record in records if record.call_index > 1}
+    return [layer_label(record, record.name in repeated) for record in records]
+
+
+def _settings(record: LayerRecord) -> tuple[str, str, str, str]:
+    """Kernel, stride, groups and bias cells; blank for a family without them."""
+    config = record.config
+    kernel = getattr(config, "kernel_size", None)
+    stride = getattr(config, "stride", None)
+    groups = getattr(config, "groups", None)
+    bias = getattr(config, "bias", None)
+    return (
+        format_shape(kernel) if kernel is not None else "",
+        format_shape(stride) if stride is not None else "",
+        str(groups) if groups is not None else "",
+        "" if bias is None else "yes" if bias else "no",
+    )
+
+
+def _compact_settings(record: LayerRecord) -> str:
+    """The four settings in one cell for narrow consoles: ``3×3 s2 g32 +b``
+    (stride and groups only when not 1, ``+b`` when there is a bias)."""
+    kernel, stride, groups, bias = _settings(record)
+    parts = [kernel]
+    strides = set(stride.split("×"))
+    if stride and strides != {"1"}:
+        parts.append(f"s{strides.pop()}" if len(strides) == 1 else f"s{stride}")
+    if groups and groups != "1":
+        parts.append(f"g{groups}")
+    if bias == "yes":
+        parts.append("+b")
+    return " ".join(part for part in parts if part)
+
+
+def _bytes_cells(ops: int, moved: int) -> tuple[str, str]:
+    """Bytes moved and operations per byte."""
+    return f"{format_count(moved)}B", f"{ops / moved:.1f}" if moved else "-"
+
+
+def layer_grid(
+    report: Report,
+    *,
+    sort: SortOrder = "order",
+    top: int | None = None,
+    wide: bool = True,
+    show_bytes: bool = False,
+) -> Grid:
+    """The per-layer table of a non-empty report.
+
+    One row per call, a footer row summing the rows cut by ``top``, and a totals row.
+    ``show_bytes`` adds the bytes each call moved and its operations per byte (arithmetic
+    intensity); timed records add their time, its spread over repeated runs and the achieved
+    operations per second. ``wide`` gives every column; the compact layout, for 80 columns,
+    puts kernel, stride, groups and bias in one column (``3×3 s2 g32 +b``), turns a type
+    column that would repeat one name into the title or, with several types, leaves out the
+    input shape (normally the previous layer's output), and makes room for bytes and times by
+    leaving out the shapes, settings and parameters. The wide layout and the exports keep all.
+    """
+    check_top(top)
+    records, total = report.sorted(sort), report.total_ops
+    types = sorted({record.module_type for record in records})
+    timed = any(record.time_ns is not None for record in records)
+    spread = any(record.time_spread_ns is not None for record in records)
+    show_types = wide or len(types) > 1
+    show_details = wide or not (show_bytes or timed)  # output, settings, params
+    show_inputs = wide or (show_details and not show_types)
+
+    def cells(record: LayerRecord) -> list[str]:
+        """The columns between the layer's name and its ops."""
+        row = [record.module_type] if show_types else []
+        row += [format_shape(record.input_shape)] if show_inputs else []
+        if show_details:
+            row.append(format_shape(record.output_shape))
+            row += _settings(record) if wide else [_compact_settings(record)]
+            row.append(format_count(record.params) if record.call_index == 1 else "shared")
+        return row
+
+    def measured(records: Sequence[LayerRecord]) -> list[str]:
+        """Bytes and times of one or several records (blank spread for several)."""
+        ops, row = sum(r.ops for r in records), []
+        if show_bytes:
+            row += _bytes_cells(ops, sum(r.bytes for r in records))
+        if timed:
+            nanoseconds = sum(r.time_ns or 0 for r in records)
+            row.append(format_time(nanoseconds))
+            if spread:
+                single = records[0].time_spread_ns if len(records) == 1 else None
+                row.append("" if single is None else format_time(single))
+            row.append(format_count(round(ops / (nanoseconds * 1e-9))) if nanoseconds else "-")
+        return row
+
+    columns = [Column("Layer"), *([Column("Type")] if show_types else [])]
+    columns += [Column("Input")] if show_inputs else []
+    if show_details:
+        columns.append(Column("Output"))
+        if wide:
+            columns += [_centered("Kernel"), _centered("Stride"), _number("Groups")]
+            columns.append(_centered("Bias"))
+        else:
+            columns.append(_centered("Kernel"))
+        columns.append(_number("Params"))
+    columns += [_number("Ops", strong=True), _number("Share")]
+    columns += [_number("Bytes"), _number("Ops/B")] if show_bytes else []
+    if timed:
+        columns += [_number("Time"), *([_number("Spread")] if spread else []), _number("Ops/s")]
+
+    def summary_row(label: str, rows: Sequence[LayerRecord], params: str) -> tuple[str, ...]:
+        ops = sum(r.ops for r in rows)
+        blanks = [""] * (len(cells(rows[0])) - show_details)
+        return (
+            label, *blanks, *([params] if show_details else []),
+            format_count(ops), format_share(ops, total), *measured(rows),
+        )  # fmt: skip
+
+    shown = records if top is None else records[:top]
+    labels = layer_labels(records)
+    rows = tuple(
+        (
+            label,
+            *cells(record),
+            format_count(record.ops),
+            format_share(record.ops, total),
+            *measured([record]),
+        )
+        for label, record in zip(labels, shown)
+    )
+    hidden = records[len(shown) :]
+    footer = [summary_row(f"… {len(hidden)} more", hidden, "")] if hidden else []
+    footer.append(
+        summary_row(
+            f"Total ({plural(report.total_calls, 'call')})",
+            records,
+            format_count(report.total_params),
+        )
+    )
+    return Grid(
+        columns=tuple(columns),
+        rows=rows,
+        footer=tuple(footer),
+        title=None if show_types else f"{types[0]} calls",
+    )
+
+
+def type_grid(report: Report) -> Grid:
+    """Calls, operations and share per module type, heaviest first."""
+    total = report.total_ops
+    rows = tuple(
+        (
+            summary.module_type,
+            str(summary.calls),
+            format_count(summary.ops),
+            format_share(summary.ops, total),
+        )
+        for summary in report.by_type()
+    )
+    columns = (Column("Type"), _number("Calls"), _number("Ops", strong=True), _number("Share"))
+    return Grid(columns=columns, rows=rows, title="By type")
+
+
+def empty_message(report: Report) -> str:
+    """What an empty report shows instead of tables."""
+    kinds = " or ".join(report.counted_types) if report.counted_types else "counted"
+    if report.hooked_modules == 0:
+        what = f"{kinds} module" if report.counted_types else "module with a formula"
+        return f"No counted modules: the model has no {what}."
+    return (
+        f"No calls recorded: {report.hooked_modules} {kinds} module(s) were hooked, "
+        "but none ran inside the profiled block."
+    )
+
+
+def notes(report: Report) -> list[str]:
+    """Lines under the tables: coverage, when measured, and the modules left uncounted."""
+    lines = []
+    coverage = report.coverage
+    if coverage is not None:
+        if coverage.share is None:
+            lines.append(
+                "Coverage: FlopCounterMode saw no matmul or convolution FLOPs in the block."
+            )
+        else:
+            lines.append(
+                f"Coverage: counted modules hold {coverage.share:.2%} of the block's "
+                f"{format_count(coverage.total_flops)} matmul/convolution FLOPs "
+                "(FlopCounterMode); the rest ran outside them (functional calls, x + y, ...)."
+            )
+    if report.uncounted_modules:
+        per_type = Counter(module_type for _, module_type in report.uncounted_modules)
+        listed = ", ".join(
+            f"{count} {module_type}" for module_type, count in per_type.most_common()
+        )
+        lines.append(
+            f"Not counted, no formula for their type: {listed} "
+            "(by name in to_dict()['uncounted_modules'])."
+        )
+    if report.unhooked_modules:
+        named = ", ".join(
+            f"{name} ({module_type})" for name, module_type in report.unhooked_modules
+        )
+        lines.append(f"Not hooked, added after the profiler was entered: {named}.")
+    return lines
+
+
+def report_document(
+    report: Report,
+    *,
+    sort: SortOrder = "order",
+    top: int | None = None,
+    wide: bool = True,
+    show_bytes: bool = False,
+    heading: str | None = None,
+) -> Document:
+    """The sections of ``report``, as every format shows them (see :func:`layer_grid` for
+    the options)."""
+    report.sorted(sort)  # validate the options, also for an empty report
+    check_top(top)
+    if not report.records:
+        return Document((), (empty_message(report), *notes(report)), heading)
+    grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
+    if len({record.module_type for record in report.records}) > 1:
+        grids.append(type_grid(report))
+    return Document(tuple(grids), tuple(notes(report)), heading)
+
+
+def _count_cell(value: int | None) -> str:
+    return "" if value is None else format_count(value)
+
+
+def _share_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> Grid:
+    """One row per model: parameters, Conv2d calls and ops, published acc@1 and GFLOPS, and a
+    note saying why a model failed. Not ``wide`` (80 columns), the Conv2d calls are left out."""
+    failed = any(summary.error for summary in summaries)
+    measured = any(summary.coverage is not None for summary in summaries)
+    columns = [Column("Model"), _number("Params")]
+    columns += [_number("Conv2d calls")] if wide else []
+    columns += [_number("Conv2d ops"), _number("Total ops", strong=True)]
+    columns += [_number("Coverage")] if measured else []
+    columns += [_number("acc@1"), _number("GFLOPS (pub.)")]
+    columns += [Column("Note")] if failed else []
+    rows = tuple(
+        (
+            summary.name,
+            _count_cell(summary.params),
+            *(["" if summary.conv_calls is None else str(summary.conv_calls)] if wide else []),
+            _count_cell(summary.conv_ops),
+            _count_cell(summary.total_ops),
+            *([_share_cell(summary.coverage)] if measured else []),
+            "" if summary.acc1 is None else f"{summary.acc1:.2f}",
+            format_published(summary.gflops, summary.published_size, summary.input_shape),
+            *([summary.error or ""] if failed else []),
+        )
+        for summary in summaries
+    )
+    title = models_title(len(summaries), (summary.input_shape for summary in summaries))
+    return Grid(columns=tuple(columns), rows=rows, title=title)
+
+
+def ranks_grid(job: DistributedReport) -> Grid:
+    """One row per rank of a distributed job (calls, ops, share of the total, flag) and the
+    totals. A differing rank's flag is its reason; the reference rank's is ``reference``
+    when some rank differs."""
+    total, differences = job.total_ops, job.differences
+    reference = job.reference_rank if differences else None
+    rows = tuple(
+        (
+            str(rank),
+            str(report.total_calls),
+            format_count(report.total_ops),
+            format_share(report.total_ops, total),
+            differences.get(rank, "reference" if rank == reference else ""),
+        )
+        for rank, report in enumerate(job.reports)
+    )
+    totals = ("Total", str(job.total_calls), format_count(total), format_share(total, total), "")
+    columns = (
+        _number("Rank"), _number("Calls"), _number("Ops", strong=True), _number("Share"),
+        Column("Flag"),
+    )  # fmt: skip
+    return Grid(columns, rows, footer=(totals,), title=plural(job.world_size, "rank"))

@@ -1,0 +1,149 @@
+"""The terminal view: tables drawn with rich, laid out for the width they are printed at.
+
+What is shown is composed in :mod:`opscope.tables`; this module only draws it: numbers
+right-aligned and never wrapped, the totals row in bold, notes in yellow, and from
+:data:`SHARE_BAR_MIN_WIDTH` columns on a bar of each layer's ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+from opscope.format import share_bar
+from opscope.tables import (
+    WIDE_LAYOUT_MIN_WIDTH,
+    Column,
+    Grid,
+    check_top,
+    comparison_grid,
+    ranks_grid,
+    report_document,
+)
+
+if TYPE_CHECKING:
+    from opscope.compare import ModelSummary
+    from opscope.distributed import DistributedReport
+    from opscope.report import Report, SortOrder
+
+BAR_HEADER = "Relative"
+SHARE_BAR_MIN_WIDTH = 100
+"""From this many columns on, the layer table draws each row's ops as a bar."""
+
+
+def rich_table(grid: Grid) -> Table:
+    """``grid`` as a rich Table: numbers right-aligned and never wrapped, the last footer row
+    in bold."""
+    table = Table(
+        title=grid.title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    # The first column (names) folds only past 24 characters: short names stay whole.
+    first_width = min(max([10, *(len(row[0]) for row in grid.rows)]), 24)
+    for index, column in enumerate(grid.columns):
+        bar = column.header == BAR_HEADER
+        table.add_column(
+            column.header,
+            justify=column.align,
+            no_wrap=column.number or bar,
+            overflow="fold",
+            min_width=first_width if index == 0 else 10 if bar else None,
+            style="bold" if column.strong else None,
+        )
+    for row in grid.rows:
+        table.add_row(*row)
+    if grid.footer:
+        table.add_section()
+        for index, row in enumerate(grid.footer):
+            table.add_row(*row, style="bold" if index == len(grid.footer) - 1 else "italic")
+    return table
+
+
+def _with_share_bars(grid: Grid, ops: Sequence[int]) -> Grid:
+    """``grid`` with a bar of each row's ``ops``, scaled to the heaviest call of the report,
+    so heavy layers stand out."""
+    heaviest = max(ops, default=0)
+    bars = [share_bar(value / heaviest if heaviest else 0.0) for value in ops]
+    return replace(
+        grid,
+        columns=(*grid.columns, Column(BAR_HEADER)),
+        rows=tuple((*row, bar) for row, bar in zip(grid.rows, bars)),
+        footer=tuple((*row, "") for row in grid.footer),
+    )
+
+
+class LayerTable:
+    """A report for the terminal: its sections (:func:`opscope.tables.report_document`),
+    wide from :data:`~opscope.tables.WIDE_LAYOUT_MIN_WIDTH` columns on, compact below so
+    that 80 columns stay readable."""
+
+    def __init__(
+        self,
+        report: Report,
+        *,
+        sort: SortOrder = "order",
+        top: int | None = None,
+        show_bytes: bool = False,
+        heading: str | None = None,
+    ):
+        report.sorted(sort)  # validate the options now, not when printed
+        check_top(top)
+        self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
+        self.heading = heading
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        document = report_document(
+            self.report,
+            sort=self.sort,
+            top=self.top,
+            wide=options.max_width >= WIDE_LAYOUT_MIN_WIDTH,
+            show_bytes=self.show_bytes,
+            heading=self.heading,
+        )
+        if document.heading:
+            yield Text(document.heading, style="bold")
+        for position, grid in enumerate(document.grids):
+            if position == 0 and options.max_width >= SHARE_BAR_MIN_WIDTH:
+                shown = self.report.sorted(self.sort)[: self.top]
+                grid = _with_share_bars(grid, [record.ops for record in shown])
+            yield rich_table(grid)
+        for line in document.notes:
+            yield Text(line, style="yellow")
+
+
+class ComparisonTable:
+    """The comparison for a terminal: :func:`~opscope.tables.comparison_grid`, compact below
+    :data:`~opscope.tables.WIDE_LAYOUT_MIN_WIDTH` columns so that 80 columns stay readable."""
+
+    def __init__(self, summaries: Sequence[ModelSummary]):
+        self.summaries = summaries
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
+        yield rich_table(comparison_grid(self.summaries, wide=wide))
+
+
+def print_report(
+    report: Report,
+    *,
+    sort: SortOrder = "order",
+    top: int | None = None,
+    show_bytes: bool = False,
+    console: Console | None = None,
+) -> None:
+    """Print ``report`` (see :meth:`opscope.report.Report.print`)."""
+    (console or Console()).print(LayerTable(report, sort=sort, top=top, show_bytes=show_bytes))
+
+
+def print_ranks(job: DistributedReport, console: Console | None = None) -> None:
+    """Print a distributed job's ranks (see :meth:`opscope.distributed.DistributedReport.print`)."""
+    (console or Console()).print(rich_table(ranks_grid(job)))

@@ -1,0 +1,124 @@
+"""One composition per report: every format shows the same sections and columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from opscope.cli import main
+from opscope.documents import markdown_table
+from opscope.tables import Column, Grid
+
+ARGS = ["profile", "resnet18", "--input", "1x3x32x32", "--device", "cpu", "--top", "4"]
+
+
+def _markdown_tables(text: str) -> list[tuple[str | None, list[str]]]:
+    tables, title = [], None
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("**") and line.endswith("**") and not line.startswith("**|"):
+            title = line.strip("*")
+        elif line.startswith("| ") and index + 1 < len(lines) and "---" in lines[index + 1]:
+            tables.append((title, [cell.strip() for cell in line.strip("|").split(" | ")]))
+            title = None
+    return tables
+
+
+def _latex_tables(text: str) -> list[tuple[str | None, list[str]]]:
+    tables = []
+    for block in text.split(r"\begin{table}")[1:]:
+        caption = re.search(r"\\caption\{(.*)\}", block)
+        header = block.split("\\toprule\n")[1].splitlines()[0]
+        cells = [cell.strip() for cell in header.removesuffix(r" \\").split(" & ")]
+        tables.append((caption.group(1) if caption else None, [c.replace("\\", "") for c in cells]))
+    return tables
+
+
+def _html_tables(text: str) -> list[tuple[str | None, list[str]]]:
+    tables = []
+    for block in text.split("<table>")[1:]:
+        caption = re.search(r"<caption>(.*?)</caption>", block)
+        head = block.split("<thead>")[1].split("</thead>")[0]
+        headers = re.findall(r"<th[^>]*>(.*?)</th>", head)
+        tables.append((caption.group(1) if caption else None, headers))
+    return tables
+
+
+def _terminal_tables(text: str) -> list[tuple[str | None, list[str]]]:
+    tables, lines = [], text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(("Layer ", "Type ")):
+            title = lines[index - 1].strip() if index and lines[index - 1].strip() else None
+            headers = line.split()
+            tables.append((title, [h for h in headers if h != "Relative"]))
+    return tables
+
+
+READERS = {"markdown": _markdown_tables, "latex": _latex_tables, "html": _html_tables,
+           "table": _terminal_tables}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("formats")
+    texts = {}
+    for fmt in (*READERS, "csv"):
+        target = folder / f"out.{fmt}"
+        extra = ["--time", "--repeat", "1", "--warmup", "0", "--bytes"]
+        assert main([*ARGS, *extra, "--format", fmt, "--output", str(target)]) == 0
+        texts[fmt] = target.read_text()
+    return texts
+
+
+def test_every_format_shows_the_same_sections_and_columns(written: dict[str, str]) -> None:
+    shown = {fmt: READERS[fmt](written[fmt]) for fmt in READERS}
+    reference = shown["markdown"]
+    assert [title for title, _ in reference] == [None, "By type"]
+    layer_headers = reference[0][1]
+    for column in ("Layer", "Type", "Ops", "Share", "Bytes", "Ops/B", "Time", "Ops/s"):
+        assert column in layer_headers
+    for fmt, tables in shown.items():
+        assert tables == reference, fmt
+    csv_columns = next(csv.reader(io.StringIO(written["csv"])))
+    assert {"input_bytes", "output_bytes", "param_bytes", "time_ns"} <= set(csv_columns)
+
+
+def test_the_same_notes_in_every_document_format(tmp_path: Path) -> None:
+    notes = {}
+    for fmt in ("markdown", "latex", "html", "table"):
+        target = tmp_path / f"coverage.{fmt}"
+        argv = ["profile", "vit_b_16", "--coverage", "--format", fmt, "--output", str(target)]
+        assert main(argv) == 0
+        notes[fmt] = "Coverage: counted modules hold" in target.read_text()
+    assert all(notes.values()), notes
+
+
+def test_by_type_only_with_several_types(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "one_type.py").write_text(
+        "import torch\ndef model():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for fmt, read in READERS.items():
+        target = tmp_path / f"out.{fmt}"
+        for model, tables in (("alexnet", 2), ("one_type:model", 1)):
+            argv = ["profile", model, "--format", fmt, "--output", str(target)]
+            assert main(argv) == 0
+            assert len(read(target.read_text())) == tables, (fmt, model)
+
+
+def test_columns_carry_their_alignment() -> None:
+    grid = Grid(
+        columns=(Column("Name"), Column("Ops", "right", number=True), Column("Bias", "center")),
+        rows=(("a|b", "1", "yes"),),
+    )
+    assert markdown_table(grid).splitlines()[:3] == [
+        "| Name | Ops | Bias |",
+        "| --- | ---: | :---: |",
+        "| a\\|b | 1 | yes |",
+    ]
