@@ -330,15 +330,17 @@ def count_local_response_norm(config: LocalResponseNormConfig, call: Call) -> in
 # -- ATen operators -----------------------------------------------------------------------
 
 
-def _affine_ops(call: OpCall, *, elements: int, stat_sets: int, batch_stats: bool) -> int:
-    """:func:`normalization_ops` with the weight (argument 1) and bias (argument 2) counted iff
-    given, the layout every normalisation operator shares."""
+def _affine_ops(
+    call: OpCall, *, elements: int, stat_sets: int, batch_stats: bool, weight_index: int = 1
+) -> int:
+    """:func:`normalization_ops` with the weight (argument ``weight_index``) and the bias
+    (the next argument) counted iff given."""
     return normalization_ops(
         elements=elements,
         stat_sets=stat_sets,
         batch_stats=batch_stats,
-        weight=call.tensor(1, "weight") is not None,
-        bias=call.tensor(2, "bias") is not None,
+        weight=call.tensor(weight_index, "weight") is not None,
+        bias=call.tensor(weight_index + 1, "bias") is not None,
     )
 
 
@@ -352,7 +354,7 @@ def count_layer_norm_op(call: OpCall) -> int:
     normalized = math.prod(call.arg(1, "normalized_shape"))
     return _affine_ops(
         call, elements=elements, stat_sets=elements // normalized if normalized else 0,
-        batch_stats=True,
+        batch_stats=True, weight_index=2,
     )  # fmt: skip
 
 
@@ -361,13 +363,10 @@ def count_group_norm_op(call: OpCall) -> int:
     """``group_norm(input, num_groups, weight, bias, eps)``: ``N * num_groups`` pairs, as
     :func:`count_group_norm`. (``num_groups`` is argument 1; the weight and bias, 2 and 3.)"""
     shape = call.input
-    return normalization_ops(
-        elements=math.prod(shape),
-        stat_sets=shape[0] * call.arg(1, "num_groups"),
-        batch_stats=True,
-        weight=call.tensor(2, "weight") is not None,
-        bias=call.tensor(3, "bias") is not None,
-    )
+    return _affine_ops(
+        call, elements=math.prod(shape), stat_sets=shape[0] * call.arg(1, "num_groups"),
+        batch_stats=True, weight_index=2,
+    )  # fmt: skip
 
 
 @register_op(aten.native_group_norm, family="norm")
