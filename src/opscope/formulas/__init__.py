@@ -1,4 +1,5 @@
-"""Operation formulas, one module per layer family, and the registry that maps types to them.
+"""Operation formulas, one module per layer family, and the registries that map module types
+and ATen operators to them.
 
 Importing this package registers every built-in family.
 """
@@ -8,21 +9,32 @@ from opscope.formulas import (
     attention,
     conv,
     conv_transpose,
+    elementwise,
     linear,
+    memory,
     norm,
     passthrough,
     pooling,
     recurrent,
+    reduction,
     upsample,
 )
 from opscope.formulas.conv import ConvConfig, conv_ops
 from opscope.formulas.registry import (
     Call,
     Formula,
+    OpCall,
+    OpFormula,
     Shape,
+    TensorMeta,
     as_formulas,
     formula_for,
+    formula_macs,
+    op_formula_for,
     register,
+    register_op,
+    register_zero_ops,
+    registered_ops,
     registered_types,
 )
 
@@ -30,20 +42,31 @@ __all__ = [
     "Call",
     "ConvConfig",
     "Formula",
+    "OpCall",
+    "OpFormula",
     "Shape",
+    "TensorMeta",
     "as_formulas",
     "activation",
     "attention",
     "conv",
     "conv_ops",
     "conv_transpose",
+    "elementwise",
     "formula_for",
+    "formula_macs",
     "linear",
+    "memory",
     "norm",
+    "op_formula_for",
     "passthrough",
     "pooling",
     "recurrent",
+    "reduction",
     "register",
+    "register_op",
+    "register_zero_ops",
+    "registered_ops",
     "registered_types",
     "upsample",
 ]

@@ -22,6 +22,10 @@ convention (``docs/conventions.md``), activations follow these rules (the reason
 
 Nothing here depends on the training flag: the activations compute the same arithmetic in
 both modes (RReLU draws its random slopes in training, and drawing is not arithmetic).
+
+The same functions reached as ATen operators (``F.relu``, ``F.gelu``, ``torch.softmax``, the
+in-place ``relu_``, ...) are counted with the same per-element costs, read from the module
+tables, so an operator and its module never disagree (:data:`ACTIVATION_OPS`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 
+import torch
 from torch import nn
 
-from opscope.formulas.registry import Call, Shape, register
+from opscope.formulas.registry import (
+    Call,
+    OpCall,
+    OpCountFn,
+    Shape,
+    aten_ops,
+    register,
+    register_op,
+)
 
 OPS_PER_ELEMENT: Mapping[type[nn.Module], int] = MappingProxyType(
     {
@@ -214,3 +228,92 @@ def count_softmax(config: SoftmaxConfig, call: Call) -> int:
 def count_log_softmax(config: SoftmaxConfig, call: Call) -> int:
     """Operations of one ``LogSoftmax`` call: :func:`log_softmax_ops` on the input shape."""
     return log_softmax_ops(call.input, config.dim)
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+ACTIVATION_OPS: Mapping[str, type[nn.Module]] = MappingProxyType(
+    {
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "hardtanh": nn.Hardtanh,
+        "threshold": nn.Threshold,
+        "hardshrink": nn.Hardshrink,
+        "softshrink": nn.Softshrink,
+        "leaky_relu": nn.LeakyReLU,
+        "prelu": nn.PReLU,
+        "_prelu_kernel": nn.PReLU,
+        "rrelu": nn.RReLU,
+        "rrelu_with_noise": nn.RReLU,
+        "celu": nn.CELU,
+        "selu": nn.SELU,
+        "sigmoid": nn.Sigmoid,
+        "log_sigmoid": nn.LogSigmoid,
+        "log_sigmoid_forward": nn.LogSigmoid,
+        "silu": nn.SiLU,
+        "softplus": nn.Softplus,
+        "mish": nn.Mish,
+        "glu": nn.GLU,
+        "tanh": nn.Tanh,
+        "hardsigmoid": nn.Hardsigmoid,
+        "hardswish": nn.Hardswish,
+    }
+)
+"""The ATen operator (and its in-place ``name_``) that computes each element-wise activation
+module: the operator costs :data:`OPS_PER_ELEMENT` of that module per output element."""
+
+
+def with_inplace(*names: str) -> tuple[torch._ops.OpOverloadPacket, ...]:
+    """The ATen packets ``name`` and ``name_`` (the in-place variant) that exist: an
+    in-place operator computes what its out-of-place one does."""
+    return aten_ops(*(variant for name in names for variant in (name, name + "_")))
+
+
+def count_per_element(ops_per_element: int, call: OpCall) -> int:
+    """An operator costing ``ops_per_element`` per output element: :func:`elementwise_ops`
+    on its (first) output."""
+    return elementwise_ops(call.output, ops_per_element)
+
+
+def per_element(ops_per_element: int) -> OpCountFn:
+    """The op count of ``ops_per_element`` per output element."""
+    return partial(count_per_element, ops_per_element)
+
+
+for _name, _module_type in ACTIVATION_OPS.items():
+    register_op(*with_inplace(_name), family="activation")(
+        per_element(OPS_PER_ELEMENT[_module_type])
+    )
+
+
+@register_op(*with_inplace("gelu"), family="activation")
+def count_gelu_op(call: OpCall) -> int:
+    """``gelu(self, approximate='none')``: :data:`GELU_OPS_PER_ELEMENT` per element."""
+    approximate = call.arg(1, "approximate", "none")
+    return elementwise_ops(call.output, GELU_OPS_PER_ELEMENT[approximate])
+
+
+@register_op(*with_inplace("elu"), family="activation")
+def count_elu_op(call: OpCall) -> int:
+    """``elu(self, alpha, scale, input_scale)``, which ``F.elu``, ``F.selu`` and ``F.celu``
+    lower to: ELU's 4 per element, plus 1 for ``scale`` (SELU) and 1 for ``input_scale``
+    (CELU's ``x / alpha``) when they are not 1. (A CELU with ``alpha=1`` reaches this
+    operator as a plain ELU; reached as ``aten.celu`` it costs CELU's 5.)"""
+    scaled = int(call.arg(2, "scale", 1) != 1) + int(call.arg(3, "input_scale", 1) != 1)
+    return elementwise_ops(call.output, OPS_PER_ELEMENT[nn.ELU] + scaled)
+
+
+@register_op(*aten_ops("softmax", "_softmax", "_safe_softmax", "special_softmax"), family="softmax")
+def count_softmax_op(call: OpCall) -> int:
+    """``softmax(self, dim)`` / ``_softmax`` / ``_safe_softmax``: :func:`softmax_ops`.
+
+    ``_safe_softmax`` (what attention's reference implementation calls) also writes 0 to the
+    rows that are masked out entirely; like the max subtraction, that guard protects the
+    result and is not counted."""
+    return softmax_ops(call.input, call.arg(1, "dim"))
+
+
+@register_op(*aten_ops("log_softmax", "_log_softmax", "special_log_softmax"), family="softmax")
+def count_log_softmax_op(call: OpCall) -> int:
+    """``log_softmax(self, dim)`` / ``_log_softmax``: :func:`log_softmax_ops`."""
+    return log_softmax_ops(call.input, call.arg(1, "dim"))

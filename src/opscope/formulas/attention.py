@@ -4,17 +4,31 @@
 projections, the query scaling, the scaled dot products, the masks, the softmax, the
 attention-weighted sums, the output projection and, when the weights are returned averaged,
 the mean over heads. Attention dropout counts 0, in training as in eval, like ``nn.Dropout``.
-The terms, and why each is counted the way it is, are in ``docs/formulas/attention.md``."""
+The terms, and why each is counted the way it is, are in ``docs/formulas/attention.md``.
+
+Its core, softmax(q k^T * scale + mask) v, is also counted on its own, for
+``F.scaled_dot_product_attention`` and the fused kernels torch runs it with
+(:func:`attention_ops`): the query scaled, the scores, one addition per score for a mask (a
+causal mask included), the softmax over the keys, the weighted sums of the values.
+
+MACs are the products ``FlopCounterMode`` counts (halved): the projections' ``mm``/``addmm``
+and the two batched products of the attention, ``q k^T`` and ``weights @ v``.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from opscope.formulas.activation import softmax_ops
 from opscope.formulas.linear import linear_ops, matmul_ops
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+
+aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,49 @@ class MultiheadAttentionConfig:
             add_zero_attn=bool(module.add_zero_attn),
             batch_first=bool(module.batch_first),
         )
+
+
+def attention_ops(
+    *, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int, masks: int = 0
+) -> int:
+    """Exact operations of ``softmax(q k^T * scale + mask) v`` over ``batch`` independent
+    (batch, head) pairs, ``q`` of ``(L, E)``, ``k`` of ``(S, E)``, ``v`` of ``(S, Ev)``::
+
+        query scaling   L * E             (q * scale: once per query element)
+        scores q.k      L * S * (2E - 1)
+        masks           masks * L * S     (one addition per score per mask)
+        softmax         L * (3S - 1)      (activation.softmax_ops over L rows of S)
+        weighted sums   L * Ev * (2S - 1)
+
+    ``ops = batch * (sum of the terms)``. Scaling the query rather than the scores is what
+    ``nn.MultiheadAttention`` does; it is the cheaper order when ``S > E``.
+
+    Example (2 pairs, 3 queries, 4 keys, E = Ev = 5, one mask: 15 + 108 + 12 + 33 + 105 each):
+        >>> attention_ops(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5, masks=1)
+        546
+    """
+    scores = query_len * key_len
+    per_pair = (
+        query_len * head_dim
+        + matmul_ops(query_len, head_dim, key_len)
+        + masks * scores
+        + softmax_ops((query_len, key_len), -1)
+        + matmul_ops(query_len, key_len, value_dim)
+    )
+    return batch * per_pair
+
+
+def attention_macs(*, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int) -> int:
+    """Multiply-accumulates of the two products of attention, ``q k^T`` and ``weights @ v``::
+
+        macs = batch * L * S * (E + Ev)
+
+    (``FlopCounterMode``'s attention FLOPs / 2).
+
+    >>> attention_macs(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5)
+    240
+    """
+    return batch * query_len * key_len * (head_dim + value_dim)
 
 
 def multihead_attention_ops(
@@ -90,39 +147,65 @@ def multihead_attention_ops(
         ...     average_weights=True)
         576
     """
-    if num_heads < 1 or embed_dim % num_heads:
-        raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
-    head_dim = embed_dim // num_heads
+    head_dim = _head_dim(embed_dim, num_heads)
     keys = source_len + extra_keys
-    scores = num_heads * target_len * keys  # attention weights per batch element
     per_element = (
         linear_ops(batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=kdim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=vdim, out_features=embed_dim, bias=bias)
-        + target_len * embed_dim  # query scaling
-        + matmul_ops(num_heads * target_len, head_dim, keys)  # q . k for every head
-        + masks * scores
-        + softmax_ops((num_heads * target_len, keys), -1)
-        + matmul_ops(num_heads * target_len, keys, head_dim)  # weights @ v for every head
+        # query scaling, q . k, masks, softmax and weights @ v, for every head
+        + attention_ops(
+            batch=num_heads, query_len=target_len, key_len=keys, head_dim=head_dim,
+            value_dim=head_dim, masks=masks,
+        )  # fmt: skip
         + linear_ops(
             batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=out_proj_bias
         )
-        + (scores if average_weights else 0)  # sum of H weights, then one division
+        # sum of H weights, then one division, for each of the H * L * S' weights
+        + (num_heads * target_len * keys if average_weights else 0)
     )
     return batch * per_element
 
 
-@register(nn.MultiheadAttention, describe=MultiheadAttentionConfig.from_module)
-def count_multihead_attention(config: MultiheadAttentionConfig, call: Call) -> int:
-    """Operations of one ``MultiheadAttention(query, key, value, ...)`` call:
-    :func:`multihead_attention_ops` on the call's real shapes.
+def _head_dim(embed_dim: int, num_heads: int) -> int:
+    if num_heads < 1 or embed_dim % num_heads:
+        raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+    return embed_dim // num_heads
 
-    ``query``, ``key`` and ``value`` are the first three input shapes; every further tensor
-    is a mask (``key_padding_mask``, ``attn_mask``). A 2-D query is an unbatched call
-    (``N = 1``). The weights were returned when the call has a second output
-    (``need_weights=True``), and averaged over heads when that output has the query's rank
-    (``(N, L, S')`` rather than ``(N, H, L, S')``).
+
+def multihead_attention_macs(
+    *,
+    batch: int,
+    target_len: int,
+    source_len: int,
+    embed_dim: int,
+    num_heads: int,
+    kdim: int,
+    vdim: int,
+    extra_keys: int = 0,
+    **_ignored: object,
+) -> int:
+    """Multiply-accumulates of one ``nn.MultiheadAttention`` call: the projections
+    (``L*E*E + S*kdim*E + S*vdim*E`` in, ``L*E*E`` out) and :func:`attention_macs` for every
+    head, ``N`` times. The keyword arguments are those of :func:`multihead_attention_ops`
+    (the ones that change no product are accepted and ignored).
+
+    >>> multihead_attention_macs(batch=1, target_len=3, source_len=3, embed_dim=4,
+    ...     num_heads=2, kdim=4, vdim=4)
+    264
     """
+    head_dim = _head_dim(embed_dim, num_heads)
+    projections = (2 * target_len * embed_dim + source_len * (kdim + vdim)) * embed_dim
+    products = attention_macs(
+        batch=num_heads, query_len=target_len, key_len=source_len + extra_keys,
+        head_dim=head_dim, value_dim=head_dim,
+    )  # fmt: skip
+    return batch * (projections + products)
+
+
+def _multihead_attention_sizes(config: MultiheadAttentionConfig, call: Call) -> dict[str, Any]:
+    """The :func:`multihead_attention_ops` arguments of one module call (see
+    :func:`count_multihead_attention`)."""
     query, key, value = call.inputs[:3]
     batched = len(query) == 3
     if batched and config.batch_first:
@@ -132,7 +215,7 @@ def count_multihead_attention(config: MultiheadAttentionConfig, call: Call) -> i
     else:
         (target_len, _), (source_len, _), batch = query, key, 1
     weights = call.outputs[1:2]
-    return multihead_attention_ops(
+    return dict(
         batch=batch,
         target_len=target_len,
         source_len=source_len,
@@ -146,3 +229,137 @@ def count_multihead_attention(config: MultiheadAttentionConfig, call: Call) -> i
         masks=len(call.inputs) - 3,
         average_weights=bool(weights) and len(weights[0]) == len(query),
     )
+
+
+def count_multihead_attention_macs(config: MultiheadAttentionConfig, call: Call) -> int:
+    """Multiply-accumulates of one ``MultiheadAttention`` call: :func:`multihead_attention_macs`
+    on the call's real shapes."""
+    return multihead_attention_macs(**_multihead_attention_sizes(config, call))
+
+
+@register(
+    nn.MultiheadAttention,
+    describe=MultiheadAttentionConfig.from_module,
+    macs=count_multihead_attention_macs,
+)
+def count_multihead_attention(config: MultiheadAttentionConfig, call: Call) -> int:
+    """Operations of one ``MultiheadAttention(query, key, value, ...)`` call:
+    :func:`multihead_attention_ops` on the call's real shapes.
+
+    ``query``, ``key`` and ``value`` are the first three input shapes; every further tensor
+    is a mask (``key_padding_mask``, ``attn_mask``). A 2-D query is an unbatched call
+    (``N = 1``). The weights were returned when the call has a second output
+    (``need_weights=True``), and averaged over heads when that output has the query's rank
+    (``(N, L, S')`` rather than ``(N, H, L, S')``).
+    """
+    return multihead_attention_ops(**_multihead_attention_sizes(config, call))
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Where an attention operator takes what its count needs: argument positions (and
+    schema names) of the mask and of the causal flag (None: the operator takes none), and
+    whether its tensors are ``(B, L, H, E)`` (``seq_first``) rather than ``(..., H, L, E)``;
+    a ``seq_first`` kernel may take nested (jagged) inputs, with cumulative sequence lengths
+    at ``nested`` (positions of ``cum_seq_q``, then ``max_q`` and ``max_k`` follow it by 2
+    and 3)."""
+
+    mask: tuple[int, str] | None
+    causal: tuple[int, str] | None
+    seq_first: bool = False
+    nested: int | None = None
+
+    def sizes(self, call: OpCall) -> dict[str, int]:
+        """:func:`attention_macs`'s arguments: ``batch`` counts every (batch, head) pair."""
+        query, key, value = (meta.shape for meta in call.args[:3])
+        head_dim, value_dim = query[-1], value[-1]
+        if not self.seq_first:
+            return dict(batch=math.prod(call.output[:-2]), query_len=query[-2],
+                        key_len=key[-2], head_dim=head_dim, value_dim=value_dim)  # fmt: skip
+        offsets = call.tensor(self.nested, "cum_seq_q") if self.nested is not None else None
+        if offsets is not None:
+            # Nested sequences of unknown lengths: every one counted at the longest (an
+            # upper bound, as FlopCounterMode counts them when the offsets are not readable).
+            batch, query_len, key_len = offsets.shape[0] - 1, *call.args[self.nested + 2 : self.nested + 4]
+        else:
+            batch, query_len, key_len = query[0], query[1], key[1]
+        return dict(batch=batch * query[-2], query_len=query_len, key_len=key_len,
+                    head_dim=head_dim, value_dim=value_dim)  # fmt: skip
+
+    def masked(self, call: OpCall) -> bool:
+        """Whether the call adds a mask to the scores: a given mask, or a causal one."""
+        mask = self.mask is not None and call.tensor(*self.mask) is not None
+        return mask or bool(self.causal is not None and call.arg(*self.causal, False))
+
+    def count(self, call: OpCall) -> int:
+        """:func:`attention_ops` on the call."""
+        return attention_ops(**self.sizes(call), masks=int(self.masked(call)))
+
+    def macs(self, call: OpCall) -> int:
+        """:func:`attention_macs` on the call."""
+        return attention_macs(**self.sizes(call))
+
+
+ATTENTION_LAYOUTS: dict[str, AttentionLayout] = {
+    "scaled_dot_product_attention": AttentionLayout((3, "attn_mask"), (5, "is_causal")),
+    "_scaled_dot_product_attention_math": AttentionLayout((3, "attn_mask"), (5, "is_causal")),
+    "_scaled_dot_product_flash_attention_for_cpu": AttentionLayout(
+        (99, "attn_mask"), (4, "is_causal")
+    ),
+    "_scaled_dot_product_flash_attention": AttentionLayout(None, (4, "is_causal")),
+    "_scaled_dot_product_efficient_attention": AttentionLayout((3, "attn_bias"), (6, "is_causal")),
+    "_scaled_dot_product_cudnn_attention": AttentionLayout((3, "attn_bias"), (6, "is_causal")),
+    "_scaled_dot_product_fused_attention_overrideable": AttentionLayout(
+        (3, "attn_bias"), (5, "is_causal")
+    ),
+    "_flash_attention_forward": AttentionLayout(None, (8, "is_causal"), True, nested=3),
+    "_efficient_attention_forward": AttentionLayout(
+        (3, "bias"), (9, "custom_mask_type"), True, nested=4
+    ),
+}
+"""Every attention operator counted, by ATen name: the composite
+``scaled_dot_product_attention`` and the kernels it runs as, each counted like the composite
+(the flash attention for CPU takes its mask by keyword only, hence position 99)."""
+
+for _name, _layout in ATTENTION_LAYOUTS.items():
+    register_op(*aten_ops(_name), family="attention", macs=_layout.macs)(_layout.count)
+
+
+def _native_attention_sizes(call: OpCall) -> dict[str, Any]:
+    """The :func:`multihead_attention_ops` arguments of ``_native_multi_head_attention(query,
+    key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias, mask,
+    need_weights, average_attn_weights)``, the fast path of ``nn.MultiheadAttention``, on
+    batch-first ``(N, L, E)`` tensors."""
+    query, key, value = (meta.shape for meta in call.args[:3])
+    return dict(
+        batch=math.prod(query[:-2]),
+        target_len=query[-2],
+        source_len=key[-2],
+        embed_dim=query[-1],
+        num_heads=call.arg(4, "num_head"),
+        kdim=key[-1],
+        vdim=value[-1],
+        bias=call.tensor(6, "qkv_bias") is not None,
+        out_proj_bias=call.tensor(8, "proj_bias") is not None,
+        masks=int(call.tensor(9, "mask") is not None),
+        average_weights=bool(call.arg(10, "need_weights", True))
+        and bool(call.arg(11, "average_attn_weights", True)),
+    )
+
+
+def native_multihead_attention_macs(call: OpCall) -> int:
+    """:func:`multihead_attention_macs` of the fast path's call."""
+    return multihead_attention_macs(**_native_attention_sizes(call))
+
+
+@register_op(
+    *aten_ops("_native_multi_head_attention"), family="attention",
+    macs=native_multihead_attention_macs,
+)  # fmt: skip
+def count_native_multihead_attention(call: OpCall) -> int:
+    """``_native_multi_head_attention``: :func:`multihead_attention_ops`, the count of the
+    ``nn.MultiheadAttention`` call it runs."""
+    return multihead_attention_ops(**_native_attention_sizes(call))

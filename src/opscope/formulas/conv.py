@@ -6,6 +6,12 @@ The convention is the project spec (``shared/spec/conv2d-ops.md``, summarised in
 to sum them, and one more addition when there is a bias. Stride, padding, dilation and
 padding mode change only how many output elements there are, so they enter through the real
 output shape and nowhere else.
+
+MACs are the ``N * Cout * P * K`` products, ``FlopCounterMode``'s convolution FLOPs / 2.
+
+The ATen convolutions (``conv1d``/``2d``/``3d``, ``cudnn_convolution``,
+``mkldnn_convolution``, ...) are counted with the same :func:`conv_ops`; the general
+``aten.convolution``, which may be transposed, is in :mod:`opscope.formulas.conv_transpose`.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,48 @@ def conv_ops(
     return batch * out_channels * math.prod(output_size) * ops_per_output
 
 
-@register(nn.Conv1d, nn.Conv2d, nn.Conv3d, describe=ConvConfig.from_module)
+def conv_macs(
+    *,
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    output_size: Sequence[int],
+    kernel_size: Sequence[int],
+    groups: int,
+) -> int:
+    """Multiply-accumulates of one convolution call: ``N * Cout * P * K``, with ``K`` and
+    ``P`` as in :func:`conv_ops` (``FlopCounterMode`` counts twice as many FLOPs).
+
+    >>> conv_macs(batch=1, in_channels=3, out_channels=64, output_size=(112, 112),
+    ...           kernel_size=(7, 7), groups=1)
+    118013952
+    """
+    return (
+        batch * out_channels * math.prod(output_size)
+        * (in_channels // groups) * math.prod(kernel_size)
+    )  # fmt: skip
+
+
+def _conv_sizes(config: ConvConfig, call: Call) -> dict[str, object]:
+    """The :func:`conv_ops` / :func:`conv_macs` arguments of one module call, bias aside."""
+    channel_axis = -(len(config.kernel_size) + 1)
+    output_shape = call.output
+    return {
+        "batch": math.prod(output_shape[:channel_axis]),
+        "in_channels": call.input[channel_axis],
+        "out_channels": output_shape[channel_axis],
+        "output_size": output_shape[channel_axis + 1 :],
+        "kernel_size": config.kernel_size,
+        "groups": config.groups,
+    }
+
+
+def count_conv_macs(config: ConvConfig, call: Call) -> int:
+    """Multiply-accumulates of one ``Conv1d``/``2d``/``3d`` call: :func:`conv_macs`."""
+    return conv_macs(**_conv_sizes(config, call))
+
+
+@register(nn.Conv1d, nn.Conv2d, nn.Conv3d, describe=ConvConfig.from_module, macs=count_conv_macs)
 def count_conv(config: ConvConfig, call: Call) -> int:
     """Operations of one ``Conv1d``/``Conv2d``/``Conv3d`` call: :func:`conv_ops` on the
     call's real shapes.
@@ -87,15 +135,51 @@ def count_conv(config: ConvConfig, call: Call) -> int:
     The channel dimension sits just before the spatial ones, so batched and unbatched
     inputs are told apart by rank: an unbatched ``(C, H, W)`` Conv2d call has ``N = 1``.
     """
-    spatial_dims = len(config.kernel_size)
-    channel_axis = -(spatial_dims + 1)
+    return conv_ops(**_conv_sizes(config, call), bias=config.bias)
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+def _conv_op_sizes(call: OpCall) -> dict[str, object]:
+    """The :func:`conv_ops` arguments of a (non-transposed) convolution operator call, read
+    from the weight ``(Cout, Cin / groups, *kernel)`` and the real output shape: the weight
+    gives ``K`` directly, so ``groups`` is not needed (``in_channels`` is ``Cin / groups``)."""
+    weight = call.args[1].shape
+    channel_axis = -(len(weight) - 1)
     output_shape = call.output
-    return conv_ops(
-        batch=math.prod(output_shape[:channel_axis]),
-        in_channels=call.input[channel_axis],
-        out_channels=output_shape[channel_axis],
-        output_size=output_shape[channel_axis + 1 :],
-        kernel_size=config.kernel_size,
-        groups=config.groups,
-        bias=config.bias,
-    )
+    return {
+        "batch": math.prod(output_shape[:channel_axis]),
+        "in_channels": weight[1],
+        "out_channels": output_shape[channel_axis],
+        "output_size": output_shape[channel_axis + 1 :],
+        "kernel_size": weight[2:],
+        "groups": 1,
+    }
+
+
+def conv_op_macs(call: OpCall) -> int:
+    """Multiply-accumulates of a convolution operator call: :func:`conv_macs`."""
+    return conv_macs(**_conv_op_sizes(call))
+
+
+def count_conv_op(bias_index: int | None, call: OpCall) -> int:
+    """A convolution operator whose optional bias is argument ``bias_index`` (None: the
+    operator takes no bias): :func:`conv_ops` on the call's shapes, bias iff one is given."""
+    bias = bias_index is not None and call.tensor(bias_index, "bias") is not None
+    return conv_ops(**_conv_op_sizes(call), bias=bias)
+
+
+# conv1d/2d/3d(input, weight, bias, ...), mkldnn/miopen_convolution(self, weight, bias, ...)
+register_op(
+    *aten_ops("conv1d", "conv2d", "conv3d", "mkldnn_convolution", "miopen_convolution"),
+    family="conv", macs=conv_op_macs,
+)(partial(count_conv_op, 2))  # fmt: skip
+# _slow_conv2d_forward(self, weight, kernel_size, bias, stride, padding), and its relatives
+register_op(
+    *aten_ops("_slow_conv2d_forward", "thnn_conv2d", "slow_conv3d", "slow_conv_dilated2d",
+              "slow_conv_dilated3d"),
+    family="conv", macs=conv_op_macs,
+)(partial(count_conv_op, 3))  # fmt: skip
+# cudnn_convolution(self, weight, padding, stride, dilation, groups, ...): no bias
+register_op(*aten_ops("cudnn_convolution"), family="conv", macs=conv_op_macs)(partial(count_conv_op, None))

@@ -17,19 +17,30 @@ map acts on each spatial axis independently, so both the number of landing produ
 number of output elements that receive at least one are products over axes of one-axis counts
 (:func:`axis_scatter_counts`). ``output_padding`` (and ``forward(x, output_size=...)``, which
 overrides it per call) only lengthens the output, so it enters through the real output shape.
+
+MACs are counted as ``FlopCounterMode`` counts a transposed convolution (halved): every
+(input element, kernel weight) product, ``N * Cin * (Cout / groups) * prod(kernel) *
+prod(input_size)``, including the products that ``padding`` crops away, which the operation
+count leaves out. The two agree when nothing is cropped.
+
+The general ATen ``convolution`` (``_convolution``, ``convolution_overrideable``), whose
+``transposed`` flag picks the kind, and the transposed operators (``conv_transpose1d``/``2d``/
+``3d``, ...) are counted here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
-from opscope.formulas.conv import ConvConfig
-from opscope.formulas.registry import Call, register
+from opscope.formulas.conv import ConvConfig, conv_op_macs, count_conv_op
+from opscope.formulas.pooling import per_axis
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 
 @dataclass(frozen=True)
@@ -160,9 +171,46 @@ def conv_transpose_ops(
     return multiplications + accumulations + bias_additions
 
 
+def conv_transpose_macs(
+    *,
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    groups: int,
+) -> int:
+    """Multiply-accumulates of one transposed convolution, as ``FlopCounterMode`` counts
+    them (halved): every input element times every kernel weight of its group, cropped or not::
+
+        macs = N * Cin * (Cout / groups) * prod(kernel_size) * prod(input_size)
+
+    >>> conv_transpose_macs(batch=1, in_channels=16, out_channels=8, input_size=(8, 8),
+    ...                     kernel_size=(4, 4), groups=1)
+    131072
+    """
+    return (
+        batch * in_channels * (out_channels // groups)
+        * math.prod(kernel_size) * math.prod(input_size)
+    )  # fmt: skip
+
+
+def count_conv_transpose_macs(config: ConvTransposeConfig, call: Call) -> int:
+    """Multiply-accumulates of one ``ConvTranspose*d`` call: :func:`conv_transpose_macs`."""
+    channel_axis = -(len(config.kernel_size) + 1)
+    return conv_transpose_macs(
+        batch=math.prod(call.output[:channel_axis]),
+        in_channels=call.input[channel_axis],
+        out_channels=call.output[channel_axis],
+        input_size=call.input[channel_axis + 1 :],
+        kernel_size=config.kernel_size,
+        groups=config.groups,
+    )
+
+
 @register(
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    describe=ConvTransposeConfig.from_module,
+    describe=ConvTransposeConfig.from_module, macs=count_conv_transpose_macs,
 )  # fmt: skip
 def count_conv_transpose(config: ConvTransposeConfig, call: Call) -> int:
     """Operations of one ``ConvTranspose1d``/``2d``/``3d`` call: :func:`conv_transpose_ops`
@@ -186,3 +234,86 @@ def count_conv_transpose(config: ConvTransposeConfig, call: Call) -> int:
         groups=config.groups,
         bias=config.bias,
     )
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransposedLayout:
+    """Where a transposed-convolution operator takes its settings: argument positions (and
+    schema names) of ``bias`` (None: the operator takes none), ``stride``, ``padding`` and
+    ``dilation``."""
+
+    bias: int | None
+    stride: int
+    padding: int
+    dilation: int
+
+    def sizes(self, call: OpCall) -> dict[str, object]:
+        """The :func:`conv_transpose_ops` arguments of ``call``, bias aside. The weight is
+        ``(Cin, Cout / groups, *kernel)``, so ``groups = Cout / weight[1]``."""
+        weight = call.args[1].shape
+        dims = len(weight) - 2
+        input_shape, output_shape = call.input, call.output
+        out_channels = output_shape[-dims - 1]
+        return {
+            "batch": math.prod(output_shape[: -dims - 1]),
+            "in_channels": weight[0],
+            "out_channels": out_channels,
+            "input_size": input_shape[-dims:],
+            "output_size": output_shape[-dims:],
+            "kernel_size": weight[2:],
+            "stride": per_axis(call.arg(self.stride, "stride", 1), dims),
+            "padding": per_axis(call.arg(self.padding, "padding", 0), dims),
+            "dilation": per_axis(call.arg(self.dilation, "dilation", 1), dims),
+            "groups": out_channels // weight[1],
+        }
+
+    def count(self, call: OpCall) -> int:
+        """:func:`conv_transpose_ops` on the call, bias iff one is given."""
+        bias = self.bias is not None and call.tensor(self.bias, "bias") is not None
+        return conv_transpose_ops(**self.sizes(call), bias=bias)
+
+    def macs(self, call: OpCall) -> int:
+        """:func:`conv_transpose_macs` on the call."""
+        sizes = self.sizes(call)
+        for unused in ("output_size", "stride", "padding", "dilation"):
+            del sizes[unused]
+        return conv_transpose_macs(**sizes)
+
+
+def _register_transposed(layout: TransposedLayout, *names: str) -> None:
+    register_op(*aten_ops(*names), family="conv", macs=layout.macs)(layout.count)
+
+
+# conv_transpose1d/2d/3d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+_register_transposed(TransposedLayout(2, 3, 4, 7), "conv_transpose1d", "conv_transpose2d",
+                     "conv_transpose3d")  # fmt: skip
+# slow_conv_transpose2d/3d(self, weight, kernel_size, bias, stride, padding, output_padding,
+# dilation)
+_register_transposed(TransposedLayout(3, 4, 5, 7), "slow_conv_transpose2d", "slow_conv_transpose3d")
+# cudnn_convolution_transpose(self, weight, padding, output_padding, stride, dilation, groups...)
+_register_transposed(TransposedLayout(None, 4, 2, 5), "cudnn_convolution_transpose")
+
+# convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+_CONVOLUTION_TRANSPOSED = TransposedLayout(2, 3, 4, 5)
+_convolution_count = partial(count_conv_op, 2)
+
+
+def _pick(
+    transposed: Callable[[OpCall], int], plain: Callable[[OpCall], int]
+) -> Callable[[OpCall], int]:
+    """``transposed`` or ``plain`` per call, by the operator's ``transposed`` argument."""
+
+    def pick(call: OpCall) -> int:
+        return (transposed if call.arg(6, "transposed", False) else plain)(call)
+
+    return pick
+
+
+register_op(
+    *aten_ops("convolution", "_convolution", "convolution_overrideable"),
+    family="conv",
+    macs=_pick(_CONVOLUTION_TRANSPOSED.macs, conv_op_macs),
+)(_pick(_CONVOLUTION_TRANSPOSED.count, _convolution_count))

@@ -5,6 +5,17 @@ Each output element of ``nn.Linear`` is a dot product of ``in_features`` pairs:
 addition when there is a bias (the Conv2d convention of ``docs/conventions.md`` with a 1x1
 kernel). ``nn.Bilinear`` is evaluated as PyTorch contracts it, ``x1`` with the weight first,
 then the result with ``x2``. See ``docs/formulas/linear.md``.
+
+MACs (multiply-accumulates) are ``N * out * in`` for ``nn.Linear``, what ``FlopCounterMode``
+counts (halved) for the ``mm``/``addmm`` it runs. ``nn.Bilinear`` has 0 MACs: its product runs
+as ``aten._trilinear``, which ``FlopCounterMode`` has no formula for, and MACs are defined as
+``FlopCounterMode``'s measure. For the same reason the matrix-vector and vector-vector
+products ``mv`` and ``dot`` count operations but 0 MACs.
+
+The matrix-multiply ATen operators (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``mv``, ``dot``,
+``linear``, ``bilinear``...) are counted here too, with :func:`matmul_ops`. ``aten.matmul``
+and ``aten.einsum`` are left to decompose into them: which of them ``matmul`` runs depends on
+strides as well as shapes, and the views it adds cost nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+
+aten = torch.ops.aten
 
 
 def matmul_ops(rows: int, inner: int, cols: int) -> int:
@@ -106,7 +120,16 @@ class BilinearConfig:
         )
 
 
-@register(nn.Linear, describe=LinearConfig.from_module)
+def linear_macs(config: LinearConfig, call: Call) -> int:
+    """Multiply-accumulates of one ``Linear`` call: ``N * out * in`` (``FlopCounterMode / 2``).
+
+    >>> linear_macs(LinearConfig(4, 3, True), Call(inputs=((6, 4),), outputs=((6, 3),)))
+    72
+    """
+    return math.prod(call.input) * call.output[-1]
+
+
+@register(nn.Linear, describe=LinearConfig.from_module, macs=linear_macs)
 def count_linear(config: LinearConfig, call: Call) -> int:
     """Operations of one ``Linear`` call (also ``LazyLinear`` and
     ``NonDynamicallyQuantizableLinear``, which subclass it): :func:`linear_ops` with
@@ -133,4 +156,126 @@ def count_bilinear(config: BilinearConfig, call: Call) -> int:
         in2_features=input2[-1],
         out_features=call.output[-1],
         bias=config.bias,
+    )
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+def _scaled_sum_ops(call: OpCall, outputs: int, beta: float = 1, alpha: float = 1) -> int:
+    """The additions of ``beta * self + alpha * product`` over ``outputs`` elements: one
+    addition (none when ``beta == 0``: torch ignores ``self``), and one multiplication for each
+    of ``beta`` and ``alpha`` that is not 1."""
+    beta = call.arg(3, "beta", beta)
+    alpha = call.arg(4, "alpha", alpha)
+    if beta == 0:
+        return outputs * int(alpha != 1)
+    return outputs * (1 + int(beta != 1) + int(alpha != 1))
+
+
+def _mm_sizes(call: OpCall, first: int) -> tuple[int, int, int, int]:
+    """``(batch, rows, inner, cols)`` of the (batched) matrix product of the tensor arguments
+    ``first`` and ``first + 1``: ``(B, M, K) @ (B, K, N)``, or ``(M, K) @ (K, N)`` with
+    ``B = 1``."""
+    left, right = call.args[first].shape, call.args[first + 1].shape
+    return math.prod(left[:-2]), left[-2], left[-1], right[-1]
+
+
+def count_mm(call: OpCall) -> int:
+    """``mm(a, b)`` / ``bmm(a, b)``: ``B * M * N * (2K - 1)`` (:func:`matmul_ops`)."""
+    batch, rows, inner, cols = _mm_sizes(call, 0)
+    return batch * matmul_ops(rows, inner, cols)
+
+
+def mm_macs(call: OpCall) -> int:
+    """``B * M * N * K`` multiply-accumulates: ``FlopCounterMode``'s ``mm``/``bmm`` FLOPs / 2."""
+    batch, rows, inner, cols = _mm_sizes(call, 0)
+    return batch * rows * inner * cols
+
+
+def addmm_macs(call: OpCall) -> int:
+    """The product's ``B * M * N * K`` (the added ``self`` is no product)."""
+    batch, rows, inner, cols = _mm_sizes(call, 1)
+    return batch * rows * inner * cols
+
+
+register_op(aten.mm, aten.bmm, family="matmul", macs=mm_macs)(count_mm)
+
+
+@register_op(aten.addmm, aten.baddbmm, family="matmul", macs=addmm_macs)
+def count_addmm(call: OpCall) -> int:
+    """``addmm(self, a, b, beta=1, alpha=1)`` / ``baddbmm``: the product (:func:`count_mm`)
+    plus ``beta * self + alpha * product`` per output element (:func:`_scaled_sum_ops`):
+    ``nn.Linear``'s bias addition when ``beta == alpha == 1``."""
+    batch, rows, inner, cols = _mm_sizes(call, 1)
+    outputs = batch * rows * cols
+    return batch * matmul_ops(rows, inner, cols) + _scaled_sum_ops(call, outputs)
+
+
+@register_op(*aten_ops("mv", "dot", "vdot"), family="matmul")
+def count_mv(call: OpCall) -> int:
+    """``mv(A, x)``: ``M`` dot products of ``K`` pairs; ``dot(x, y)``: one. 0 MACs:
+    ``FlopCounterMode`` does not count them."""
+    first = call.input
+    return matmul_ops(first[0] if len(first) == 2 else 1, first[-1], 1)
+
+
+@register_op(*aten_ops("addmv"), family="matmul")
+def count_addmv(call: OpCall) -> int:
+    """``addmv(self, A, x, beta=1, alpha=1)``: :func:`count_mv` plus the scaled sum."""
+    rows, inner = call.args[1].shape
+    return matmul_ops(rows, inner, 1) + _scaled_sum_ops(call, rows)
+
+
+def _linear_shapes(call: OpCall) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return call.input, call.args[1].shape
+
+
+def linear_op_macs(call: OpCall) -> int:
+    """``N * out * in`` for a 2-D weight; 0 for a 1-D weight, which torch multiplies with
+    ``mv``/``dot`` (not counted by ``FlopCounterMode``)."""
+    input_shape, weight = _linear_shapes(call)
+    return math.prod(input_shape) * weight[0] if len(weight) == 2 else 0
+
+
+@register_op(aten.linear, family="matmul", macs=linear_op_macs)
+def count_linear_op(call: OpCall) -> int:
+    """``linear(input, weight, bias=None)`` (``F.linear``): :func:`linear_ops`, with ``N``
+    the product of the input's leading dims and a bias iff one is given, exactly the count of
+    ``nn.Linear`` (a 1-D weight gives one output per row)."""
+    input_shape, weight = _linear_shapes(call)
+    return linear_ops(
+        batch=math.prod(input_shape[:-1]),
+        in_features=input_shape[-1],
+        out_features=weight[0] if len(weight) == 2 else 1,
+        bias=call.tensor(2, "bias") is not None,
+    )
+
+
+@register_op(aten.bilinear, family="matmul")
+def count_bilinear_op(call: OpCall) -> int:
+    """``bilinear(x1, x2, weight, bias=None)`` (``F.bilinear``): :func:`bilinear_ops`, the
+    count of ``nn.Bilinear``; 0 MACs, as for the module."""
+    weight = call.args[2].shape
+    return bilinear_ops(
+        batch=math.prod(call.output[:-1]),
+        in1_features=weight[1],
+        in2_features=weight[2],
+        out_features=weight[0],
+        bias=call.tensor(3, "bias") is not None,
+    )
+
+
+@register_op(aten._trilinear, family="matmul")
+def count_trilinear(call: OpCall) -> int:
+    """``_trilinear(x1, weight, x2, ...)`` as ``bilinear`` calls it, ``x1`` of ``(N, in1)``,
+    ``weight`` of ``(out, in1, in2)``, ``x2`` of ``(N, in2)``: :func:`bilinear_ops` without
+    the bias (``bilinear`` adds it with a separate ``add``). 0 MACs."""
+    out_features, in1_features, in2_features = call.args[1].shape
+    return bilinear_ops(
+        batch=call.input[0],
+        in1_features=in1_features,
+        in2_features=in2_features,
+        out_features=out_features,
+        bias=False,
     )

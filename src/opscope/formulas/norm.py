@@ -17,6 +17,18 @@ normalises with:
 An eval-mode BatchNorm (or InstanceNorm with ``track_running_stats``) normalises with its
 running statistics, so it computes no mean and no variance. A training call that tracks
 running statistics also updates them, which is counted: see :func:`running_update_ops`.
+
+The ATen normalisation operators are counted by the same :func:`normalization_ops`, reading
+from their arguments what the module formulas read from the module: ``layer_norm`` /
+``native_layer_norm``, ``group_norm`` / ``native_group_norm``, ``instance_norm``, and the
+batch norms (``batch_norm``, ``native_batch_norm``, ``_native_batch_norm_legit`` (with or
+without stats), ``_native_batch_norm_legit_no_training``, ``_batch_norm_with_update``,
+``_batch_norm_no_update``, ``_batch_norm_impl_index``, ``cudnn_batch_norm``,
+``miopen_batch_norm``). A weight or bias is counted iff it is given; batch statistics are
+computed iff the call says ``training`` (or, for ``_batch_norm_no_update``, has no running
+statistics), and a training call given running statistics updates them.
+``LocalResponseNorm`` has no operator of its own: ``F.local_response_norm`` runs as ``pad``,
+``avg_pool``, ``mul``, ``pow``, ``add`` and ``div``, each counted by its own family.
 """
 
 from __future__ import annotations
@@ -24,11 +36,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+
+aten = torch.ops.aten
 
 RUNNING_UPDATE_OPS_PER_CHANNEL = 7
 """Per channel: ``running_mean = (1 - m) * running_mean + m * mean`` (2 multiplications,
@@ -310,3 +325,136 @@ def count_local_response_norm(config: LocalResponseNormConfig, call: Call) -> in
     return local_response_norm_ops(
         batch=shape[0], channels=shape[1], positions=math.prod(shape[2:]), size=config.size
     )
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+def _affine_ops(
+    call: OpCall, *, elements: int, stat_sets: int, batch_stats: bool, weight_index: int = 1
+) -> int:
+    """:func:`normalization_ops` with the weight (argument ``weight_index``) and the bias
+    (the next argument) counted iff given."""
+    return normalization_ops(
+        elements=elements,
+        stat_sets=stat_sets,
+        batch_stats=batch_stats,
+        weight=call.tensor(weight_index, "weight") is not None,
+        bias=call.tensor(weight_index + 1, "bias") is not None,
+    )
+
+
+@register_op(aten.layer_norm, aten.native_layer_norm, family="norm")
+def count_layer_norm_op(call: OpCall) -> int:
+    """``layer_norm(input, normalized_shape, weight, bias, eps)`` (and ``native_layer_norm``):
+    one (mean, variance) pair per position of the leading dimensions, as
+    :func:`count_layer_norm`."""
+    shape = call.input
+    elements = math.prod(shape)
+    normalized = math.prod(call.arg(1, "normalized_shape"))
+    return _affine_ops(
+        call, elements=elements, stat_sets=elements // normalized if normalized else 0,
+        batch_stats=True, weight_index=2,
+    )  # fmt: skip
+
+
+@register_op(aten.group_norm, family="norm")
+def count_group_norm_op(call: OpCall) -> int:
+    """``group_norm(input, num_groups, weight, bias, eps)``: ``N * num_groups`` pairs, as
+    :func:`count_group_norm`. (``num_groups`` is argument 1; the weight and bias, 2 and 3.)"""
+    shape = call.input
+    return _affine_ops(
+        call, elements=math.prod(shape), stat_sets=shape[0] * call.arg(1, "num_groups"),
+        batch_stats=True, weight_index=2,
+    )  # fmt: skip
+
+
+@register_op(aten.native_group_norm, family="norm")
+def count_native_group_norm(call: OpCall) -> int:
+    """``native_group_norm(input, weight, bias, N, C, HxW, group, eps)``: ``N * group``
+    pairs."""
+    return _affine_ops(
+        call, elements=math.prod(call.input),
+        stat_sets=call.arg(3, "N") * call.arg(6, "group"), batch_stats=True,
+    )  # fmt: skip
+
+
+def batch_norm_op_ops(call: OpCall, *, training: bool, running_stats: bool) -> int:
+    """A batch-norm operator on ``(N, C, *)`` with the weight and bias at arguments 1 and 2:
+    one pair per channel; batch statistics iff ``training``, then the running statistics
+    updated (``7C``) iff the call was given them, as :func:`count_batch_norm`."""
+    shape = call.input
+    channels = shape[1]
+    ops = _affine_ops(
+        call, elements=math.prod(shape), stat_sets=channels, batch_stats=training
+    )
+    if training and running_stats:
+        ops += running_update_ops(channels=channels)
+    return ops
+
+
+def _running_stats(call: OpCall) -> bool:
+    return call.tensor(3, "running_mean") is not None
+
+
+@register_op(
+    *aten_ops("batch_norm", "native_batch_norm", "_batch_norm_impl_index", "cudnn_batch_norm",
+              "miopen_batch_norm"),
+    aten._native_batch_norm_legit.default, aten._native_batch_norm_legit.out,
+    family="norm",
+)  # fmt: skip
+def count_batch_norm_op(call: OpCall) -> int:
+    """``batch_norm(input, weight, bias, running_mean, running_var, training, ...)`` and the
+    operators with its first six arguments: :func:`batch_norm_op_ops`."""
+    training = bool(call.arg(5, "training"))
+    return batch_norm_op_ops(call, training=training, running_stats=_running_stats(call))
+
+
+@register_op(
+    aten._native_batch_norm_legit.no_stats, aten._native_batch_norm_legit.no_stats_out,
+    family="norm",
+)  # fmt: skip
+def count_native_batch_norm_legit_no_stats(call: OpCall) -> int:
+    """``_native_batch_norm_legit.no_stats(input, weight, bias, training, ...)``: no running
+    statistics to use or update."""
+    return batch_norm_op_ops(call, training=bool(call.arg(3, "training")), running_stats=False)
+
+
+@register_op(aten._native_batch_norm_legit_no_training, family="norm")
+def count_batch_norm_no_training(call: OpCall) -> int:
+    """``_native_batch_norm_legit_no_training(input, weight, bias, running_mean, ...)``: the
+    eval-mode batch norm, with the running statistics."""
+    return batch_norm_op_ops(call, training=False, running_stats=True)
+
+
+@register_op(*aten_ops("_batch_norm_with_update"), family="norm")
+def count_batch_norm_with_update(call: OpCall) -> int:
+    """``_batch_norm_with_update(input, weight, bias, running_mean, running_var, ...)``:
+    batch statistics, then the running update."""
+    return batch_norm_op_ops(call, training=True, running_stats=True)
+
+
+@register_op(*aten_ops("_batch_norm_no_update"), family="norm")
+def count_batch_norm_no_update(call: OpCall) -> int:
+    """``_batch_norm_no_update(input, weight, bias, running_mean, running_var, ...)``: the
+    running statistics when given (eval), batch statistics otherwise, never an update."""
+    running_stats = _running_stats(call)
+    return batch_norm_op_ops(call, training=not running_stats, running_stats=False)
+
+
+@register_op(aten.instance_norm, family="norm")
+def count_instance_norm_op(call: OpCall) -> int:
+    """``instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, ...)``
+    on ``(N, C, *)``: ``N * C`` pairs with the input's statistics (then, given running
+    statistics, their update ``C * (2N + 7)``), else the ``C`` running pairs, as
+    :func:`count_instance_norm`."""
+    shape = call.input
+    batch, channels = shape[0], shape[1]
+    batch_stats = bool(call.arg(5, "use_input_stats"))
+    ops = _affine_ops(
+        call, elements=math.prod(shape),
+        stat_sets=batch * channels if batch_stats else channels, batch_stats=batch_stats,
+    )  # fmt: skip
+    if batch_stats and _running_stats(call):
+        ops += running_update_ops(channels=channels, averaged=batch)
+    return ops

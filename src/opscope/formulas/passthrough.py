@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from opscope.formulas.registry import Call, register, register_by_name
+from opscope.formulas.registry import (
+    Call,
+    aten_ops,
+    register,
+    register_by_name,
+    register_zero_ops,
+)
 
 PASSTHROUGH_TYPES: tuple[type[nn.Module], ...] = (
     nn.Identity,
@@ -50,3 +56,16 @@ def count_passthrough(config: None, call: Call) -> int:
     0
     """
     return 0
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+DROPOUT_OPS: tuple[str, ...] = (
+    "dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout",
+    "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_", "native_dropout",
+)  # fmt: skip
+"""The dropout operators, counted 0 in training and eval as the dropout modules are. (Under
+``torch.no_grad`` a training-mode CPU dropout reaches a dispatch mode already decomposed,
+as the mask draw, a multiplication and a division, which are counted.)"""
+
+register_zero_ops(*aten_ops(*DROPOUT_OPS), family="passthrough")

@@ -15,6 +15,10 @@ lengths, and the sum of the sizes over every output position is the product over
 per-axis sums of lengths: each axis is walked once, ``O(sum of output sizes)`` work in all.
 Finding the windows (index arithmetic) and tracking the argmax (``return_indices``) are not
 arithmetic on the data and are not counted.
+
+The ATen pooling operators (``max_pool2d``, ``max_pool2d_with_indices``, ``avg_pool2d``,
+``adaptive_avg_pool2d``, ``_adaptive_avg_pool2d``, ``adaptive_max_pool2d``, and their 1d and 3d
+versions) read the same settings from their arguments and are counted by the same formulas.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from functools import partial
+
 from torch import nn
 
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
@@ -121,7 +127,7 @@ def _spatial_dims(module: nn.Module, families: Sequence[type[nn.Module]]) -> int
     raise TypeError(f"{type(module).__name__} is none of {[f.__name__ for f in families]}")
 
 
-def _per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+def per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
     """A pooling argument as one int per axis; like torch, a single value is broadcast."""
     values = (value,) if isinstance(value, int) else tuple(value)
     if len(values) == 1:
@@ -152,15 +158,15 @@ class PoolConfig:
         """Read the settings of a max or average pooling module (or of a subclass)."""
         is_max = isinstance(module, _MAX_POOLS)
         dims = _spatial_dims(module, _MAX_POOLS if is_max else _AVG_POOLS)
-        kernel_size = _per_axis(module.kernel_size, dims)
+        kernel_size = per_axis(module.kernel_size, dims)
         # torch pools with stride = kernel_size when the stride is None or empty
         stride = module.stride or kernel_size
         return cls(
             kind="max" if is_max else "avg",
             kernel_size=kernel_size,
-            stride=_per_axis(stride, dims),
-            padding=_per_axis(module.padding, dims),
-            dilation=_per_axis(module.dilation if is_max else 1, dims),
+            stride=per_axis(stride, dims),
+            padding=per_axis(module.padding, dims),
+            dilation=per_axis(module.dilation if is_max else 1, dims),
             ceil_mode=bool(module.ceil_mode),
         )
 
@@ -232,3 +238,53 @@ def count_adaptive_pool(config: AdaptivePoolConfig, call: Call) -> int:
     """Operations of one ``AdaptiveMaxPool*d`` / ``AdaptiveAvgPool*d`` call:
     :func:`adaptive_pool_ops` on the real shapes (an unbatched call counts ``C`` planes)."""
     return adaptive_pool_ops(config.kind, call.input, call.output, config.spatial_dims)
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+def pool_config_of(call: OpCall, kind: str, dims: int) -> PoolConfig:
+    """The :class:`PoolConfig` of a pooling operator call: ``max_pool*d(self, kernel_size,
+    stride=[], padding=0, dilation=1, ceil_mode=False)`` or ``avg_pool*d(self, kernel_size,
+    stride=[], padding=0, ceil_mode=False, ...)``; an empty stride is the kernel size."""
+    kernel_size = per_axis(call.arg(1, "kernel_size"), dims)
+    is_max = kind == "max"
+    return PoolConfig(
+        kind=kind,
+        kernel_size=kernel_size,
+        stride=per_axis(call.arg(2, "stride") or kernel_size, dims),
+        padding=per_axis(call.arg(3, "padding", 0), dims),
+        dilation=per_axis(call.arg(4, "dilation", 1) if is_max else 1, dims),
+        ceil_mode=bool(call.arg(5 if is_max else 4, "ceil_mode", False)),
+    )
+
+
+def _as_module_call(call: OpCall) -> Call:
+    return Call(inputs=(call.input,), outputs=call.outputs)
+
+
+def count_pool_op(kind: str, dims: int, call: OpCall) -> int:
+    """A ``kind`` (``"max"``/``"avg"``) pooling operator over ``dims`` axes:
+    :func:`count_pool` with the settings of :func:`pool_config_of`."""
+    return count_pool(pool_config_of(call, kind, dims), _as_module_call(call))
+
+
+def count_adaptive_pool_op(kind: str, dims: int, call: OpCall) -> int:
+    """An adaptive ``kind`` pooling operator over ``dims`` axes (``adaptive_avg_pool2d(self,
+    output_size)``...): :func:`count_adaptive_pool`, the windows following from the shapes."""
+    return count_adaptive_pool(AdaptivePoolConfig(kind, dims), _as_module_call(call))
+
+
+for _dims in (1, 2, 3):
+    register_op(
+        *aten_ops(f"max_pool{_dims}d", f"max_pool{_dims}d_with_indices",
+                  f"mkldnn_max_pool{_dims}d"),
+        family="pool",
+    )(partial(count_pool_op, "max", _dims))  # fmt: skip
+    register_op(*aten_ops(f"avg_pool{_dims}d"), family="pool")(partial(count_pool_op, "avg", _dims))
+    register_op(
+        *aten_ops(f"adaptive_avg_pool{_dims}d", f"_adaptive_avg_pool{_dims}d"), family="pool"
+    )(partial(count_adaptive_pool_op, "avg", _dims))
+    register_op(*aten_ops(f"adaptive_max_pool{_dims}d"), family="pool")(
+        partial(count_adaptive_pool_op, "max", _dims)
+    )

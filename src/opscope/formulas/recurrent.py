@@ -21,16 +21,38 @@ whose data is ``(sum(lengths), H_in)``. Every layer and direction sees every (st
 pair, so the product of the input's leading dimensions is exact in all three cases. An initial
 state that is not given is zeros, and PyTorch computes with it all the same: the count does not
 depend on whether ``h0``/``c0`` were passed.
+
+MACs are the gate products, ``rows * (K_ih + K_hh)`` per cell evaluation (plus LSTM's
+projection): what ``FlopCounterMode`` counts (halved) for the ``mm``/``addmm`` an RNN runs as
+when torch decomposes it (on the meta device opscope counts on, and GRU/RNN on CPU). The fused
+kernels (``mkldnn_rnn_layer`` for LSTM on CPU, ``_cudnn_rnn`` on CUDA) have no
+``FlopCounterMode`` formula, which then reports 0 for them; opscope counts them like their
+decomposition.
+
+The ATen recurrent operators are counted with the same formulas: the whole-sequence ``lstm``,
+``gru``, ``rnn_tanh``, ``rnn_relu`` (``.input`` and packed ``.data``), the cells
+``lstm_cell``, ``gru_cell``, ``rnn_tanh_cell``, ``rnn_relu_cell``, the fused kernels
+``mkldnn_rnn_layer`` (one layer, one direction) and ``_cudnn_rnn``, and CUDA's fused cell
+element-wise parts ``_thnn_fused_lstm_cell`` / ``_thnn_fused_gru_cell`` (their gate products
+run before them as ``mm``, counted by the matmul family).
+
+One known difference: when torch decomposes a GRU (``torch.no_grad`` rather than
+``torch.inference_mode``), it computes ``h' = n + z * (h - n)``, 3 operations per element,
+where the documented ``(1 - z) * n + z * h`` counted here takes 4, so the decomposed
+operators count ``H`` fewer per cell evaluation.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
+import torch
 from torch import nn
 
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 SIGMOID_OPS = 3
 """Operations of one ``sigmoid(x) = 1 / (1 + exp(-x))``: exp, add, divide."""
@@ -166,6 +188,58 @@ def cell_ops(
     )
 
 
+def cell_macs(*, cell: str, input_size: int, hidden_size: int, proj_size: int = 0, **_: object) -> int:
+    """Multiply-accumulates of one cell evaluation: the gate products, ``G * H`` rows of
+    ``input_size + R`` pairs (``G`` = 1, 4, 3 gates for rnn, lstm, gru; ``R`` the recurrent
+    state size), and LSTM's projection, ``P * H``. Other keyword arguments of :func:`cell_ops`
+    are accepted and ignored.
+
+    >>> cell_macs(cell="lstm", input_size=3, hidden_size=5)
+    160
+    """
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    return gates * hidden_size * (input_size + (proj_size or hidden_size)) + proj_size * hidden_size
+
+
+def _over_layers(
+    per_cell: Callable[..., int],
+    *,
+    cells: int,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    **settings: object,
+) -> int:
+    """``cells * D * sum over layers of per_cell(input_size = I_l, ...)``, as in
+    :func:`recurrent_ops`."""
+    directions = 2 if bidirectional else 1
+    later_input_size = directions * (proj_size or hidden_size)
+    per_step = sum(
+        per_cell(
+            input_size=input_size if layer == 0 else later_input_size,
+            hidden_size=hidden_size,
+            proj_size=proj_size,
+            **settings,
+        )
+        for layer in range(num_layers)
+    )
+    return cells * directions * per_step
+
+
+def recurrent_macs(**arguments: object) -> int:
+    """Multiply-accumulates of one recurrent call: :func:`cell_macs` summed as
+    :func:`recurrent_ops` sums :func:`cell_ops` (the same keyword arguments).
+
+    Example (the 2-layer GRU of :func:`recurrent_ops`: ``3 * 4 * (3 + 4)`` and
+    ``3 * 4 * (4 + 4)`` per cell):
+        >>> recurrent_macs(cell="gru", cells=6, input_size=3, hidden_size=4, num_layers=2)
+        1080
+    """
+    return _over_layers(cell_macs, **arguments)  # type: ignore[arg-type]
+
+
 def recurrent_ops(
     *,
     cell: str,
@@ -191,40 +265,15 @@ def recurrent_ops(
         >>> recurrent_ops(cell="gru", cells=6, input_size=3, hidden_size=4, num_layers=2)
         2880
     """
-    directions = 2 if bidirectional else 1
-    later_input_size = directions * (proj_size or hidden_size)
-    per_cell = sum(
-        cell_ops(
-            cell=cell,
-            input_size=input_size if layer == 0 else later_input_size,
-            hidden_size=hidden_size,
-            bias=bias,
-            nonlinearity=nonlinearity,
-            proj_size=proj_size,
-        )
-        for layer in range(num_layers)
-    )
-    return cells * directions * per_cell
+    return _over_layers(
+        cell_ops, cell=cell, cells=cells, input_size=input_size, hidden_size=hidden_size,
+        num_layers=num_layers, bidirectional=bidirectional, bias=bias,
+        nonlinearity=nonlinearity, proj_size=proj_size,
+    )  # fmt: skip
 
 
-@register(
-    nn.RNN,
-    nn.LSTM,
-    nn.GRU,
-    nn.RNNCell,
-    nn.LSTMCell,
-    nn.GRUCell,
-    describe=RecurrentConfig.from_module,
-)
-def count_recurrent(config: RecurrentConfig, call: Call) -> int:
-    """Operations of one recurrent module or cell call: :func:`recurrent_ops` on the real input.
-
-    The input's features are its last dimension and every leading dimension is a (time step,
-    sequence) pair: ``(L, N, H_in)``, ``(N, L, H_in)``, unbatched ``(L, H_in)``, a
-    PackedSequence's data ``(sum(lengths), H_in)``, a cell's ``(N, H_in)`` or unbatched
-    ``(H_in,)`` (one pair).
-    """
-    return recurrent_ops(
+def _module_arguments(config: RecurrentConfig, call: Call) -> dict[str, object]:
+    return dict(
         cell=config.cell,
         cells=math.prod(call.input[:-1]),
         input_size=call.input[-1],
@@ -235,3 +284,184 @@ def count_recurrent(config: RecurrentConfig, call: Call) -> int:
         nonlinearity=config.nonlinearity,
         proj_size=config.proj_size,
     )
+
+
+def count_recurrent_macs(config: RecurrentConfig, call: Call) -> int:
+    """Multiply-accumulates of one recurrent module or cell call: :func:`recurrent_macs`."""
+    return recurrent_macs(**_module_arguments(config, call))
+
+
+@register(
+    nn.RNN,
+    nn.LSTM,
+    nn.GRU,
+    nn.RNNCell,
+    nn.LSTMCell,
+    nn.GRUCell,
+    describe=RecurrentConfig.from_module,
+    macs=count_recurrent_macs,
+)
+def count_recurrent(config: RecurrentConfig, call: Call) -> int:
+    """Operations of one recurrent module or cell call: :func:`recurrent_ops` on the real input.
+
+    The input's features are its last dimension and every leading dimension is a (time step,
+    sequence) pair: ``(L, N, H_in)``, ``(N, L, H_in)``, unbatched ``(L, H_in)``, a
+    PackedSequence's data ``(sum(lengths), H_in)``, a cell's ``(N, H_in)`` or unbatched
+    ``(H_in,)`` (one pair).
+    """
+    return recurrent_ops(**_module_arguments(config, call))  # type: ignore[arg-type]
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecurrentLayout:
+    """How a whole-sequence recurrent operator takes its settings: the ``cell`` it runs and
+    its ``nonlinearity``, and the position of ``hx`` (1 for ``.input``, 2 for the packed
+    ``.data``, which has ``batch_sizes`` before it); ``params``, ``has_biases``,
+    ``num_layers``, ``dropout``, ``train`` and ``bidirectional`` follow ``hx``."""
+
+    cell: str
+    nonlinearity: str = "tanh"
+
+    def arguments(self, call: OpCall, hx_index: int) -> dict[str, object]:
+        """The :func:`recurrent_ops` arguments of ``call``. The hidden size is the last size
+        of ``c0`` for an LSTM (of ``h0`` otherwise); an LSTM whose ``h0`` is smaller is
+        projected to that size."""
+        hx = call.args[hx_index]
+        state = hx[-1].shape if isinstance(hx, tuple) else hx.shape
+        recurrent_size = hx[0].shape[-1] if isinstance(hx, tuple) else state[-1]
+        return dict(
+            cell=self.cell,
+            cells=math.prod(call.input[:-1]),
+            input_size=call.input[-1],
+            hidden_size=state[-1],
+            num_layers=call.arg(hx_index + 3, "num_layers"),
+            bidirectional=bool(call.arg(hx_index + 6, "bidirectional")),
+            bias=bool(call.arg(hx_index + 2, "has_biases")),
+            nonlinearity=self.nonlinearity,
+            proj_size=recurrent_size if recurrent_size != state[-1] else 0,
+        )
+
+    def register(self, name: str) -> None:
+        """Register the ``.input`` and ``.data`` overloads of ``aten.<name>``."""
+        packet = getattr(torch.ops.aten, name)
+        for overload, hx_index in (("input", 1), ("data", 2)):
+            register_op(
+                getattr(packet, overload), family="recurrent",
+                macs=partial(_count_layout, recurrent_macs, self, hx_index),
+            )(partial(_count_layout, recurrent_ops, self, hx_index))  # fmt: skip
+
+
+def _count_layout(
+    formula: Callable[..., int], layout: RecurrentLayout, hx_index: int, call: OpCall
+) -> int:
+    return formula(**layout.arguments(call, hx_index))
+
+
+RecurrentLayout("lstm").register("lstm")
+RecurrentLayout("gru").register("gru")
+RecurrentLayout("rnn", "tanh").register("rnn_tanh")
+RecurrentLayout("rnn", "relu").register("rnn_relu")
+
+
+def _cell_arguments(cell: str, nonlinearity: str, call: OpCall) -> dict[str, object]:
+    """``*_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None)``: one layer, one direction,
+    ``prod(input[:-1])`` cells, the hidden size read from ``w_hh`` ``(G * H, H)``."""
+    return dict(
+        cell=cell,
+        cells=math.prod(call.input[:-1]),
+        input_size=call.input[-1],
+        hidden_size=call.args[3].shape[-1],
+        bias=call.tensor(4, "b_ih") is not None,
+        nonlinearity=nonlinearity,
+    )
+
+
+def _count_cell(formula: Callable[..., int], cell: str, nonlinearity: str, call: OpCall) -> int:
+    return formula(**_cell_arguments(cell, nonlinearity, call))
+
+
+for _name, _cell, _nonlinearity in (
+    ("lstm_cell", "lstm", "tanh"), ("gru_cell", "gru", "tanh"),
+    ("rnn_tanh_cell", "rnn", "tanh"), ("rnn_relu_cell", "rnn", "relu"),
+):  # fmt: skip
+    register_op(
+        getattr(torch.ops.aten, _name), family="recurrent",
+        macs=partial(_count_cell, recurrent_macs, _cell, _nonlinearity),
+    )(partial(_count_cell, recurrent_ops, _cell, _nonlinearity))  # fmt: skip
+
+# The cuDNN/MKLDNN mode numbers: RNN_RELU, RNN_TANH, LSTM, GRU.
+_MODES: tuple[tuple[str, str], ...] = (("rnn", "relu"), ("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))
+
+
+def _mkldnn_arguments(call: OpCall) -> dict[str, object]:
+    """``mkldnn_rnn_layer(input, w0, w1, w2, w3, hx_, cx_, reverse, batch_sizes, mode,
+    hidden_size, num_layers, has_biases, ...)``: one layer in one direction."""
+    cell, nonlinearity = _MODES[call.arg(9, "mode")]
+    return dict(
+        cell=cell,
+        cells=math.prod(call.input[:-1]),
+        input_size=call.input[-1],
+        hidden_size=call.arg(10, "hidden_size"),
+        bias=bool(call.arg(12, "has_biases")),
+        nonlinearity=nonlinearity,
+    )
+
+
+def _cudnn_arguments(call: OpCall) -> dict[str, object]:
+    """``_cudnn_rnn(input, weight, weight_stride0, weight_buf, hx, cx, mode, hidden_size,
+    proj_size, num_layers, batch_first, dropout, train, bidirectional, ...)``: biases iff each
+    layer and direction has 4 weights (5 with a projection), not 2 (3)."""
+    cell, nonlinearity = _MODES[call.arg(6, "mode")]
+    proj_size = call.arg(8, "proj_size")
+    return dict(
+        cell=cell,
+        cells=math.prod(call.input[:-1]),
+        input_size=call.input[-1],
+        hidden_size=call.arg(7, "hidden_size"),
+        num_layers=call.arg(9, "num_layers"),
+        bidirectional=bool(call.arg(13, "bidirectional")),
+        bias=call.arg(2, "weight_stride0") - int(proj_size > 0) == 4,
+        nonlinearity=nonlinearity,
+        proj_size=proj_size,
+    )
+
+
+def _count_fused(
+    formula: Callable[..., int], arguments: Callable[[OpCall], dict[str, object]], call: OpCall
+) -> int:
+    return formula(**arguments(call))
+
+
+for _op, _arguments in ((aten_ops("mkldnn_rnn_layer"), _mkldnn_arguments),
+                        (aten_ops("_cudnn_rnn"), _cudnn_arguments)):  # fmt: skip
+    register_op(
+        *_op, family="recurrent", macs=partial(_count_fused, recurrent_macs, _arguments)
+    )(partial(_count_fused, recurrent_ops, _arguments))
+
+
+def fused_cell_ops(call: OpCall, *, gates: int, elementwise: int) -> int:
+    """The element-wise part of a fused cell ``(input_gates, hidden_gates, state,
+    input_bias=None, hidden_bias=None)``, the gate products done: per row of the state and
+    each of its ``H`` columns, ``gates`` joinings of the two halves plus one addition per bias
+    given, then the cell's ``elementwise`` operations."""
+    state = call.args[2].shape
+    biases = int(call.tensor(3, "input_bias") is not None) + int(
+        call.tensor(4, "hidden_bias") is not None
+    )
+    return math.prod(state) * (gates * (1 + biases) + elementwise)
+
+
+@register_op(*aten_ops("_thnn_fused_lstm_cell"), family="recurrent")
+def count_fused_lstm_cell(call: OpCall) -> int:
+    """``_thnn_fused_lstm_cell``: 4 gates, then LSTM's 15 operations per element (see
+    :func:`cell_ops`)."""
+    return fused_cell_ops(call, gates=4, elementwise=15)
+
+
+@register_op(*aten_ops("_thnn_fused_gru_cell"), family="recurrent")
+def count_fused_gru_cell(call: OpCall) -> int:
+    """``_thnn_fused_gru_cell``: 3 gates, then GRU's 12 operations per element."""
+    return fused_cell_ops(call, gates=3, elementwise=12)

@@ -1,27 +1,43 @@
-"""The formula registry: which module types are counted, and how.
+"""The formula registries: which module types and which ATen ops are counted, and how.
 
-A *formula* is two pure pieces, registered together per module family:
+A module *formula* is pure pieces, registered together per module family:
 
 * ``describe(module) -> config``: reads the module's static settings (kernel size, groups,
   bias, ...) into a frozen dataclass (or None), once per block, when results are first read
   (not when the module is hooked: entering stays cheap, and a lazy module has its
   parameters by then);
 * ``count(config, call) -> int``: the exact number of operations of one call, from that config
-  and the :class:`Call`: the shapes that really flowed through the module.
+  and the :class:`Call`: the shapes that really flowed through the module;
+* ``macs(config, call) -> int`` (optional): the call's multiply-accumulates, see below.
 
 Neither ever sees a tensor, so the profiler can stay ignorant of every formula and the hot
 path (the forward hook) only records shapes. A module type resolves to the formula of its
 nearest registered base class.
+
+An *op formula* counts one call of an ATen operator (``torch.ops.aten.*``), for work done
+outside counted modules (functional calls, ``x @ w``, residual additions): a
+``TorchDispatchMode`` turns the call into an :class:`OpCall` (tensors replaced by their
+:class:`TensorMeta`) and asks :func:`op_formula_for` for the :class:`OpFormula` of the
+operator. An operator with no formula is either decomposed by the caller or reported as
+uncounted, never silently zero: the ops that do no arithmetic are registered, with count 0,
+in the ``memory`` family.
+
+*MACs* (multiply-accumulates) are counted for the products that
+``torch.utils.flop_counter.FlopCounterMode`` counts, matrix products (``mm``, ``addmm``,
+``bmm``, ``baddbmm``, whatever calls them), convolutions and attention, one per
+multiplication of those products, bias excluded, so that ``macs == FlopCounterMode FLOPs / 2``
+(torchvision's published "GFLOPS") for the same call. See ``docs/formulas/README.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 Shape = tuple[int, ...]
@@ -76,11 +92,15 @@ class Formula:
         count: exact operations of one call, from the config and the call's shapes.
         describe: reads a module's static settings into a frozen, hashable config (when
             results are first read).
+        macs: multiply-accumulates of the call's matrix, convolution and attention products
+            (bias excluded), equal to ``FlopCounterMode`` FLOPs / 2 for the same call; None
+            for a family that has no such products (0 MACs).
     """
 
     module_type: type[nn.Module]
     count: CountFn
     describe: Callable[[nn.Module], Any] = _no_config
+    macs: CountFn | None = None
 
 
 _REGISTRY: dict[type[nn.Module], Formula] = {}
@@ -95,9 +115,12 @@ def _check_module_type(module_type: object) -> None:
 
 
 def register(
-    *module_types: type[nn.Module], describe: Callable[[nn.Module], Any] = _no_config
+    *module_types: type[nn.Module],
+    describe: Callable[[nn.Module], Any] = _no_config,
+    macs: CountFn | None = None,
 ) -> Callable[[CountFnT], CountFnT]:
-    """Register ``count`` as the formula of ``module_types`` (and of their subclasses).
+    """Register ``count`` as the formula of ``module_types`` (and of their subclasses), with
+    ``macs`` as its multiply-accumulate count when the family has matrix products.
 
     Registering a type again replaces its formula. Example::
 
@@ -111,7 +134,7 @@ def register(
 
     def decorator(count: CountFnT) -> CountFnT:
         for module_type in module_types:
-            _REGISTRY[module_type] = Formula(module_type, count, describe)
+            _REGISTRY[module_type] = Formula(module_type, count, describe, macs)
         return count
 
     return decorator
@@ -154,7 +177,7 @@ def formula_for(
             return _REGISTRY[base]
         by_name = _REGISTRY_BY_NAME.get(f"{base.__module__}.{base.__qualname__}")
         if by_name is not None:
-            return Formula(base, by_name.count)
+            return dataclasses.replace(by_name, module_type=base)
     return None
 
 
@@ -200,3 +223,209 @@ def _formula_modules() -> set[str]:
 def registered_types() -> tuple[type[nn.Module], ...]:
     """Every module type that has a formula, in registration order."""
     return tuple(_REGISTRY)
+
+
+def formula_macs(formula: Formula, config: Any, call: Call) -> int:
+    """The multiply-accumulates of one call counted by ``formula``: 0 for a family that has
+    no matrix, convolution or attention products."""
+    return formula.macs(config, call) if formula.macs is not None else 0
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """What an op formula knows of a tensor argument: its shape and dtype, never its data."""
+
+    shape: Shape
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        """The number of elements."""
+        numel = 1
+        for size in self.shape:
+            numel *= size
+        return numel
+
+
+def _meta_of(value: Any) -> Any:
+    """``value`` with every tensor replaced by its :class:`TensorMeta` and every list or tuple
+    by a tuple (hashable, and as a formula expects to read it)."""
+    if isinstance(value, torch.Tensor):
+        return TensorMeta(tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return tuple(_meta_of(item) for item in value)
+    return value
+
+
+def _output_shapes(out: Any) -> tuple[Shape, ...]:
+    if isinstance(out, torch.Tensor):
+        return (tuple(out.shape),)
+    if isinstance(out, (list, tuple)):
+        return tuple(shape for item in out for shape in _output_shapes(item))
+    return ()
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class OpCall:
+    """What an op formula may know of one ATen operator call.
+
+    Attributes:
+        args: the positional arguments, each tensor replaced by its :class:`TensorMeta`,
+            each list or tuple by a tuple (of TensorMeta for a list of tensors), every other
+            value (int, float, bool, None, str, torch.dtype, ...) as given.
+        kwargs: the keyword arguments as ``(name, value)`` pairs, converted the same way.
+        outputs: the shapes of the tensor outputs, flattened, in order.
+    """
+
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    outputs: tuple[Shape, ...] = ()
+
+    @classmethod
+    def of(cls, args: Iterable[Any], kwargs: Mapping[str, Any] | None, out: Any) -> OpCall:
+        """The call of an operator with ``args`` and ``kwargs`` that returned ``out``, as a
+        ``TorchDispatchMode`` sees it.
+
+        >>> x = torch.empty(2, 3, device="meta")
+        >>> call = OpCall.of((x, 1.0), {"alpha": 2}, x)
+        >>> call.args, call.kwargs, call.outputs
+        ((TensorMeta(shape=(2, 3), dtype=torch.float32), 1.0), (('alpha', 2),), ((2, 3),))
+        """
+        pairs = tuple((name, _meta_of(value)) for name, value in (kwargs or {}).items())
+        return cls(_meta_of(tuple(args)), pairs, _output_shapes(out))
+
+    def arg(self, index: int, name: str, default: Any = None) -> Any:
+        """The argument the op's schema names ``name`` at position ``index``: given
+        positionally, else by keyword, else ``default``."""
+        if index < len(self.args):
+            return self.args[index]
+        for key, value in self.kwargs:
+            if key == name:
+                return value
+        return default
+
+    def tensor(self, index: int, name: str) -> TensorMeta | None:
+        """The tensor argument at ``index`` / ``name``, or None when absent (or not a
+        tensor)."""
+        value = self.arg(index, name)
+        return value if isinstance(value, TensorMeta) else None
+
+    @property
+    def input(self) -> Shape:
+        """The shape of the first argument, which is a tensor for most operators."""
+        first = self.args[0] if self.args else None
+        if not isinstance(first, TensorMeta):
+            raise ValueError(f"the first argument is not a tensor: {first!r}")
+        return first.shape
+
+    @property
+    def output(self) -> Shape:
+        """The first output's shape."""
+        if not self.outputs:
+            raise ValueError("the call had no tensor output")
+        return self.outputs[0]
+
+
+OpCountFn = Callable[[OpCall], int]
+OpCountFnT = TypeVar("OpCountFnT", bound=OpCountFn)
+OpTarget = torch._ops.OpOverload | torch._ops.OpOverloadPacket
+
+
+def _zero(call: OpCall) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpFormula:
+    """How one ATen operator is counted.
+
+    Attributes:
+        family: the formula family, e.g. ``"matmul"``, ``"conv"``, ``"attention"``,
+            ``"elementwise"``, ``"activation"``, ``"norm"``, ``"softmax"``, ``"pool"``,
+            ``"interpolate"``, ``"reduction"``, ``"recurrent"``, ``"memory"`` (no arithmetic).
+        count: exact operations of one call.
+        macs: multiply-accumulates of its matrix, convolution and attention products (bias
+            excluded); None for 0.
+    """
+
+    family: str
+    count: OpCountFn
+    macs: OpCountFn | None = None
+
+    def call_macs(self, call: OpCall) -> int:
+        """The call's multiply-accumulates (0 without a ``macs`` function)."""
+        return self.macs(call) if self.macs is not None else 0
+
+
+_OP_REGISTRY: dict[OpTarget, OpFormula] = {}
+# op_formula_for's answers per OpOverload, None included; cleared by every registration.
+_OP_RESOLVED: dict[torch._ops.OpOverload, OpFormula | None] = {}
+
+
+def _check_op_target(target: object) -> None:
+    if not isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        raise TypeError(f"expected an OpOverload or OpOverloadPacket, got {target!r}")
+
+
+def register_op(
+    *targets: OpTarget, family: str, macs: OpCountFn | None = None
+) -> Callable[[OpCountFnT], OpCountFnT]:
+    """Register ``count`` as the formula of ATen operators: an ``OpOverloadPacket``
+    (``torch.ops.aten.add``) covers all its overloads, an ``OpOverload``
+    (``torch.ops.aten.add.Tensor``) that overload only, and takes precedence over its packet.
+
+    Registering an operator again replaces its formula. Example::
+
+        @register_op(torch.ops.mylib.scale, family="elementwise")
+        def count_scale(call: OpCall) -> int:
+            return math.prod(call.output)
+    """
+    for target in targets:
+        _check_op_target(target)
+
+    def decorator(count: OpCountFnT) -> OpCountFnT:
+        formula = OpFormula(family, count, macs)
+        for target in targets:
+            _OP_REGISTRY[target] = formula
+        _OP_RESOLVED.clear()
+        return count
+
+    return decorator
+
+
+def register_zero_ops(*targets: OpTarget, family: str = "memory") -> None:
+    """Register operators that do no arithmetic (data movement, views, creation): each call
+    counts 0 operations and 0 MACs, and is known, so never reported as uncounted."""
+    register_op(*targets, family=family)(_zero)
+
+
+def op_formula_for(func: torch._ops.OpOverload) -> OpFormula | None:
+    """The formula of ``func``: its overload's own, else its packet's, else None. One dict
+    lookup once an overload has been asked about (it runs on every operator call)."""
+    try:
+        return _OP_RESOLVED[func]
+    except KeyError:
+        pass
+    formula = _OP_REGISTRY.get(func)
+    if formula is None:
+        formula = _OP_REGISTRY.get(getattr(func, "overloadpacket", None))
+    _OP_RESOLVED[func] = formula
+    return formula
+
+
+def registered_ops() -> dict[OpTarget, OpFormula]:
+    """Every registered operator target (packet or overload) and its formula."""
+    return dict(_OP_REGISTRY)
+
+
+def aten_ops(*names: str) -> tuple[torch._ops.OpOverloadPacket, ...]:
+    """``torch.ops.aten.<name>`` for each name that the running torch has (some operators
+    are newer than the oldest torch opscope supports)."""
+    packets = (getattr(torch.ops.aten, name, None) for name in names)
+    return tuple(packet for packet in packets if isinstance(packet, torch._ops.OpOverloadPacket))

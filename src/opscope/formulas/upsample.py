@@ -18,6 +18,13 @@ Source coordinates, tap indices and weights depend only on the sizes, never on t
 they are not counted, as nearest's index arithmetic is not (they are per axis position, not
 per element, and shared by every batch item and channel). ``align_corners`` moves the taps and
 changes the weights, not the count; a resize to the same size is counted like any other.
+
+``F.interpolate`` reaches ATen as ``upsample_nearest*d``, ``_upsample_nearest_exact*d``,
+``upsample_linear1d``, ``upsample_bilinear2d``, ``upsample_trilinear3d`` and
+``upsample_bicubic2d`` (``.vec`` and ``.default`` overloads), counted by :func:`upsample_ops`
+for their mode, and as ``adaptive_avg_pool*d`` for ``mode='area'`` (the pooling family). The
+antialiased ``_upsample_bilinear2d_aa`` / ``_upsample_bicubic2d_aa`` have scale-dependent
+supports and are not counted (they are reported as uncounted operators).
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
 from opscope.formulas.pooling import adaptive_pool_ops
-from opscope.formulas.registry import Call, register
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 _COPY_MODES = frozenset({"nearest", "nearest-exact"})
 _TAPS_PER_AXIS = {"linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}
@@ -93,3 +101,25 @@ class UpsampleConfig:
 def count_upsample(config: UpsampleConfig, call: Call) -> int:
     """Operations of one ``nn.Upsample`` call: :func:`upsample_ops` on the real shapes."""
     return upsample_ops(config.mode, call.input, call.output)
+
+
+# -- ATen operators -----------------------------------------------------------------------
+
+UPSAMPLE_OP_MODES: dict[str, str] = {
+    **{f"upsample_nearest{dims}d": "nearest" for dims in (1, 2, 3)},
+    **{f"_upsample_nearest_exact{dims}d": "nearest-exact" for dims in (1, 2, 3)},
+    "upsample_linear1d": "linear",
+    "upsample_bilinear2d": "bilinear",
+    "upsample_trilinear3d": "trilinear",
+    "upsample_bicubic2d": "bicubic",
+}
+"""The interpolation mode each ATen upsampling operator computes."""
+
+
+def count_upsample_op(mode: str, call: OpCall) -> int:
+    """An upsampling operator computing ``mode``: :func:`upsample_ops` on the real shapes."""
+    return upsample_ops(mode, call.input, call.output)
+
+
+for _name, _mode in UPSAMPLE_OP_MODES.items():
+    register_op(*aten_ops(_name), family="interpolate")(partial(count_upsample_op, _mode))

@@ -1,0 +1,118 @@
+"""Data movement: the ATen operators that do no arithmetic, counted 0, listed one by one.
+
+Every operator here only moves, copies, views, selects, creates or describes data: views and
+reshapes, permutations and expansions, copies and dtype conversions, creation (``empty``,
+``zeros``, ``full``, ``arange``, random draws), indexing and slicing, gathering and
+concatenation, constant/reflect/replicate padding, rolls and flips, selection by a precomputed
+mask (``where``, ``masked_fill``) and metadata queries. None of them adds, multiplies or
+compares tensor values, so each call counts 0 operations and 0 MACs. Index arithmetic
+(``arange``'s ``start + i * step``, the positions a gather reads) works on indices, not on
+the data, and is not counted, as upsampling's source coordinates are not.
+
+The list is explicit on purpose: an operator missing from every registry is reported as
+uncounted by name, never silently taken as 0. The few data-movement operators that can also
+accumulate are counted apart: ``index_put`` with ``accumulate=True`` adds each value into
+place, ``scatter`` with a ``reduce`` combines each source value with its destination.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from opscope.formulas.registry import OpCall, aten_ops, register_op, register_zero_ops
+
+aten = torch.ops.aten
+
+VIEW_OPS: tuple[str, ...] = (
+    "view", "_unsafe_view", "view_as", "reshape", "_reshape_alias", "reshape_as",
+    "_reshape_copy", "view_copy", "flatten", "unflatten", "ravel", "squeeze", "squeeze_",
+    "squeeze_copy", "unsqueeze", "unsqueeze_", "unsqueeze_copy", "permute", "permute_copy",
+    "transpose", "transpose_", "transpose_copy", "t", "t_", "t_copy", "swapaxes", "swapdims",
+    "movedim", "moveaxis", "numpy_T", "mT", "mH", "adjoint", "matrix_H", "expand",
+    "expand_as", "expand_copy", "broadcast_to", "broadcast_tensors", "as_strided",
+    "as_strided_", "as_strided_copy", "select", "select_copy", "slice", "slice_copy", "narrow",
+    "narrow_copy", "unfold", "unfold_copy", "diagonal", "diagonal_copy", "unbind",
+    "unbind_copy", "split", "split_copy", "split_with_sizes", "split_with_sizes_copy",
+    "unsafe_split", "unsafe_split_with_sizes", "chunk", "unsafe_chunk", "tensor_split",
+    "hsplit", "vsplit", "dsplit", "alias", "alias_copy", "detach", "detach_", "detach_copy",
+    "lift", "lift_fresh", "lift_fresh_copy", "resolve_conj", "resolve_neg", "conj", "_conj",
+    "real", "imag", "view_as_real", "view_as_complex",
+)  # fmt: skip
+"""Views, reshapes, permutations, expansions and splits: new metadata over the same data."""
+
+COPY_OPS: tuple[str, ...] = (
+    "contiguous", "clone", "copy", "copy_", "_to_copy", "to", "_copy_from",
+    "_copy_from_and_resize", "type_as", "to_dense", "_to_dense", "resize_", "resize_as_",
+    "set_", "_local_scalar_dense", "item",
+)  # fmt: skip
+"""Copies (a dtype or device conversion is a copy too), resizes and reads of a scalar."""
+
+CREATION_OPS: tuple[str, ...] = (
+    "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty",
+    "new_empty_strided", "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones",
+    "full", "full_like", "new_full", "scalar_tensor", "arange", "linspace", "eye",
+    "tril_indices", "triu_indices", "fill", "fill_", "zero_", "one_hot", "rand", "rand_like",
+    "randn", "randn_like", "randint", "randint_like", "randperm", "normal", "normal_",
+    "uniform_", "bernoulli", "bernoulli_", "random_", "exponential_", "cauchy_", "log_normal_",
+    "geometric_",
+)  # fmt: skip
+"""Creation and filling, random draws included (drawing is not arithmetic on the data)."""
+
+INDEXING_OPS: tuple[str, ...] = (
+    "index", "_unsafe_index", "index_select", "gather", "take", "masked_select", "where",
+    "masked_fill", "masked_fill_", "index_fill", "index_fill_", "masked_scatter",
+    "masked_scatter_", "tril", "triu", "slice_scatter", "select_scatter", "diagonal_scatter",
+    "as_strided_scatter", "cat", "concat", "concatenate", "stack", "hstack", "vstack",
+    "dstack", "column_stack", "pad", "constant_pad_nd", "reflection_pad1d",
+    "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
+    "replication_pad3d", "_pad_circular", "_pad_enum", "roll", "flip", "fliplr", "flipud",
+    "rot90", "repeat", "repeat_interleave", "tile", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_channel_shuffle", "im2col",
+)  # fmt: skip
+"""Indexing, selection by a given mask or index, concatenation, padding and rearrangement."""
+
+METADATA_OPS: tuple[str, ...] = (
+    "size", "stride", "sym_size", "sym_stride", "sym_numel", "numel", "dim", "is_contiguous",
+    "sym_is_contiguous", "storage_offset", "sym_storage_offset", "is_strides_like_format",
+    "is_non_overlapping_and_dense", "_assert_async", "_assert_tensor_metadata",
+    "_functional_assert_async",
+)  # fmt: skip
+"""Queries and assertions on metadata (they reach a dispatch mode for tensor subclasses)."""
+
+ZERO_OP_NAMES: tuple[str, ...] = VIEW_OPS + COPY_OPS + CREATION_OPS + INDEXING_OPS + METADATA_OPS
+"""Every ``torch.ops.aten`` operator name this module registers with 0 operations (plus
+``scatter``/``index_put`` when they do not accumulate)."""
+
+register_zero_ops(*aten_ops(*ZERO_OP_NAMES), torch.ops.prim.layout, torch.ops.prim.device)
+register_zero_ops(*aten_ops("scatter", "scatter_"))  # scatter's reduce overloads: below
+
+
+@register_op(aten.scatter.reduce, aten.scatter.value_reduce, aten.scatter_.reduce,
+             aten.scatter_.value_reduce, family="memory")  # fmt: skip
+def count_scatter_reduce(call: OpCall) -> int:
+    """``scatter(self, dim, index, src, reduce=...)``: each of the ``numel(index)`` source
+    values is combined (added or multiplied) into its destination, one operation each.
+
+    >>> from opscope.formulas.registry import TensorMeta
+    >>> index = TensorMeta((2, 3), torch.int64)
+    >>> count_scatter_reduce(OpCall((TensorMeta((4, 3), torch.float32), 0, index, 1.0),
+    ...                             (("reduce", "add"),), ((4, 3),)))
+    6
+    """
+    return math.prod(call.args[2].shape)
+
+
+def count_index_put(call: OpCall) -> int:
+    """``index_put(self, indices, values, accumulate)``: 0 when values are written, one
+    addition per value when ``accumulate=True`` (``numel(values)``: exact when ``values``
+    has the indexed shape, as ``x.index_put_(idx, v, accumulate=True)`` is usually called)."""
+    if not call.arg(3, "accumulate", False):
+        return 0
+    return math.prod(call.args[2].shape)
+
+
+register_op(
+    *aten_ops("index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put"), family="memory"
+)(count_index_put)
