@@ -52,9 +52,9 @@ def batches(rank: int) -> list[torch.Tensor]:
 def profile(model: nn.Module, shard: list[torch.Tensor], *, backward: bool) -> Profiler:
     with Profiler(model) as p:
         for inputs in shard:
-            output = model(inputs)
+            loss = model(inputs).sum()  # counted, outside the model
             if backward:
-                output.sum().backward()
+                loss.backward()  # not counted: the forward's count is the same
     return p
 
 
@@ -150,7 +150,8 @@ def check_summary(summary: dict, per_rank: list[int]) -> None:
     assert summary["world_size"] == WORLD_SIZE
     assert summary["total_ops"] == sum(per_rank)
     assert [rank["ops"] for rank in summary["ranks"]] == per_rank
-    assert [rank["calls"] for rank in summary["ranks"]] == [3 * 5, 3 * 5]  # 5 counted layers
+    # 5 counted layers and the loss, in each of 3 batches
+    assert [rank["calls"] for rank in summary["ranks"]] == [3 * 6, 3 * 6]
     assert summary["reference_rank"] == 0
     assert [rank["differs"] for rank in summary["ranks"]] == [False, True]
     fewer = 100 * (per_rank[0] - per_rank[1]) / per_rank[0]
@@ -163,7 +164,7 @@ def test_ddp_ranks_are_gathered_on_rank_0(job: Path) -> None:
     on_rank_0, on_rank_1 = results(job, "ddp")
     assert on_rank_1 == {"got": None}
     check_summary(on_rank_0["summary"], expected_ops())
-    layers = [f"module.{index}" for index in range(5)]
+    layers = ["(outside the model)", *(f"module.{index}" for index in range(5))]  # the loss
     assert on_rank_0["names"] == [layers, layers]
     assert "reference" in on_rank_0["printed"] and "fewer ops than rank 0" in on_rank_0["printed"]
 
@@ -172,7 +173,7 @@ def test_plain_ranks_are_gathered_on_dst_over_a_group(job: Path) -> None:
     on_rank_0, on_rank_1 = results(job, "plain")
     assert on_rank_0 == {"got": None}
     check_summary(on_rank_1["summary"], expected_ops())
-    assert on_rank_1["names"] == [["0", "1", "2", "3", "4"]] * 2
+    assert on_rank_1["names"] == [["(outside the model)", "0", "1", "2", "3", "4"]] * 2
 
 
 # -- without processes -------------------------------------------------------------------

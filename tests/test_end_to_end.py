@@ -12,10 +12,10 @@ from opscope.compare import profile_model
 from opscope.zoo import ZooModel
 
 
-def profiled(name: str) -> Profiler:
+def profiled(name: str, functional: bool = True) -> Profiler:
     with torch.device("meta"):
         model = torchvision.models.get_model(name, weights=None).eval()
-    with torch.inference_mode(), Profiler(model, coverage=True) as p:
+    with torch.inference_mode(), Profiler(model, coverage=True, functional=functional) as p:
         model(torch.empty(1, 3, 224, 224, device="meta"))
     return p
 
@@ -48,10 +48,15 @@ def test_vit_b_16_attention_is_counted_as_a_whole() -> None:
     assert report.uncounted_modules == ()
 
 
-def test_coverage_reveals_functional_attention() -> None:
-    # Swin's attention calls F.linear on its qkv/proj weights: invisible to hooks.
+def test_functional_attention_is_counted_and_coverage_says_so() -> None:
+    # Swin's attention calls F.linear on its qkv/proj weights: invisible to hooks alone.
+    assert 0.5 < profiled("swin_t", functional=False).report.coverage.share < 0.9
     report = profiled("swin_t").report
-    assert 0.5 < report.coverage.share < 0.9
+    assert report.coverage.share == 1.0
+    assert 2 * report.total_macs == report.coverage.total_flops  # 4.49 published GFLOPS
+    attention = [r for r in report.records if r.name == "features.1.0.attn"]
+    assert [(r.module_type, r.family) for r in attention] == [("ShiftedWindowAttention", "functional")]
+    assert {"linear", "bmm", "softmax"} <= {name for name, _ in attention[0].config.ops}
 
 
 def test_compare_has_total_beside_conv() -> None:

@@ -63,6 +63,7 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "padding_mode": "zeros",
         "params": 112,
         "ops": 3456,
+        "macs": 3 * 9 * 4 * 16,  # (Cin * k * k) multiply-accumulates per output element
         "calls": 1,
         "input_bytes": 1 * 3 * 4 * 4 * 4,  # float32
         "output_bytes": 1 * 4 * 4 * 4 * 4,

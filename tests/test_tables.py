@@ -93,7 +93,7 @@ def test_the_same_notes_in_every_document_format(tmp_path: Path) -> None:
         target = tmp_path / f"coverage.{fmt}"
         argv = ["profile", "vit_b_16", "--coverage", "--format", fmt, "--output", str(target)]
         assert main(argv) == 0
-        notes[fmt] = "Coverage: counted modules hold" in target.read_text()
+        notes[fmt] = "Coverage: opscope counted all of" in target.read_text()
     assert all(notes.values()), notes
 
 
@@ -114,7 +114,7 @@ def test_by_type_only_with_several_types(
 
 def test_columns_carry_their_alignment() -> None:
     grid = Grid(
-        columns=(Column("Name"), Column("Ops", "right", number=True), Column("Bias", "center")),
+        columns=(Column("Name"), Column("Ops", "right", whole=True), Column("Bias", "center")),
         rows=(("a|b", "1", "yes"),),
     )
     assert markdown_table(grid).splitlines()[:3] == [

@@ -49,7 +49,7 @@ def test_wide_layout_has_a_column_per_setting(resnet18: Profiler) -> None:
     wide, narrow = printed(resnet18, 160), printed(resnet18, 80)
     header = next(line for line in wide.splitlines() if line.startswith("Layer"))
     assert header.split() == ["Layer", "Type", "Input", "Output", "Kernel", "Stride", "Groups",
-                              "Bias", "Params", "Ops", "Share", "Relative"]  # fmt: skip
+                              "Bias", "Params", "Ops", "MACs", "Share", "Relative"]  # fmt: skip
     stem = next(line for line in narrow.splitlines() if line.startswith("conv1 "))
     assert stem.split()[:4] == ["conv1", "1×3×224×224", "1×64×112×112", "7×7"]
     assert "s2" in stem.split()
@@ -135,4 +135,5 @@ def test_the_comparison_fits_80_columns() -> None:
         header = next(line for line in lines if line.startswith("Model"))
         assert ("Conv2d calls" in header) == calls_shown
         row = next(line for line in lines if line.startswith("efficientnet_v2_l "))
-        assert row.rstrip().endswith("56.08 @480") and "24.4 G" in row
+        assert row.rstrip().endswith("56.08 @480") and "24.5 G" in row  # whole, never cut
+        assert ("24.4 G" in row) == calls_shown  # Conv2d ops: left out first where narrow

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="input shape, e.g. 1x3x224x224 (default: the task's)",
         )
         command.add_argument(
+            "--published-size",
+            action="store_true",
+            help="run each model at the input size its published figures were measured at",
+        )
+        command.add_argument(
             "--device",
             default="meta",
             choices=("meta", "cpu", "cuda"),
@@ -205,6 +210,11 @@ def _output_path(text: str) -> str:
     return text
 
 
+def _check_input_options(args: argparse.Namespace) -> None:
+    if args.input and args.published_size:
+        raise CliError("--input and --published-size cannot be combined: choose one size", 2)
+
+
 def _check_factory_names(patterns: Sequence[str]) -> None:
     """Refuse ``package.module:callable`` names that cannot be imported as written (``':'``,
     ``'.relative:f'``, ``'a..b:f'``, ``'os:'``) as the usage errors they are."""
@@ -289,7 +299,8 @@ def _profile(args: argparse.Namespace) -> int:
             2,
         )
     (model,) = models
-    shape = args.input or model.default_input
+    _check_input_options(args)
+    shape = model.published_input if args.published_size else args.input or model.default_input
     if args.time and args.coverage:
         raise CliError("--time and --coverage cannot be combined: coverage slows every layer", 2)
     if args.time and args.device == "meta":
@@ -373,6 +384,7 @@ def _compare(args: argparse.Namespace) -> int:
     if not patterns:
         raise CliError("compare needs at least one MODEL, or --all", 2)
     _check_factory_names(patterns)
+    _check_input_options(args)
     models = zoo.resolve(patterns)
     summaries = sort_summaries(_run_with_progress(models, args), args.sort)
     _emit(args, COMPARE_WRITERS[args.format](summaries, args))
@@ -427,6 +439,7 @@ def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> 
         return compare(
             models, args.input, args.device, coverage=args.coverage,
             on_done=lambda summary: progress.update(task, advance=1, description=summary.name),
+            published_size=args.published_size,
         )  # fmt: skip
 
 

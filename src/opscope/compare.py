@@ -35,8 +35,9 @@ def profile_model(
     model's task default (``1×3×224×224`` for classification); ``coverage`` as in
     :class:`~opscope.profiler.Profiler`.
     """
-    net = zoo.build(model, device)
-    args = zoo.example_input(model, input_shape or model.default_input, device)
+    shape = input_shape or model.default_input
+    net = zoo.build(model, device, shape)
+    args = zoo.example_input(model, shape, device)
     on_meta = torch.device(device).type == "meta"
     shortcuts = MetaShortcuts() if on_meta else nullcontext()
     # A lazy module cannot materialise its parameters on meta in inference mode: no_grad there
@@ -59,8 +60,9 @@ def time_model(
     """Build ``model`` on ``device`` and time ``warmup + repeat`` forward passes layer by
     layer; the first ``warmup`` runs are dropped and each call gets its median time and its
     spread over the rest (:func:`~opscope.report.median_timing`)."""
-    net = zoo.build(model, device)
-    args = zoo.example_input(model, input_shape or model.default_input, device)
+    shape = input_shape or model.default_input
+    net = zoo.build(model, device, shape)
+    args = zoo.example_input(model, shape, device)
     reports = []
     with torch.inference_mode():
         for run in range(warmup + repeat):
@@ -76,9 +78,9 @@ class ModelSummary:
     """One row of a comparison.
 
     Counts are None when the model failed; ``error`` then says why in one line.
-    ``conv_calls`` and ``conv_ops`` are the Conv2d family's, ``total_ops`` every counted
-    family's; ``coverage`` is the share of FlopCounterMode FLOPs inside counted modules, when
-    asked for. ``acc1`` and ``gflops`` are torchvision's published figures for the default
+    ``conv_calls`` and ``conv_ops`` are the Conv2d family's, ``total_ops`` and ``macs`` the
+    whole block's; ``coverage`` is the share of FlopCounterMode FLOPs in work opscope counted,
+    when asked for. ``acc1`` and ``gflops`` are torchvision's published figures for the default
     weights (``gflops`` counts multiply-accumulates of the whole model at ``published_size``).
     """
 
@@ -94,6 +96,7 @@ class ModelSummary:
     gflops: float | None
     published_size: int | None
     error: str | None = None
+    macs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
@@ -122,17 +125,20 @@ def summarize(
     shape = tuple(input_shape or model.default_input)
     published = zoo.published_metrics(model)
     counts: tuple[int | float | None, ...] = (None,) * 5
+    macs = None
     error = None
     try:
         report, params = profile_model(model, shape, device, coverage=coverage)
         conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
         measured = report.coverage.share if report.coverage else None
-        counts = (params, conv_calls, report.ops_of("Conv2d"), report.total_ops, measured)
+        conv_ops = report.ops_of("Conv2d")
+        counts = (params, conv_calls, conv_ops, report.total_ops, measured)
+        macs = report.total_macs
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
     return ModelSummary(
         model.name, model.task, shape, *counts,
-        published.acc1, published.gflops, published.crop_size, error,
+        published.acc1, published.gflops, published.crop_size, error, macs,
     )  # fmt: skip
 
 
@@ -147,14 +153,17 @@ def compare(
     *,
     coverage: bool = False,
     on_done: Callable[[ModelSummary], None] | None = None,
+    published_size: bool = False,
 ) -> list[ModelSummary]:
-    """Summarise every model, in the order given.
+    """Summarise every model, in the order given, at ``input_shape`` (default: each model's
+    task default) or, with ``published_size``, at the size of its published figures.
 
     On ``meta`` the work is Python-bound (building modules, shape functions), so several
     models are profiled in parallel, one process per core; real devices run one at a time.
     ``on_done`` is called as each model finishes (for a progress bar).
     """
-    tasks = [(model, input_shape, device, coverage) for model in models]
+    shapes = [model.published_input if published_size else input_shape for model in models]
+    tasks = [(model, shape, device, coverage) for model, shape in zip(models, shapes)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
     with ExitStack() as stack:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():

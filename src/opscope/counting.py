@@ -7,16 +7,18 @@ logged calls, and the records built from them. Nothing here runs inside the forw
 from __future__ import annotations
 
 import math
+from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from opscope.capture import LoggedCall, TensorMeta
-from opscope.formulas.registry import Call, Formula
-from opscope.records import LayerRecord
+from opscope.capture import OUTSIDE, LoggedCall, LoggedOp, ShapeAndDtype
+from opscope.formulas.registry import Call, Formula, formula_macs, op_formula_for
+from opscope.formulas.registry import TensorMeta
+from opscope.records import FUNCTIONAL, FunctionalOps, LayerRecord
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,63 @@ def describe(site: Site) -> Description | None:
     )
 
 
-def tensor_bytes(metas: tuple[TensorMeta, ...]) -> int:
+def tensor_bytes(metas: tuple[ShapeAndDtype, ...]) -> int:
     """Bytes the tensors occupy, from metadata only: numel times the dtype's element size."""
     return sum(math.prod(shape) * dtype.itemsize for shape, dtype in metas)
 
 
-class Counter:
-    """Applies the sites' formulas to logged calls. Each site is described once (when first
-    needed: a lazy module has its parameters by then), each distinct call counted once."""
+def op_name(op: Any) -> str:
+    """An ATen operator's short name: ``aten.add.Tensor`` is ``add``."""
+    return str(getattr(op, "overloadpacket", op)).removeprefix("aten.")
 
-    def __init__(self, sites: Sequence[Site]) -> None:
+
+def _op_bytes(logged: LoggedOp) -> tuple[int, int]:
+    """Bytes an operator reads (its tensor arguments) and writes (its outputs), from metadata."""
+    call, read = logged.call, 0
+    assert call is not None  # only counted calls get here
+    for value in (*call.args, *(value for _, value in call.kwargs)):
+        for meta in value if isinstance(value, tuple) else (value,):
+            if isinstance(meta, TensorMeta):
+                read += math.prod(meta.shape) * meta.dtype.itemsize
+    written = sum(
+        math.prod(shape) * dtype.itemsize for shape, dtype in zip(call.outputs, logged.out_dtypes)
+    )
+    return read, written
+
+
+@dataclass
+class _Functional:
+    """The functional work of one call of one module, as it adds up."""
+
+    scope: int
+    scope_call: int
+    ops: int = 0
+    macs: int = 0
+    calls: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    by_op: Tally[str] = field(default_factory=Tally)
+    family_calls: Tally[str] = field(default_factory=Tally)
+    family_ops: Tally[str] = field(default_factory=Tally)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The records of a block, in execution order, and the ATen operators that had no
+    formula (``(name, calls)``, most frequent first)."""
+
+    records: list[LayerRecord]
+    uncounted_ops: tuple[tuple[str, int], ...]
+
+
+class Counter:
+    """Applies the sites' formulas to logged module calls and the operators' formulas to
+    logged operator calls. Each site is described once (when first needed: a lazy module has
+    its parameters by then), each distinct call counted once."""
+
+    def __init__(self, sites: Sequence[Site], scopes: Sequence[tuple[str, str]] = ()) -> None:
         self.sites = sites
+        self.scopes = scopes
         self._descriptions: dict[int, Description] = {}
 
     def description(self, index: int) -> Description:
@@ -78,8 +126,8 @@ class Counter:
             self._descriptions[index] = description
         return description
 
-    def count(self, logged: LoggedCall) -> tuple[Call, int]:
-        """The call's shapes, as its formula sees them, and its exact operations.
+    def count(self, logged: LoggedCall) -> tuple[Call, int, int]:
+        """The call's shapes, as its formula sees them, its exact operations and its MACs.
 
         Raises:
             RuntimeError: the formula failed; the message names the module and the shapes.
@@ -91,49 +139,141 @@ class Counter:
             tuple(tuple(shape) for shape, _ in outputs),
             training,
         )
+        config = self.description(index).config
         try:
-            return call, site.formula.count(self.description(index).config, call)
+            return call, site.formula.count(config, call), formula_macs(site.formula, config, call)
         except Exception as error:
             raise RuntimeError(
                 f"cannot count {site.name or '(model)'} ({site.module_type}) on inputs "
                 f"{call.inputs} and outputs {call.outputs}: {error}"
             ) from error
 
+    def _scope_name(self, scope: int) -> tuple[str, str]:
+        return ("(outside the model)", "-") if scope == OUTSIDE else self.scopes[scope]
+
+    def count_op(self, logged: LoggedOp) -> tuple[int, int, str] | None:
+        """The operator call's exact operations, MACs and formula family; None when it has no
+        formula.
+
+        Raises:
+            RuntimeError: the formula failed; the message names the operator and the module.
+        """
+        formula = op_formula_for(logged.op)
+        if formula is None or logged.call is None:
+            return None
+        try:
+            return formula.count(logged.call), formula.call_macs(logged.call), formula.family
+        except Exception as error:
+            name, module_type = self._scope_name(logged.scope)
+            raise RuntimeError(
+                f"cannot count {op_name(logged.op)} in {name or '(model)'} ({module_type}) on "
+                f"{logged.call.args}: {error}"
+            ) from error
+
+    def _module_record(
+        self, logged: LoggedCall, counted: tuple[Call, int, int], count: int, index: int
+    ) -> LayerRecord:
+        site, description = self.sites[logged[0]], self.description(logged[0])
+        call, ops, macs = counted
+        return LayerRecord(
+            name=site.name,
+            module_type=site.module_type,
+            family=site.formula.module_type.__name__,
+            call_index=index,
+            input_shapes=call.inputs,
+            output_shapes=call.outputs,
+            training=call.training,
+            config=description.config,
+            params=description.params,
+            ops=ops * count,
+            macs=macs * count,
+            calls=count,
+            input_bytes=tensor_bytes(logged[1]) * count,
+            output_bytes=tensor_bytes(logged[2]) * count,
+            param_bytes=description.param_bytes * count,
+        )
+
+    def _functional_record(self, work: _Functional, index: int) -> LayerRecord:
+        name, module_type = self._scope_name(work.scope)
+        return LayerRecord(
+            name=name,
+            module_type=module_type,
+            family=FUNCTIONAL,
+            call_index=index,
+            input_shapes=(),
+            output_shapes=(),
+            training=False,
+            config=FunctionalOps(
+                tuple(work.by_op.most_common()),
+                tuple(
+                    (family, work.family_calls[family], ops)
+                    for family, ops in work.family_ops.most_common()
+                ),
+            ),
+            params=0,
+            ops=work.ops,
+            macs=work.macs,
+            calls=1 if work.scope_call else work.calls,
+            input_bytes=work.input_bytes,
+            output_bytes=work.output_bytes,
+        )
+
     def records(
         self,
-        distinct: Sequence[LoggedCall],
-        calls: Sequence[tuple[int, int]],
-        times: Sequence[int | None],
-    ) -> list[LayerRecord]:
-        """One record per ``(distinct call number, calls)`` pair, in order, with its time."""
-        counted: dict[int, tuple[Call, int]] = {}
+        distinct: Sequence[LoggedCall | LoggedOp],
+        calls: Sequence[tuple[int, int, int]],
+        times: Sequence[int],
+    ) -> Counted:
+        """The records of ``(distinct call number, calls, scope call)`` entries in execution
+        order: one per module call (with its time, ``times`` being those of the module calls in
+        order), and one per call of a module that ran
+        operators outside counted modules (its place is that of its first operator)."""
+        counted: dict[int, tuple[Call, int, int]] = {}
+        op_counts: dict[int, tuple[int, int, str] | None] = {}
         calls_per_site = [0] * len(self.sites)
-        records = []
-        for (code, count), time_ns in zip(calls, times):
+        slots: list[LayerRecord | _Functional] = []
+        functional: dict[tuple[int, int], _Functional] = {}
+        uncounted: Tally[str] = Tally()
+        module_times = iter(times)
+        for code, count, scope_call in calls:
             logged = distinct[code]
+            if isinstance(logged, LoggedOp):
+                if code not in op_counts:
+                    op_counts[code] = self.count_op(logged)
+                found = op_counts[code]
+                if found is None:
+                    uncounted[op_name(logged.op)] += count
+                    continue
+                if not found[0] and not found[1]:
+                    continue  # no arithmetic (a view, a copy): nothing to show
+                work = functional.get((logged.scope, scope_call))
+                if work is None:
+                    work = functional[logged.scope, scope_call] = _Functional(
+                        logged.scope, scope_call
+                    )
+                    slots.append(work)
+                read, written = _op_bytes(logged)
+                work.ops += found[0] * count
+                work.macs += found[1] * count
+                work.calls += count
+                work.input_bytes += read * count
+                work.output_bytes += written * count
+                work.by_op[op_name(logged.op)] += count
+                work.family_calls[found[2]] += count
+                work.family_ops[found[2]] += found[0] * count
+                continue
             index = logged[0]
-            site, description = self.sites[index], self.description(index)
             calls_per_site[index] += 1
             if code not in counted:
                 counted[code] = self.count(logged)
-            call, ops = counted[code]
-            records.append(
-                LayerRecord(
-                    name=site.name,
-                    module_type=site.module_type,
-                    family=site.formula.module_type.__name__,
-                    call_index=calls_per_site[index],
-                    input_shapes=call.inputs,
-                    output_shapes=call.outputs,
-                    training=call.training,
-                    config=description.config,
-                    params=description.params,
-                    ops=ops * count,
-                    calls=count,
-                    time_ns=time_ns,
-                    input_bytes=tensor_bytes(logged[1]) * count,
-                    output_bytes=tensor_bytes(logged[2]) * count,
-                    param_bytes=description.param_bytes * count,
-                )
-            )
-        return records
+            record = self._module_record(logged, counted[code], count, calls_per_site[index])
+            time_ns = next(module_times, None)
+            slots.append(replace(record, time_ns=time_ns) if time_ns is not None else record)
+        calls_per_scope: Tally[int] = Tally()
+        records = []
+        for slot in slots:
+            if isinstance(slot, _Functional):
+                calls_per_scope[slot.scope] += 1
+                slot = self._functional_record(slot, calls_per_scope[slot.scope])
+            records.append(slot)
+        return Counted(records, tuple(uncounted.most_common()))

@@ -28,8 +28,11 @@ from opscope.format import (
 )
 from opscope.tables import empty_message, layer_labels
 
+from opscope.records import FUNCTIONAL
+
 if TYPE_CHECKING:
     from opscope.compare import ModelSummary
+    from opscope.records import LayerRecord
     from opscope.report import Report
 
 INSTALL_HINT = "pip install 'opscope[plot]'"
@@ -63,7 +66,8 @@ class PlotData:
             plotted model's total ops (exact integers).
         y: layers: each record's ops; comparison: each plotted model's published acc@1.
         labels: layers: each bar's layer (as in the table); comparison: each point's model.
-        groups: layers: each bar's module type; comparison: ``"pareto"`` or ``"other"``.
+        groups: layers: each bar's module type (``functional`` for the work a module did
+            outside counted modules); comparison: ``"pareto"`` or ``"other"``.
         colors: each bar's or point's colour (``#rrggbb``); one colour per group.
         legend: ``(entry, colour)`` pairs, in the legend's order.
         annotated: the labels named on the picture (layers: the heaviest, heaviest first,
@@ -347,12 +351,18 @@ def _place_labels(
 # --- the per-layer picture ---------------------------------------------------------------
 
 
-def _type_colors(report: Report) -> dict[str, str]:
-    """One colour per module type, the heaviest type first."""
-    return {
-        summary.module_type: PALETTE[index % len(PALETTE)]
-        for index, summary in enumerate(report.by_type())
-    }
+def _bar_group(record: LayerRecord) -> str:
+    """What a bar's colour says: the module type, or ``functional`` for the work a module
+    did outside counted modules."""
+    return FUNCTIONAL if record.family == FUNCTIONAL else record.module_type
+
+
+def _group_ops(records: Sequence[LayerRecord]) -> dict[str, int]:
+    """Operations per bar group, the heaviest first."""
+    ops: dict[str, int] = {}
+    for record in records:
+        ops[_bar_group(record)] = ops.get(_bar_group(record), 0) + record.ops
+    return dict(sorted(ops.items(), key=lambda item: -item[1]))
 
 
 def _layers_figure(report: Report, title: str | None) -> tuple[Any, PlotData]:
@@ -370,15 +380,15 @@ def _layers_figure(report: Report, title: str | None) -> tuple[Any, PlotData]:
         return figure, data
 
     total = report.total_ops
-    colors = _type_colors(report)
+    group_ops = _group_ops(records)
+    colors = {group: PALETTE[index % len(PALETTE)] for index, group in enumerate(group_ops)}
     labels = tuple(layer_labels(records))
-    types = tuple(record.module_type for record in records)
+    types = tuple(_bar_group(record) for record in records)
     x = tuple(range(count))
     y = tuple(record.ops for record in records)
     bar_colors = tuple(colors[kind] for kind in types)
     legend = tuple(
-        (f"{summary.module_type} ({format_share(summary.ops, total)})", colors[summary.module_type])
-        for summary in report.by_type()
+        (f"{group} ({format_share(ops, total)})", colors[group]) for group, ops in group_ops.items()
     )
     heaviest = sorted(range(count), key=lambda index: -y[index])[: min(LAYER_LABELS, count)]
 

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.nn.modules.module import register_module_module_registration_hook
 from torch.utils.hooks import RemovableHandle
 
 import opscope.formulas  # noqa: F401  (registers every built-in family)
 from opscope import distributed
-from opscope.capture import CallLog, CallTimer, CoverageProbe, forward_hook
-from opscope.counting import Counter, Site
+from opscope.capture import CallLog, CallTimer, CoverageProbe, OpCapture, Scopes, forward_hook
+from opscope.counting import Counted, Counter, Site
 from opscope.formulas.registry import CountFn, Formula, as_formulas, formula_for
 from opscope.records import LayerRecord
 from opscope.report import Coverage, Report, SortOrder
@@ -69,6 +70,8 @@ class _Block:
         log: the calls the hooks saw.
         timer: per-call durations, when timing.
         probe: the coverage probe, when measuring coverage.
+        scopes: the modules without a formula, whose operators are counted one by one, when
+            counting functional work.
         handles: every hook registered, to remove on exit.
         changed: whether a module was added to any model since the last look for unhooked
             modules (so the model is walked again only after a change).
@@ -78,6 +81,7 @@ class _Block:
     log: CallLog
     timer: CallTimer | None
     probe: CoverageProbe | None
+    scopes: Scopes | None
     sites: list[Site] = field(default_factory=list)
     uncounted: list[Named] = field(default_factory=list)
     walked: set[int] = field(default_factory=set)
@@ -85,9 +89,13 @@ class _Block:
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
     counter: Counter = field(init=False)
+    mode: OpCapture | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.counter = Counter(self.sites)  # describes each site once, when first read
+        # The counter describes each site once, when results are first read.
+        self.counter = Counter(self.sites, self.scopes.names if self.scopes else ())
+        scopes = self.scopes
+        self.mode = OpCapture(self.log, scopes, self.probe) if scopes is not None else None
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
@@ -100,8 +108,11 @@ class Profiler:
 
     When the ``with`` block is entered, every module that has a formula (see
     :mod:`opscope.formulas`) is hooked, as a whole: its submodules are not hooked, so nothing
-    counts twice. Hooks are removed when the block exits, also when it raises. Each call
-    inside the block becomes one record, in execution order.
+    counts twice. Every ATen operator that runs inside the block outside those modules
+    (``x + y``, ``q @ k.transpose(-2, -1)``, ``F.linear`` on a child's weight) is counted by
+    its own formula and attributed to the innermost module that ran it. Hooks are removed
+    when the block exits, also when it raises. Each call inside the block becomes one record,
+    in execution order.
 
     Entering the same profiler again after it exited starts a new measurement: the records
     of the previous block are discarded.
@@ -109,7 +120,8 @@ class Profiler:
     Args:
         model: the module to profile.
         include: count only modules that are instances of these types
-            (``include=[nn.Conv2d]`` is the Conv2d-only view).
+            (``include=[nn.Conv2d]`` is the Conv2d-only view: functional work is then not
+            counted, unless ``functional=True``).
         exclude: never count modules that are instances of these types (their submodules
             may still be counted).
         formulas: formulas for this profiler only, by module type: a
@@ -121,6 +133,8 @@ class Profiler:
         summary: keep one record per distinct (module, shapes, mode) with a ``calls`` count
             instead of one record per call, so memory stays flat however many batches run
             inside the block (``record.ops`` is then the total of those calls).
+        functional: count the operators run outside counted modules (default: yes, unless
+            ``include`` is given); ``False`` counts counted modules only, with hooks.
         timing: also time every call (``record.time_ns``), from a forward pre-hook to the
             forward hook: a monotonic nanosecond clock on the CPU; on CUDA, CUDA events
             recorded in the hooks and resolved when results are first read (one
@@ -147,6 +161,7 @@ class Profiler:
         coverage: bool = False,
         summary: bool = False,
         timing: bool = False,
+        functional: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -161,18 +176,21 @@ class Profiler:
         self._coverage = coverage
         self._summary = summary
         self._timing = timing
+        self._functional = include is None if functional is None else functional
         self._block = self._new_block()
         self._active = False
         self._coverage_result: Coverage | None = None
         self._report: Report | None = None
         self._report_calls = 0  # how many calls the cached report holds
         self._watch: RemovableHandle | None = None
+        self._mode_entered = False
 
     def _new_block(self) -> _Block:
         return _Block(
             log=CallLog(self._summary),
             timer=CallTimer() if self._timing else None,
             probe=CoverageProbe() if self._coverage else None,
+            scopes=Scopes() if self._functional else None,
         )
 
     # -- the context manager -------------------------------------------------------------
@@ -196,6 +214,10 @@ class Profiler:
             self._watch = register_module_module_registration_hook(self._on_registration)
             if block.probe is not None:
                 block.probe.start()
+            if block.mode is not None:  # above the probe: it sees each operator first
+                block.handles += block.scopes.hooks()
+                block.mode.__enter__()
+                self._mode_entered = True
         except BaseException:
             self._leave()
             raise
@@ -209,6 +231,9 @@ class Profiler:
         """Stop the probe, look for modules added during the block, remove every hook."""
         block = self._block
         try:
+            if block.mode is not None and self._mode_entered:
+                self._mode_entered = False
+                block.mode.__exit__(None, None, None)
             if block.probe is not None and self._active:
                 block.probe.stop()
                 self._coverage_result = Coverage(block.probe.counted_flops, block.probe.total_flops)
@@ -252,7 +277,9 @@ class Profiler:
                 "TorchScript runs no Python forward hooks, so nothing could be counted; "
                 "profile the eager module, before torch.jit.script"
             )
-        if _is_compiled(module):
+        if _is_compiled(module) and block.scopes is None:
+            # Counting operators runs a dispatch mode, under which a compiled module runs its
+            # eager code, hooks included (torch 2.14; tested).
             warnings.warn(
                 f"{_described(name)} is torch.compile'd: its compiled graph runs without "
                 "Python forward hooks, so its calls will not be recorded; profile the eager "
@@ -263,7 +290,9 @@ class Profiler:
         if formula is not None:
             self._hook(name, module, formula, block)
             return  # counted as a whole: its submodules are not hooked
-        if _is_leaf(module) and formula_for(type(module), self._formulas) is None:
+        if block.scopes is not None:
+            block.scopes.add(name, module)
+        elif _is_leaf(module) and formula_for(type(module), self._formulas) is None:
             block.uncounted.append((name, type(module).__name__))
         for child_name, child in module._modules.items():
             if child is not None:
@@ -281,6 +310,8 @@ class Profiler:
         )
         if block.probe is not None:
             block.handles += block.probe.watch(module)
+        if block.scopes is not None:
+            block.scopes.add_counted(module)
 
     def _refresh_unhooked(self) -> None:
         """Walk the model for leaf modules that were not there on entry, if a module was
@@ -319,26 +350,26 @@ class Profiler:
             or self._report.coverage is not self._coverage_result
         ):
             self._report_calls = recorded
+            counted = self._counted()
             self._report = Report(
-                records=tuple(self._records()),
+                records=tuple(counted.records),
                 hooked_modules=len(block.sites),
                 counted_types=None
                 if self._include is None
                 else tuple(t.__name__ for t in self._include),
                 uncounted_modules=tuple(block.uncounted),
                 coverage=self._coverage_result,
+                uncounted_ops=counted.uncounted_ops,
+                params=sum(p.numel() for p in self._model.parameters() if not is_lazy(p)),
             )
         if block.unhooked != self._report.unhooked_modules:
             self._report = dataclasses.replace(self._report, unhooked_modules=block.unhooked)
         return self._report
 
-    def _records(self) -> list[LayerRecord]:
+    def _counted(self) -> Counted:
         block = self._block
         distinct, calls = block.log.snapshot()
-        times: list[int | None] = []
-        if block.timer is not None:
-            times += block.timer.durations(len(calls))
-        times += [None] * (len(calls) - len(times))
+        times = block.timer.durations(len(calls)) if block.timer is not None else []
         return block.counter.records(distinct, calls, times)
 
     @property

@@ -10,9 +10,33 @@ from typing import Any
 from opscope.formulas.registry import Shape, config_type_named
 
 
+FUNCTIONAL = "functional"
+"""The family of the work a module did outside counted modules (ATen operators)."""
+
+
+@dataclass(frozen=True)
+class FunctionalOps:
+    """The settings of a functional record: the ATen operators it stands for.
+
+    Attributes:
+        ops: ``(name, calls)`` of each operator (``(("bmm", 2), ("softmax", 1))``), most
+            frequent first.
+        families: ``(family, calls, ops)`` of each formula family among them
+            (``("matmul", 2, 4096)``), heaviest first.
+    """
+
+    ops: tuple[tuple[str, int], ...]
+    families: tuple[tuple[str, int, int], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LayerRecord:
-    """One call of one counted module.
+    """One call of one counted module, or the functional work of one call of a module.
+
+    A module that has a formula is counted by it, one record per call. The ATen operators
+    run outside every counted module (``x + y``, ``q @ k.transpose(-2, -1)``, ``F.linear`` on
+    a child's weight) are counted by their own formulas and attributed to the innermost module
+    that ran them: one record of family ``"functional"`` per call of that module.
 
     Attributes:
         name: qualified name of the module in the profiled model (``"layer1.0.conv1"``);
@@ -28,10 +52,14 @@ class LayerRecord:
             :class:`~opscope.formulas.ConvConfig`; None for families without settings); its
             fields read as record attributes too, so ``record.kernel_size`` is
             ``record.config.kernel_size``.
-        params: number of parameters of the module (its submodules' included).
+        params: number of parameters of the module (its submodules' included); 0 for the
+            functional work of a module (family ``"functional"``).
         ops: exact operations of this call (in summary mode, of its ``calls`` calls).
         calls: 1; in summary mode, how many calls with these shapes the record stands for
             (``call_index`` then numbers the module's distinct shapes).
+        macs: multiply-accumulates of the call's convolution, matrix and attention products,
+            bias excluded (what torchvision publishes as "GFLOPS", in billions); like
+            ``ops``, a total over ``calls``.
         input_bytes, output_bytes, param_bytes: bytes read and written, from metadata only
             (numel times the dtype's element size) of the call's input and output tensors and
             of the module's parameters; like ``ops``, totals over ``calls``.
@@ -51,6 +79,7 @@ class LayerRecord:
     params: int
     ops: int
     calls: int = 1
+    macs: int = 0
     input_bytes: int = 0
     output_bytes: int = 0
     param_bytes: int = 0
@@ -116,6 +145,7 @@ class LayerRecord:
         row.update(
             params=self.params,
             ops=self.ops,
+            macs=self.macs,
             calls=self.calls,
             input_bytes=self.input_bytes,
             output_bytes=self.output_bytes,
@@ -135,7 +165,9 @@ class LayerRecord:
         """
         config = None
         if "config_type" in row:
-            config_type = config_type_named(row["config_type"])
+            config_type = _OWN_CONFIGS.get(row["config_type"]) or config_type_named(
+                row["config_type"]
+            )
             if config_type is None:
                 raise ValueError(
                     f"unknown config type {row['config_type']!r}: register its formula first"
@@ -157,6 +189,7 @@ class LayerRecord:
             config=config,
             params=row["params"],
             ops=row["ops"],
+            macs=row.get("macs", 0),
             calls=row["calls"],
             input_bytes=row["input_bytes"],
             output_bytes=row["output_bytes"],
@@ -169,11 +202,16 @@ class LayerRecord:
 _RECORD_KEYS = frozenset(
     {
         "name", "type", "family", "call_index", "training", "input_shape", "output_shape",
-        "input_shapes", "output_shapes", "config_type", "params", "ops", "calls", "input_bytes",
+        "input_shapes", "output_shapes", "config_type", "params", "ops", "macs", "calls", "input_bytes",
         "output_bytes", "param_bytes", "time_ns", "time_spread_ns",
     }
 )  # fmt: skip
 """The keys :meth:`LayerRecord.to_dict` writes besides the config's settings."""
+
+
+_OWN_CONFIGS: dict[str, type] = {
+    f"{FunctionalOps.__module__}.{FunctionalOps.__qualname__}": FunctionalOps
+}
 
 
 def _setting_key(name: str) -> str:
@@ -181,7 +219,8 @@ def _setting_key(name: str) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """Tuples, nested ones too, as the lists JSON has."""
+    return [_jsonable(item) for item in value] if isinstance(value, tuple) else value
 
 
 def _tupled(value: Any) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from opscope import exports
-from opscope.records import LayerRecord
+from opscope.records import FunctionalOps, LayerRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,6 +65,10 @@ class Report:
         coverage: measured with ``coverage=True``, else None.
         unhooked_modules: ``(name, type)`` of leaf modules added to the model after the
             profiler was entered: they were not hooked, so their work is not in the totals.
+        uncounted_ops: ``(name, calls)`` of the ATen operators that ran outside counted
+            modules and have no formula, so whose work is not in the totals.
+        params: the model's parameters, each once (None for a report made without a model:
+            :attr:`total_params` then sums the modules that ran).
     """
 
     records: tuple[LayerRecord, ...]
@@ -73,11 +77,19 @@ class Report:
     uncounted_modules: tuple[tuple[str, str], ...] = ()
     coverage: Coverage | None = None
     unhooked_modules: tuple[tuple[str, str], ...] = ()
+    uncounted_ops: tuple[tuple[str, int], ...] = ()
+    params: int | None = None
 
     @property
     def total_ops(self) -> int:
         """Exact operations of every recorded call."""
         return sum(record.ops for record in self.records)
+
+    @property
+    def total_macs(self) -> int:
+        """Multiply-accumulates of every recorded call's convolution, matrix and attention
+        products, bias excluded: what torchvision and most papers publish as "FLOPs"."""
+        return sum(record.macs for record in self.records)
 
     @property
     def total_calls(self) -> int:
@@ -86,16 +98,28 @@ class Report:
 
     @property
     def total_params(self) -> int:
-        """Parameters of the modules that ran, each module counted once however often it ran."""
+        """The model's parameters, each once; for a report made without a model, those of
+        the modules that ran, each module counted once however often it ran."""
+        if self.params is not None:
+            return self.params
         return sum(record.params for record in self.records if record.call_index == 1)
 
     def by_type(self) -> list[TypeSummary]:
-        """Calls and operations per module type, heaviest first."""
+        """Calls and operations per module type, and per operator family of the functional
+        work (``"matmul (functional)"``, counting operator calls), heaviest first."""
         calls: dict[str, int] = {}
         ops: dict[str, int] = {}
+
+        def add(name: str, count: int, work: int) -> None:
+            calls[name] = calls.get(name, 0) + count
+            ops[name] = ops.get(name, 0) + work
+
         for record in self.records:
-            calls[record.module_type] = calls.get(record.module_type, 0) + record.calls
-            ops[record.module_type] = ops.get(record.module_type, 0) + record.ops
+            if isinstance(record.config, FunctionalOps):
+                for family, count, work in record.config.families:
+                    add(f"{family} (functional)", count, work)
+            else:
+                add(record.module_type, record.calls, record.ops)
         summaries = [TypeSummary(name, calls[name], ops[name]) for name in calls]
         return sorted(summaries, key=lambda summary: -summary.ops)
 
@@ -112,20 +136,24 @@ class Report:
         return self.records
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"total_ops": int, "total_params": int, "layers": [{...}, ...]}``,
-        plus ``"by_type"``, ``"uncounted_modules"`` and, when measured, ``"coverage"``.
+        """JSON-ready: ``{"total_ops": int, "total_macs": int, "total_params": int, "layers":
+        [{...}, ...]}``, plus ``"by_type"``, ``"uncounted_modules"``, ``"uncounted_ops"`` and,
+        when measured, ``"coverage"``.
 
         Every count is the exact integer; shapes and tuples are lists.
         """
         data: dict[str, Any] = {
             "total_ops": self.total_ops,
+            "total_macs": self.total_macs,
             "total_params": self.total_params,
+            "model_params": self.params,
             "layers": [record.to_dict() for record in self.records],
             "by_type": [asdict(summary) for summary in self.by_type()],
             "hooked_modules": self.hooked_modules,
             "counted_types": None if self.counted_types is None else list(self.counted_types),
             "uncounted_modules": _named(self.uncounted_modules),
             "unhooked_modules": _named(self.unhooked_modules),
+            "uncounted_ops": [{"op": op, "calls": calls} for op, calls in self.uncounted_ops],
         }
         if self.coverage is not None:
             data["coverage"] = {**asdict(self.coverage), "share": self.coverage.share}
@@ -151,6 +179,8 @@ class Report:
                 counted_flops=coverage["counted_flops"], total_flops=coverage["total_flops"]
             ),
             unhooked_modules=_unnamed(data["unhooked_modules"]),
+            uncounted_ops=tuple((row["op"], row["calls"]) for row in data.get("uncounted_ops", ())),
+            params=data.get("model_params"),
         )
 
     @classmethod

@@ -24,6 +24,8 @@ from opscope.format import (
     plural,
 )
 
+from opscope.records import FunctionalOps
+
 if TYPE_CHECKING:
     from opscope.compare import ModelSummary
     from opscope.distributed import DistributedReport
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
     from opscope.report import Report, SortOrder
 
 Align = Literal["left", "right", "center"]
+
+
+ALWAYS = 100
+"""The ``keep`` of a column that is never left out."""
 
 
 @dataclass(frozen=True)
@@ -41,22 +47,29 @@ class Column:
         header: the column's title.
         align: ``left`` for names and shapes, ``right`` for numbers, ``center`` for short
             settings.
-        number: the cells are numbers: a view never wraps or crops them.
+        whole: the cells are numbers or shapes: a view never wraps or cuts them.
         strong: the column to emphasise (the operations).
+        keep: how much the column matters where space is short (a narrow terminal): the
+            columns of lowest ``keep`` are left out first, never one of :data:`ALWAYS`.
     """
 
     header: str
     align: Align = "left"
-    number: bool = False
+    whole: bool = False
     strong: bool = False
+    keep: int = ALWAYS
 
 
-def _number(header: str, strong: bool = False) -> Column:
-    return Column(header, "right", number=True, strong=strong)
+def _number(header: str, keep: int = ALWAYS, strong: bool = False) -> Column:
+    return Column(header, "right", whole=True, strong=strong, keep=keep)
 
 
-def _centered(header: str) -> Column:
-    return Column(header, "center")
+def _shape(header: str, keep: int) -> Column:
+    return Column(header, whole=True, keep=keep)
+
+
+def _centered(header: str, keep: int) -> Column:
+    return Column(header, "center", whole=True, keep=keep)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,16 @@ def layer_labels(records: Sequence[LayerRecord]) -> list[str]:
     return [layer_label(record, record.name in repeated) for record in records]
 
 
+def type_label(record: LayerRecord) -> str:
+    """A record's type as tables show it: the module's type, and for its functional work the
+    operators it ran (``Bottleneck: add``, ``Attention: bmm ×2, softmax``)."""
+    config = record.config
+    if not isinstance(config, FunctionalOps):
+        return record.module_type
+    ops = ", ".join(f"{name} ×{calls}" if calls > 1 else name for name, calls in config.ops)
+    return f"{record.module_type}: {ops}"
+
+
 def _settings(record: LayerRecord) -> tuple[str, str, str, str]:
     """Kernel, stride, groups and bias cells; blank for a family without them."""
     config = record.config
@@ -177,7 +200,7 @@ def layer_grid(
     """
     check_top(top)
     records, total = report.sorted(sort), report.total_ops
-    types = sorted({record.module_type for record in records})
+    types = sorted({type_label(record) for record in records})
     timed = any(record.time_ns is not None for record in records)
     spread = any(record.time_spread_ns is not None for record in records)
     show_types = wide or len(types) > 1
@@ -186,7 +209,7 @@ def layer_grid(
 
     def cells(record: LayerRecord) -> list[str]:
         """The columns between the layer's name and its ops."""
-        row = [record.module_type] if show_types else []
+        row = [type_label(record)] if show_types else []
         row += [format_shape(record.input_shape)] if show_inputs else []
         if show_details:
             row.append(format_shape(record.output_shape))
@@ -208,39 +231,37 @@ def layer_grid(
             row.append(format_count(round(ops / (nanoseconds * 1e-9))) if nanoseconds else "-")
         return row
 
-    columns = [Column("Layer"), *([Column("Type")] if show_types else [])]
-    columns += [Column("Input")] if show_inputs else []
+    columns = [Column("Layer"), *([Column("Type", keep=60)] if show_types else [])]
+    columns += [_shape("Input", keep=20)] if show_inputs else []
     if show_details:
-        columns.append(Column("Output"))
+        columns.append(_shape("Output", keep=40))
         if wide:
-            columns += [_centered("Kernel"), _centered("Stride"), _number("Groups")]
-            columns.append(_centered("Bias"))
+            columns += [_centered("Kernel", 30), _centered("Stride", 25), _number("Groups", 24)]
+            columns.append(_centered("Bias", 23))
         else:
-            columns.append(_centered("Kernel"))
-        columns.append(_number("Params"))
-    columns += [_number("Ops", strong=True), _number("Share")]
-    columns += [_number("Bytes"), _number("Ops/B")] if show_bytes else []
+            columns.append(_centered("Kernel", 30))
+        columns.append(_number("Params", 50))
+    columns += [_number("Ops", strong=True), *([_number("MACs", 35)] if wide else [])]
+    columns.append(_number("Share", 90))
+    columns += [_number("Bytes", 70), _number("Ops/B", 65)] if show_bytes else []
     if timed:
-        columns += [_number("Time"), *([_number("Spread")] if spread else []), _number("Ops/s")]
+        columns += [_number("Time", 85), *([_number("Spread", 45)] if spread else [])]
+        columns.append(_number("Ops/s", 75))
+
+    def counts(rows: Sequence[LayerRecord]) -> list[str]:
+        """Ops, MACs (wide) and share of one or several records."""
+        ops = sum(r.ops for r in rows)
+        macs = [format_count(sum(r.macs for r in rows))] if wide else []
+        return [format_count(ops), *macs, format_share(ops, total)]
 
     def summary_row(label: str, rows: Sequence[LayerRecord], params: str) -> tuple[str, ...]:
-        ops = sum(r.ops for r in rows)
         blanks = [""] * (len(cells(rows[0])) - show_details)
-        return (
-            label, *blanks, *([params] if show_details else []),
-            format_count(ops), format_share(ops, total), *measured(rows),
-        )  # fmt: skip
+        return (label, *blanks, *([params] if show_details else []), *counts(rows), *measured(rows))
 
     shown = records if top is None else records[:top]
     labels = layer_labels(records)
     rows = tuple(
-        (
-            label,
-            *cells(record),
-            format_count(record.ops),
-            format_share(record.ops, total),
-            *measured([record]),
-        )
+        (label, *cells(record), *counts([record]), *measured([record]))
         for label, record in zip(labels, shown)
     )
     hidden = records[len(shown) :]
@@ -298,11 +319,22 @@ def notes(report: Report) -> list[str]:
                 "Coverage: FlopCounterMode saw no matmul or convolution FLOPs in the block."
             )
         else:
-            lines.append(
-                f"Coverage: counted modules hold {coverage.share:.2%} of the block's "
-                f"{format_count(coverage.total_flops)} matmul/convolution FLOPs "
-                "(FlopCounterMode); the rest ran outside them (functional calls, x + y, ...)."
-            )
+            flops = f"the block's {format_count(coverage.total_flops)} matmul/convolution FLOPs"
+            if coverage.counted_flops == coverage.total_flops:
+                lines.append(f"Coverage: opscope counted all of {flops} (FlopCounterMode).")
+            else:
+                lines.append(
+                    f"Coverage: opscope counted {coverage.share:.2%} of {flops} "
+                    "(FlopCounterMode); the rest ran in work it did not count (operators "
+                    "without a formula, or outside counted modules with functional=False)."
+                )
+    if report.uncounted_ops:
+        listed = ", ".join(
+            f"{op} ×{calls}" if calls > 1 else op for op, calls in report.uncounted_ops
+        )
+        lines.append(
+            f"Not counted, no formula for these operators: {listed} (to_dict()['uncounted_ops'])."
+        )
     if report.uncounted_modules:
         per_type = Counter(module_type for _, module_type in report.uncounted_modules)
         listed = ", ".join(
@@ -336,7 +368,7 @@ def report_document(
     if not report.records:
         return Document((), (empty_message(report), *notes(report)), heading)
     grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
-    if len({record.module_type for record in report.records}) > 1:
+    if len(report.by_type()) > 1:
         grids.append(type_grid(report))
     return Document(tuple(grids), tuple(notes(report)), heading)
 
@@ -350,16 +382,17 @@ def _share_cell(value: float | None) -> str:
 
 
 def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> Grid:
-    """One row per model: parameters, Conv2d calls and ops, published acc@1 and GFLOPS, and a
-    note saying why a model failed. Not ``wide`` (80 columns), the Conv2d calls are left out."""
+    """One row per model: parameters, Conv2d calls and ops, total ops, published acc@1, the
+    measured GMACs beside the published "GFLOPS" (the same convention: they agree when the
+    sizes do), and a note saying why a model failed. Not ``wide`` (80 columns), the Conv2d calls are left out."""
     failed = any(summary.error for summary in summaries)
     measured = any(summary.coverage is not None for summary in summaries)
-    columns = [Column("Model"), _number("Params")]
-    columns += [_number("Conv2d calls")] if wide else []
-    columns += [_number("Conv2d ops"), _number("Total ops", strong=True)]
-    columns += [_number("Coverage")] if measured else []
-    columns += [_number("acc@1"), _number("GFLOPS (pub.)")]
-    columns += [Column("Note")] if failed else []
+    columns = [Column("Model"), _number("Params", 60)]
+    columns += [_number("Conv2d calls", 20)] if wide else []
+    columns += [_number("Conv2d ops", 30), _number("Total ops", strong=True)]
+    columns += [_number("Coverage", 70)] if measured else []
+    columns += [_number("acc@1", 80), _number("GMACs", 55), _number("GFLOPS (pub.)", 56)]
+    columns += [Column("Note", keep=50)] if failed else []
     rows = tuple(
         (
             summary.name,
@@ -369,6 +402,7 @@ def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> 
             _count_cell(summary.total_ops),
             *([_share_cell(summary.coverage)] if measured else []),
             "" if summary.acc1 is None else f"{summary.acc1:.2f}",
+            "" if summary.macs is None else f"{summary.macs / 1e9:.2f}",
             format_published(summary.gflops, summary.published_size, summary.input_shape),
             *([summary.error or ""] if failed else []),
         )
@@ -396,7 +430,7 @@ def ranks_grid(job: DistributedReport) -> Grid:
     )
     totals = ("Total", str(job.total_calls), format_count(total), format_share(total, total), "")
     columns = (
-        _number("Rank"), _number("Calls"), _number("Ops", strong=True), _number("Share"),
+        _number("Rank"), _number("Calls"), _number("Ops", strong=True), _number("Share", 90),
         Column("Flag"),
     )  # fmt: skip
     return Grid(columns, rows, footer=(totals,), title=plural(job.world_size, "rank"))

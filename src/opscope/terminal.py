@@ -18,6 +18,7 @@ from rich.text import Text
 
 from opscope.format import share_bar
 from opscope.tables import (
+    ALWAYS,
     WIDE_LAYOUT_MIN_WIDTH,
     Column,
     Grid,
@@ -37,9 +38,52 @@ SHARE_BAR_MIN_WIDTH = 100
 """From this many columns on, the layer table draws each row's ops as a bar."""
 
 
-def rich_table(grid: Grid) -> Table:
-    """``grid`` as a rich Table: numbers right-aligned and never wrapped, the last footer row
-    in bold."""
+NAME_WIDTH = 24
+"""A name column folds only past this many characters: short names stay whole."""
+TEXT_WIDTH = 12
+"""The narrowest a wrapping text column (a type, a note) is made before columns are left out."""
+GAP = 2  # spaces between two columns
+
+
+def _cells(grid: Grid, index: int) -> list[str]:
+    return [grid.headers[index], *(row[index] for row in (*grid.rows, *grid.footer))]
+
+
+def _least_width(grid: Grid, index: int) -> int:
+    """The narrowest column ``index`` can be without cutting a number or a shape: whole
+    cells at their length, text folded down to a few characters."""
+    longest = max(map(len, _cells(grid, index)))
+    if grid.columns[index].whole:
+        return longest
+    return min(longest, NAME_WIDTH if index == 0 else TEXT_WIDTH)
+
+
+def fit(grid: Grid, width: int) -> Grid:
+    """``grid`` without the columns that matter least (lowest ``keep``) until it fits in
+    ``width`` characters, so that no number or shape is ever cut; columns that are never left
+    out stay even when that is not enough."""
+    while True:
+        least = [_least_width(grid, i) for i in range(len(grid.columns))]
+        if sum(least) + GAP * (len(least) - 1) <= width:
+            return grid
+        droppable = [i for i, column in enumerate(grid.columns) if column.keep < ALWAYS]
+        if not droppable:
+            return grid
+        drop = min(droppable, key=lambda i: grid.columns[i].keep)
+        grid = replace(
+            grid,
+            columns=grid.columns[:drop] + grid.columns[drop + 1 :],
+            rows=tuple(row[:drop] + row[drop + 1 :] for row in grid.rows),
+            footer=tuple(row[:drop] + row[drop + 1 :] for row in grid.footer),
+        )
+
+
+def rich_table(grid: Grid, width: int | None = None) -> Table:
+    """``grid`` as a rich Table: numbers right-aligned, numbers and shapes never wrapped, the
+    last footer row in bold. Given the ``width`` it is printed at, the columns that matter
+    least are left out until every number fits whole (:func:`fit`)."""
+    if width is not None:
+        grid = fit(grid, width)
     table = Table(
         title=grid.title,
         box=box.SIMPLE_HEAD,
@@ -47,16 +91,13 @@ def rich_table(grid: Grid) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    # The first column (names) folds only past 24 characters: short names stay whole.
-    first_width = min(max([10, *(len(row[0]) for row in grid.rows)]), 24)
     for index, column in enumerate(grid.columns):
-        bar = column.header == BAR_HEADER
         table.add_column(
             column.header,
             justify=column.align,
-            no_wrap=column.number or bar,
+            no_wrap=column.whole,
             overflow="fold",
-            min_width=first_width if index == 0 else 10 if bar else None,
+            min_width=_least_width(grid, index),
             style="bold" if column.strong else None,
         )
     for row in grid.rows:
@@ -75,7 +116,7 @@ def _with_share_bars(grid: Grid, ops: Sequence[int]) -> Grid:
     bars = [share_bar(value / heaviest if heaviest else 0.0) for value in ops]
     return replace(
         grid,
-        columns=(*grid.columns, Column(BAR_HEADER)),
+        columns=(*grid.columns, Column(BAR_HEADER, whole=True, keep=10)),
         rows=tuple((*row, bar) for row, bar in zip(grid.rows, bars)),
         footer=tuple((*row, "") for row in grid.footer),
     )
@@ -115,7 +156,7 @@ class LayerTable:
             if position == 0 and options.max_width >= SHARE_BAR_MIN_WIDTH:
                 shown = self.report.sorted(self.sort)[: self.top]
                 grid = _with_share_bars(grid, [record.ops for record in shown])
-            yield rich_table(grid)
+            yield rich_table(grid, options.max_width)
         for line in document.notes:
             yield Text(line, style="yellow")
 
@@ -129,7 +170,7 @@ class ComparisonTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
-        yield rich_table(comparison_grid(self.summaries, wide=wide))
+        yield rich_table(comparison_grid(self.summaries, wide=wide), options.max_width)
 
 
 def print_report(

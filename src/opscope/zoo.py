@@ -62,6 +62,14 @@ class ZooModel:
     task: str
 
     @property
+    def published_input(self) -> tuple[int, ...]:
+        """The input its published figures were measured at: the task's default input with
+        the weights' evaluation size as height and width (the default when none is known)."""
+        shape = DEFAULT_INPUTS[self.task]
+        crop = published_metrics(self).crop_size
+        return (*shape[:-2], crop, crop) if crop else self.default_input
+
+    @property
     def default_input(self) -> tuple[int, ...]:
         """The task's default input; a video model's frames get its weights' crop size."""
         shape = DEFAULT_INPUTS[self.task]
@@ -140,17 +148,28 @@ def _unknown_message(pattern: str) -> str:
     return f"unknown model {pattern!r}{hint}"
 
 
-def _factory(model: ZooModel) -> Callable[[], nn.Module]:
+# Architectures built for one input size (position embeddings, window grids), by the module
+# of their builder, and the builder argument that sets it.
+_SIZED_BUILDERS = {
+    "torchvision.models.vision_transformer": lambda size: {"image_size": size[0]},
+    "torchvision.models.maxvit": lambda size: {"input_size": size},
+}
+
+
+def _factory(model: ZooModel, image_size: tuple[int, int] | None) -> Callable[[], nn.Module]:
     if model.task != "custom":
         builder = torchvision.models.get_model_builder(model.name)
         # No download, ever: detection and segmentation builders fetch backbone weights
         # unless told not to.
-        no_weights = {
+        arguments: dict[str, Any] = {
             name: None
             for name in inspect.signature(builder).parameters
             if name.startswith("weights")
         }
-        return lambda: builder(**no_weights)
+        sized = _SIZED_BUILDERS.get(builder.__module__)
+        if sized is not None and image_size is not None and image_size[0] == image_size[1]:
+            arguments.update(sized(image_size))  # vit_h_14 is published at 518, not 224
+        return lambda: builder(**arguments)
     module_path, _, attribute = model.name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_path), attribute)
@@ -163,15 +182,24 @@ def _factory(model: ZooModel) -> Callable[[], nn.Module]:
     return factory
 
 
-def build(model: ZooModel, device: str | torch.device = "meta") -> nn.Module:
+def build(
+    model: ZooModel,
+    device: str | torch.device = "meta",
+    input_shape: Sequence[int] | None = None,
+) -> nn.Module:
     """Build ``model`` with ``weights=None`` on ``device``, in eval mode.
+
+    An architecture built for one image size (the vision transformers, MaxViT) is built for
+    the height and width of ``input_shape`` when given, as torchvision does for weights
+    published at another size.
 
     On ``meta`` nothing is initialised or allocated (:func:`opscope.meta.build_on_meta`).
 
     Raises:
         ZooError: the factory cannot be imported, or does not return a ``torch.nn.Module``.
     """
-    factory = _factory(model)
+    image_size = (input_shape[-2], input_shape[-1]) if input_shape else None
+    factory = _factory(model, image_size)
     with warnings.catch_warnings():
         # torchvision warns about its default initialisation, which weights=None does not use
         warnings.filterwarnings("ignore", "The default weight initialization", FutureWarning)
