@@ -182,4 +182,6 @@ register_op(
     family="conv", macs=conv_op_macs,
 )(partial(count_conv_op, 3))  # fmt: skip
 # cudnn_convolution(self, weight, padding, stride, dilation, groups, ...): no bias
-register_op(*aten_ops("cudnn_convolution"), family="conv", macs=conv_op_macs)(partial(count_conv_op, None))
+register_op(*aten_ops("cudnn_convolution"), family="conv", macs=conv_op_macs)(
+    partial(count_conv_op, None)
+)

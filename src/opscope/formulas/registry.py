@@ -289,7 +289,7 @@ class OpCall:
         """The shape of the first argument, which is a tensor for most operators."""
         first = self.args[0] if self.args else None
         if not isinstance(first, TensorMeta):
-            raise ValueError(f"the first argument is not a tensor: {first!r}")
+            raise TypeError(f"the first argument is not a tensor: {first!r}")
         return first.shape
 
     @property
