@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from formulas.op_harness import GRAD_MODES, count_ops
+
+from opscope.formulas import memory
 
 x = torch.randn(2, 4, 6, 6)
 index = torch.tensor([0, 2])
@@ -53,4 +57,19 @@ def test_accumulating_writes_are_counted() -> None:
     src = torch.ones(2, 4)
     target = torch.zeros(3, 4)
     scatter_index = torch.zeros(2, 4, dtype=torch.long)
+    assert count_ops(lambda: target.scatter_add(0, scatter_index, src)).ops == 8
+    assert count_ops(lambda: target.scatter_reduce(0, scatter_index, src, "amax")).ops == 8
+    assert count_ops(lambda: target.scatter_reduce(0, scatter_index, src, "mean")).ops == 8 + 12
+    assert count_ops(lambda: target.index_add(0, index[:2], src, alpha=2)).ops == 16
+
+
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")
+def test_scatter_with_a_reduce_is_counted() -> None:
+    src, target = torch.ones(2, 4), torch.zeros(3, 4)
+    scatter_index = torch.zeros(2, 4, dtype=torch.long)
     assert count_ops(lambda: target.scatter(0, scatter_index, src, reduce="add")).ops == 8
+
+
+def test_every_zero_operator_is_documented() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "formulas" / "memory.md").read_text()
+    assert [name for name in memory.ZERO_OP_NAMES if f"`{name}`" not in page] == []

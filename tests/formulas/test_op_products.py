@@ -64,6 +64,19 @@ def test_matmul_decomposes_into_counted_products(
 
 
 @pytest.mark.parametrize("grad_mode", list(GRAD_MODES))
+def test_matmul_kernel_depends_on_strides_but_not_the_count(grad_mode: str) -> None:
+    """A contiguous 3-D operand times a vector folds into ``mv`` (no MACs for
+    FlopCounterMode), a transposed one runs ``bmm`` (MACs): why ``matmul`` has no formula."""
+    vector = torch.randn(5)
+    contiguous, transposed = torch.randn(3, 4, 5), torch.randn(4, 3, 5).transpose(0, 1)
+    folded = count_ops(lambda: contiguous @ vector, grad_mode)
+    batched = count_ops(lambda: transposed @ vector, grad_mode)
+    assert folded.ops == batched.ops == 12 * (2 * 5 - 1)
+    assert (folded.macs, batched.macs) == (0, 60)
+    assert check_macs(lambda: transposed @ vector, grad_mode) == batched.ops
+
+
+@pytest.mark.parametrize("grad_mode", list(GRAD_MODES))
 @pytest.mark.parametrize(
     "equation, shapes, inner",
     [

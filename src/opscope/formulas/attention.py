@@ -151,19 +151,14 @@ def multihead_attention_ops(
     """
     head_dim = _head_dim(embed_dim, num_heads)
     keys = source_len + extra_keys
+    # query scaling, q . k, masks, softmax and weights @ v, for every head
+    heads = attention_ops(batch=num_heads, query_len=target_len, key_len=keys,
+                          head_dim=head_dim, value_dim=head_dim, masks=masks)  # fmt: skip
     per_element = (
         linear_ops(batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=kdim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=vdim, out_features=embed_dim, bias=bias)
-        # query scaling, q . k, masks, softmax and weights @ v, for every head
-        + attention_ops(
-            batch=num_heads,
-            query_len=target_len,
-            key_len=keys,
-            head_dim=head_dim,
-            value_dim=head_dim,
-            masks=masks,
-        )
+        + heads
         + linear_ops(
             batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=out_proj_bias
         )
@@ -179,34 +174,26 @@ def _head_dim(embed_dim: int, num_heads: int) -> int:
     return embed_dim // num_heads
 
 
-def multihead_attention_macs(
-    *,
-    batch: int,
-    target_len: int,
-    source_len: int,
-    embed_dim: int,
-    num_heads: int,
-    kdim: int,
-    vdim: int,
-    extra_keys: int = 0,
-    **_ignored: object,
-) -> int:
-    """Multiply-accumulates of one ``nn.MultiheadAttention`` call: the projections
-    (``L*E*E + S*kdim*E + S*vdim*E`` in, ``L*E*E`` out) and :func:`attention_macs` for every
-    head, ``N`` times. The keyword arguments are those of :func:`multihead_attention_ops`
-    (the ones that change no product are accepted and ignored).
+def multihead_attention_macs(**sizes: Any) -> int:
+    """Multiply-accumulates of one ``nn.MultiheadAttention`` call, from the keyword arguments
+    of :func:`multihead_attention_ops` (those that change no product are ignored): the
+    projections (``L*E*E + S*kdim*E + S*vdim*E`` in, ``L*E*E`` out) and :func:`attention_macs`
+    for every head, ``N`` times.
 
     >>> multihead_attention_macs(batch=1, target_len=3, source_len=3, embed_dim=4,
     ...     num_heads=2, kdim=4, vdim=4)
     264
     """
+    target_len, embed_dim, num_heads = sizes["target_len"], sizes["embed_dim"], sizes["num_heads"]
     head_dim = _head_dim(embed_dim, num_heads)
-    projections = (2 * target_len * embed_dim + source_len * (kdim + vdim)) * embed_dim
+    source_len = sizes["source_len"]
+    inputs = 2 * target_len * embed_dim + source_len * (sizes["kdim"] + sizes["vdim"])
+    projections = inputs * embed_dim  # q, k, v in and the output projection
     products = attention_macs(
-        batch=num_heads, query_len=target_len, key_len=source_len + extra_keys,
+        batch=num_heads, query_len=target_len, key_len=source_len + sizes.get("extra_keys", 0),
         head_dim=head_dim, value_dim=head_dim,
     )  # fmt: skip
-    return batch * (projections + products)
+    return sizes["batch"] * (projections + products)
 
 
 def _multihead_attention_sizes(config: MultiheadAttentionConfig, call: Call) -> dict[str, Any]:
