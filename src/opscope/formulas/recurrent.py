@@ -350,16 +350,24 @@ class RecurrentLayout:
         """Register the ``.input`` and ``.data`` overloads of ``aten.<name>``."""
         packet = getattr(torch.ops.aten, name)
         for overload, hx_index in (("input", 1), ("data", 2)):
-            register_op(
-                getattr(packet, overload), family="recurrent",
-                macs=partial(_count_layout, recurrent_macs, self, hx_index),
-            )(partial(_count_layout, recurrent_ops, self, hx_index))  # fmt: skip
+            _register(getattr(packet, overload), partial(self.arguments, hx_index=hx_index))
 
 
-def _count_layout(
-    formula: Callable[..., int], layout: RecurrentLayout, hx_index: int, call: OpCall
-) -> int:
-    return formula(**layout.arguments(call, hx_index))
+Arguments = Callable[[OpCall], dict[str, object]]
+
+
+def _apply(formula: Callable[..., int], arguments: Arguments, call: OpCall) -> int:
+    return formula(**arguments(call))
+
+
+def _register(
+    target: torch._ops.OpOverload | torch._ops.OpOverloadPacket, arguments: Arguments
+) -> None:
+    """Count ``target`` with :func:`recurrent_ops` / :func:`recurrent_macs` on the keyword
+    arguments ``arguments(call)`` reads from its call."""
+    register_op(target, family="recurrent", macs=partial(_apply, recurrent_macs, arguments))(
+        partial(_apply, recurrent_ops, arguments)
+    )
 
 
 RecurrentLayout("lstm").register("lstm")
@@ -381,18 +389,11 @@ def _cell_arguments(cell: str, nonlinearity: str, call: OpCall) -> dict[str, obj
     }
 
 
-def _count_cell(formula: Callable[..., int], cell: str, nonlinearity: str, call: OpCall) -> int:
-    return formula(**_cell_arguments(cell, nonlinearity, call))
-
-
 for _name, _cell, _nonlinearity in (
     ("lstm_cell", "lstm", "tanh"), ("gru_cell", "gru", "tanh"),
     ("rnn_tanh_cell", "rnn", "tanh"), ("rnn_relu_cell", "rnn", "relu"),
 ):  # fmt: skip
-    register_op(
-        getattr(torch.ops.aten, _name), family="recurrent",
-        macs=partial(_count_cell, recurrent_macs, _cell, _nonlinearity),
-    )(partial(_count_cell, recurrent_ops, _cell, _nonlinearity))  # fmt: skip
+    _register(getattr(torch.ops.aten, _name), partial(_cell_arguments, _cell, _nonlinearity))
 
 # The cuDNN/MKLDNN mode numbers: RNN_RELU, RNN_TANH, LSTM, GRU.
 _MODES: tuple[tuple[str, str], ...] = (
@@ -436,17 +437,11 @@ def _cudnn_arguments(call: OpCall) -> dict[str, object]:
     }
 
 
-def _count_fused(
-    formula: Callable[..., int], arguments: Callable[[OpCall], dict[str, object]], call: OpCall
-) -> int:
-    return formula(**arguments(call))
-
-
-for _op, _arguments in ((aten_ops("mkldnn_rnn_layer"), _mkldnn_arguments),
-                        (aten_ops("_cudnn_rnn"), _cudnn_arguments)):  # fmt: skip
-    register_op(*_op, family="recurrent", macs=partial(_count_fused, recurrent_macs, _arguments))(
-        partial(_count_fused, recurrent_ops, _arguments)
-    )
+for _target, _arguments in (
+    (torch.ops.aten.mkldnn_rnn_layer, _mkldnn_arguments),
+    (torch.ops.aten._cudnn_rnn, _cudnn_arguments),
+):
+    _register(_target, _arguments)
 
 
 def fused_cell_ops(call: OpCall, *, gates: int, elementwise: int) -> int:
