@@ -30,6 +30,7 @@ multiplication of those products, bias excluded, so that ``macs == FlopCounterMo
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -212,10 +213,7 @@ class TensorMeta:
     @property
     def numel(self) -> int:
         """The number of elements."""
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel
+        return math.prod(self.shape)
 
 
 def _meta_of(value: Any) -> Any:
@@ -234,9 +232,6 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     if isinstance(out, (list, tuple)):
         return tuple(shape for item in out for shape in _output_shapes(item))
     return ()
-
-
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
