@@ -18,7 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import opscope.formulas  # noqa: F401  (registers every family)
-from opscope.formulas.registry import OpCall, op_formula_for
+from opscope import Profiler
+from opscope.formulas.registry import Call, OpCall, formula_for, formula_macs, op_formula_for
 
 
 @dataclass
@@ -81,6 +82,42 @@ def flop_counter_flops(run: Callable[[], Any], grad_mode: str = "inference_mode"
     return counter.get_total_flops()
 
 
-def module_op_counts(module: nn.Module, *inputs: Any, grad_mode: str = "inference_mode") -> OpCounts:
+def module_op_counts(
+    module: nn.Module, *inputs: Any, grad_mode: str = "inference_mode"
+) -> OpCounts:
     """The op-level counts of one call of ``module`` (no module hooks at all)."""
     return count_ops(lambda: module(*inputs), grad_mode)
+
+
+BOTH = tuple(GRAD_MODES)
+INFERENCE = ("inference_mode",)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A module, its inputs, and the grad modes in which the op level must match it."""
+
+    module: Callable[[], nn.Module]
+    inputs: Callable[[], tuple[Any, ...]]
+    grad_modes: tuple[str, ...] = BOTH
+    training: bool = False
+
+
+def _counted_module(module: nn.Module) -> nn.Module:
+    """The module whose formula counts the call (a test wrapper's attention)."""
+    return getattr(module, "attention", module)
+
+
+def module_formula(case: Case) -> tuple[nn.Module, tuple[Any, ...], int, int]:
+    """The case's module and inputs, with its module formula's ops and MACs."""
+    torch.manual_seed(0)
+    module = case.module().train(case.training)
+    inputs = case.inputs()
+    counted = _counted_module(module)
+    with Profiler(counted) as profiler:
+        module(*inputs)
+    (record,) = profiler.records
+    formula = formula_for(type(counted))
+    assert formula is not None
+    call = Call(record.input_shapes, record.output_shapes, record.training)
+    return module, inputs, record.ops, formula_macs(formula, record.config, call)

@@ -16,10 +16,10 @@ import warnings
 import pytest
 import torch
 import torchvision
+from formulas.op_harness import GRAD_MODES, OpCounts, count_ops, flop_counter_flops
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from formulas.op_harness import GRAD_MODES, OpCounts, count_ops, flop_counter_flops
 from opscope.meta import build_on_meta
 
 SAMPLE = (
@@ -56,7 +56,7 @@ def built(name: str) -> tuple[nn.Module, torch.Tensor]:
     return model.eval(), torch.empty(1, 3, size, size, device="meta")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def op_counts(name: str, grad_mode: str) -> OpCounts:
     """The model's op-level counts under ``grad_mode`` (shared by the tests below)."""
     model, x = built(name)
@@ -68,7 +68,9 @@ def op_counts(name: str, grad_mode: str) -> OpCounts:
 def test_model_is_fully_counted_and_macs_match_flop_counter(name: str, grad_mode: str) -> None:
     model, x = built(name)
     counts = op_counts(name, grad_mode)
-    assert not counts.uncounted, f"operators with neither a formula nor a zero entry: {counts.uncounted}"
+    assert not counts.uncounted, (
+        f"operators with neither a formula nor a zero entry: {counts.uncounted}"
+    )
     assert 2 * counts.macs == flop_counter_flops(lambda: model(x), grad_mode)
     published = torchvision.models.get_model_weights(name).DEFAULT.meta["_ops"]
     assert round(counts.macs / 1e9, 3) == published

@@ -10,29 +10,19 @@ settings where the two levels must agree; the known differences are checked as d
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
+from formulas.op_harness import (
+    BOTH,
+    INFERENCE,
+    Case,
+    flop_counter_flops,
+    module_formula,
+    module_op_counts,
+)
 from torch import nn
-
-from formulas.op_harness import flop_counter_flops, module_op_counts
-from opscope import Profiler
-from opscope.formulas.registry import Call, formula_for, formula_macs
-
-BOTH = ("inference_mode", "no_grad")
-INFERENCE = ("inference_mode",)
-
-
-@dataclass(frozen=True)
-class Case:
-    """A module, its inputs, and the grad modes in which the op level must match it."""
-
-    module: Callable[[], nn.Module]
-    inputs: Callable[[], tuple[Any, ...]]
-    grad_modes: tuple[str, ...] = BOTH
-    training: bool = False
 
 
 def randn(*shape: int) -> Callable[[], tuple[Any, ...]]:
@@ -41,6 +31,41 @@ def randn(*shape: int) -> Callable[[], tuple[Any, ...]]:
 
 def seq(*shapes: tuple[int, ...]) -> Callable[[], tuple[Any, ...]]:
     return lambda: tuple(torch.randn(shape) for shape in shapes)
+
+
+def same(*shape: int) -> Callable[[], tuple[Any, ...]]:
+    """One tensor passed three times (self-attention's query, key and value)."""
+
+    def inputs() -> tuple[Any, ...]:
+        x = torch.randn(shape)
+        return (x, x, x)
+
+    return inputs
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    return module.requires_grad_(False)
+
+
+class _Calling(nn.Module):
+    """Calls a MultiheadAttention with extra keyword arguments (``need_weights=False``: the
+    sdpa path; ``average_attn_weights=False``: weights per head)."""
+
+    def __init__(self, attention: nn.MultiheadAttention, **kwargs: bool) -> None:
+        super().__init__()
+        self.attention = attention
+        self.kwargs = kwargs
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.attention(*args, **self.kwargs)
+
+
+def _no_weights(attention: nn.MultiheadAttention) -> nn.Module:
+    return _Calling(attention, need_weights=False)
+
+
+def _per_head(attention: nn.MultiheadAttention) -> nn.Module:
+    return _Calling(attention, average_attn_weights=False)
 
 
 ACTIVATIONS = [
@@ -89,17 +114,16 @@ CASES: dict[str, Case] = {
     "BatchNorm2d(train)": Case(lambda: nn.BatchNorm2d(3), randn(2, 3, 4, 4), training=True),
     "LayerNorm": Case(lambda: nn.LayerNorm(5), randn(2, 3, 5)),
     "LayerNorm(2 dims, no bias)": Case(lambda: nn.LayerNorm((3, 5), bias=False), randn(2, 3, 5)),
-    "LayerNorm(no affine)": Case(
-        lambda: nn.LayerNorm(5, elementwise_affine=False), randn(4, 5)
-    ),
+    "LayerNorm(no affine)": Case(lambda: nn.LayerNorm(5, elementwise_affine=False), randn(4, 5)),
     "GroupNorm": Case(lambda: nn.GroupNorm(2, 4), randn(3, 4, 5)),
     "GroupNorm(no affine)": Case(lambda: nn.GroupNorm(4, 4, affine=False), randn(1, 4, 2, 2)),
     # instance_norm decomposes into a batch norm of the reshaped input: inference mode only
     "InstanceNorm2d": Case(lambda: nn.InstanceNorm2d(3), randn(2, 3, 4, 4), INFERENCE),
     "InstanceNorm1d(affine, tracked)": Case(
         lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True),
-        randn(2, 3, 5), INFERENCE,
-    ),  # fmt: skip
+        randn(2, 3, 5),
+        INFERENCE,
+    ),
     "InstanceNorm1d(tracked, train)": Case(
         lambda: nn.InstanceNorm1d(3, track_running_stats=True), randn(2, 3, 5), INFERENCE, True
     ),
@@ -127,18 +151,29 @@ CASES: dict[str, Case] = {
         randn(1, 1, 2, 3, 2),
     ),
     "Upsample(area)": Case(lambda: nn.Upsample(size=(2, 3), mode="area"), randn(1, 2, 5, 7)),
-    "MultiheadAttention": Case(lambda: nn.MultiheadAttention(8, 2), seq((5, 2, 8), (5, 2, 8), (5, 2, 8))),
+    "MultiheadAttention": Case(
+        lambda: nn.MultiheadAttention(8, 2), seq((5, 2, 8), (5, 2, 8), (5, 2, 8))
+    ),
     "MultiheadAttention(no weights)": Case(
-        lambda: _no_weights(nn.MultiheadAttention(8, 2, batch_first=True)), seq((2, 5, 8), (2, 5, 8), (2, 5, 8))
+        lambda: _no_weights(nn.MultiheadAttention(8, 2, batch_first=True)),
+        seq((2, 5, 8), (2, 5, 8), (2, 5, 8)),
+    ),
+    # frozen parameters and one tensor as query, key and value: the fused fast path
+    "MultiheadAttention(fast path)": Case(
+        lambda: _frozen(nn.MultiheadAttention(8, 2, batch_first=True)), same(2, 5, 8)
+    ),
+    "MultiheadAttention(fast path, no weights)": Case(
+        lambda: _no_weights(_frozen(nn.MultiheadAttention(8, 2, batch_first=True))),
+        same(2, 5, 8),
     ),
     "MultiheadAttention(cross, kdim, per-head weights)": Case(
         lambda: _per_head(nn.MultiheadAttention(6, 3, kdim=4, vdim=5)),
         seq((3, 2, 6), (4, 2, 4), (4, 2, 5)),
-    ),  # fmt: skip
+    ),
     "MultiheadAttention(unbatched, bias_kv, zero_attn)": Case(
         lambda: nn.MultiheadAttention(4, 2, add_bias_kv=True, add_zero_attn=True, bias=False),
         seq((3, 4), (5, 4), (5, 4)),
-    ),  # fmt: skip
+    ),
     "RNN": Case(lambda: nn.RNN(3, 4, num_layers=2), randn(5, 2, 3)),
     "RNN(relu, bidirectional)": Case(
         lambda: nn.RNN(3, 4, nonlinearity="relu", bidirectional=True), randn(5, 2, 3)
@@ -160,47 +195,6 @@ CASES: dict[str, Case] = {
 }
 
 
-class _NoWeights(nn.Module):
-    """Calls a MultiheadAttention with ``need_weights=False`` (the sdpa path)."""
-
-    def __init__(self, attention: nn.MultiheadAttention) -> None:
-        super().__init__()
-        self.attention = attention
-
-    def forward(self, *args: torch.Tensor, **kwargs: Any) -> Any:
-        return self.attention(*args, need_weights=False, **kwargs)
-
-
-def _no_weights(attention: nn.MultiheadAttention) -> nn.Module:
-    return _NoWeights(attention)
-
-
-def _per_head(attention: nn.MultiheadAttention) -> nn.Module:
-    wrapper = _NoWeights(attention)
-    wrapper.forward = lambda *args: attention(*args, average_attn_weights=False)  # type: ignore[method-assign]
-    return wrapper
-
-
-def _counted_module(module: nn.Module) -> nn.Module:
-    """The module whose formula counts the call (a test wrapper's attention)."""
-    return getattr(module, "attention", module)
-
-
-def module_formula(case: Case) -> tuple[nn.Module, tuple[Any, ...], int, int]:
-    """The case's module and inputs, with its module formula's ops and MACs."""
-    torch.manual_seed(0)
-    module = case.module().train(case.training)
-    inputs = case.inputs()
-    counted = _counted_module(module)
-    with Profiler(counted) as profiler:
-        module(*inputs)
-    (record,) = profiler.records
-    formula = formula_for(type(counted))
-    assert formula is not None
-    call = Call(record.input_shapes, record.output_shapes, record.training)
-    return module, inputs, record.ops, formula_macs(formula, record.config, call)
-
-
 def _bookkeeping(case: Case, module: nn.Module) -> int:
     """A training BatchNorm also counts its calls, ``num_batches_tracked += 1``: one integer
     addition that its module formula leaves out (it is not arithmetic on the data)."""
@@ -208,12 +202,12 @@ def _bookkeeping(case: Case, module: nn.Module) -> int:
     return int(case.training and tracked)
 
 
-@pytest.mark.parametrize("grad_mode", BOTH)
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize(
+    "name, grad_mode",
+    [(name, grad_mode) for name, case in CASES.items() for grad_mode in case.grad_modes],
+)
 def test_op_level_matches_the_module_formula(name: str, grad_mode: str) -> None:
     case = CASES[name]
-    if grad_mode not in case.grad_modes:
-        pytest.skip(f"{name} decomposes differently under {grad_mode} (see test_known_differences)")
     module, inputs, ops, macs = module_formula(case)
     counts = module_op_counts(module, *inputs, grad_mode=grad_mode)
     assert not counts.uncounted
@@ -236,9 +230,13 @@ def test_module_macs_are_flop_counter_flops_halved(name: str) -> None:
 
 
 def test_known_differences() -> None:
-    """Where torch's decomposition computes differently from the documented formula."""
+    """Where torch's decomposition (under no_grad) computes differently from the documented
+    formula (the cases checked in inference mode only above)."""
     # GRU: h' = n + z * (h - n), 3 operations per element instead of (1 - z) * n + z * h's 4
     for name, cells in (("GRU", 5 * 2 * 2), ("GRUCell", 2)):
         module, inputs, ops, _ = module_formula(CASES[name])
         decomposed = module_op_counts(module, *inputs, grad_mode="no_grad")
         assert decomposed.ops == ops - cells * 4
+    # training dropout: its mask is drawn, then x * mask / (1 - p) is counted
+    module, inputs, ops, _ = module_formula(CASES["Dropout2d(train)"])
+    assert ops == 0 < module_op_counts(module, *inputs, grad_mode="no_grad").ops

@@ -95,7 +95,9 @@ def attention_ops(
     return batch * per_pair
 
 
-def attention_macs(*, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int) -> int:
+def attention_macs(
+    *, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int
+) -> int:
     """Multiply-accumulates of the two products of attention, ``q k^T`` and ``weights @ v``::
 
         macs = batch * L * S * (E + Ev)
@@ -149,15 +151,14 @@ def multihead_attention_ops(
     """
     head_dim = _head_dim(embed_dim, num_heads)
     keys = source_len + extra_keys
+    # query scaling, q . k, masks, softmax and weights @ v, for every head
+    heads = attention_ops(batch=num_heads, query_len=target_len, key_len=keys,
+                          head_dim=head_dim, value_dim=head_dim, masks=masks)  # fmt: skip
     per_element = (
         linear_ops(batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=kdim, out_features=embed_dim, bias=bias)
         + linear_ops(batch=source_len, in_features=vdim, out_features=embed_dim, bias=bias)
-        # query scaling, q . k, masks, softmax and weights @ v, for every head
-        + attention_ops(
-            batch=num_heads, query_len=target_len, key_len=keys, head_dim=head_dim,
-            value_dim=head_dim, masks=masks,
-        )  # fmt: skip
+        + heads
         + linear_ops(
             batch=target_len, in_features=embed_dim, out_features=embed_dim, bias=out_proj_bias
         )
@@ -173,34 +174,26 @@ def _head_dim(embed_dim: int, num_heads: int) -> int:
     return embed_dim // num_heads
 
 
-def multihead_attention_macs(
-    *,
-    batch: int,
-    target_len: int,
-    source_len: int,
-    embed_dim: int,
-    num_heads: int,
-    kdim: int,
-    vdim: int,
-    extra_keys: int = 0,
-    **_ignored: object,
-) -> int:
-    """Multiply-accumulates of one ``nn.MultiheadAttention`` call: the projections
-    (``L*E*E + S*kdim*E + S*vdim*E`` in, ``L*E*E`` out) and :func:`attention_macs` for every
-    head, ``N`` times. The keyword arguments are those of :func:`multihead_attention_ops`
-    (the ones that change no product are accepted and ignored).
+def multihead_attention_macs(**sizes: Any) -> int:
+    """Multiply-accumulates of one ``nn.MultiheadAttention`` call, from the keyword arguments
+    of :func:`multihead_attention_ops` (those that change no product are ignored): the
+    projections (``L*E*E + S*kdim*E + S*vdim*E`` in, ``L*E*E`` out) and :func:`attention_macs`
+    for every head, ``N`` times.
 
     >>> multihead_attention_macs(batch=1, target_len=3, source_len=3, embed_dim=4,
     ...     num_heads=2, kdim=4, vdim=4)
     264
     """
+    target_len, embed_dim, num_heads = sizes["target_len"], sizes["embed_dim"], sizes["num_heads"]
     head_dim = _head_dim(embed_dim, num_heads)
-    projections = (2 * target_len * embed_dim + source_len * (kdim + vdim)) * embed_dim
+    source_len = sizes["source_len"]
+    inputs = 2 * target_len * embed_dim + source_len * (sizes["kdim"] + sizes["vdim"])
+    projections = inputs * embed_dim  # q, k, v in and the output projection
     products = attention_macs(
-        batch=num_heads, query_len=target_len, key_len=source_len + extra_keys,
+        batch=num_heads, query_len=target_len, key_len=source_len + sizes.get("extra_keys", 0),
         head_dim=head_dim, value_dim=head_dim,
     )  # fmt: skip
-    return batch * (projections + products)
+    return sizes["batch"] * (projections + products)
 
 
 def _multihead_attention_sizes(config: MultiheadAttentionConfig, call: Call) -> dict[str, Any]:
@@ -215,20 +208,20 @@ def _multihead_attention_sizes(config: MultiheadAttentionConfig, call: Call) -> 
     else:
         (target_len, _), (source_len, _), batch = query, key, 1
     weights = call.outputs[1:2]
-    return dict(
-        batch=batch,
-        target_len=target_len,
-        source_len=source_len,
-        embed_dim=query[-1],
-        num_heads=config.num_heads,
-        kdim=key[-1],
-        vdim=value[-1],
-        bias=config.bias,
-        out_proj_bias=config.out_proj_bias,
-        extra_keys=int(config.add_bias_kv) + int(config.add_zero_attn),
-        masks=len(call.inputs) - 3,
-        average_weights=bool(weights) and len(weights[0]) == len(query),
-    )
+    return {
+        "batch": batch,
+        "target_len": target_len,
+        "source_len": source_len,
+        "embed_dim": query[-1],
+        "num_heads": config.num_heads,
+        "kdim": key[-1],
+        "vdim": value[-1],
+        "bias": config.bias,
+        "out_proj_bias": config.out_proj_bias,
+        "extra_keys": int(config.add_bias_kv) + int(config.add_zero_attn),
+        "masks": len(call.inputs) - 3,
+        "average_weights": bool(weights) and len(weights[0]) == len(query),
+    }
 
 
 def count_multihead_attention_macs(config: MultiheadAttentionConfig, call: Call) -> int:
@@ -275,19 +268,21 @@ class AttentionLayout:
     def sizes(self, call: OpCall) -> dict[str, int]:
         """:func:`attention_macs`'s arguments: ``batch`` counts every (batch, head) pair."""
         query, key, value = (meta.shape for meta in call.args[:3])
-        head_dim, value_dim = query[-1], value[-1]
+        dims = {"head_dim": query[-1], "value_dim": value[-1]}
         if not self.seq_first:
-            return dict(batch=math.prod(call.output[:-2]), query_len=query[-2],
-                        key_len=key[-2], head_dim=head_dim, value_dim=value_dim)  # fmt: skip
+            batch = math.prod(call.output[:-2])
+            return {"batch": batch, "query_len": query[-2], "key_len": key[-2], **dims}
         offsets = call.tensor(self.nested, "cum_seq_q") if self.nested is not None else None
         if offsets is not None:
             # Nested sequences of unknown lengths: every one counted at the longest (an
             # upper bound, as FlopCounterMode counts them when the offsets are not readable).
-            batch, query_len, key_len = offsets.shape[0] - 1, *call.args[self.nested + 2 : self.nested + 4]
+            batch, query_len, key_len = (
+                offsets.shape[0] - 1,
+                *call.args[self.nested + 2 : self.nested + 4],
+            )
         else:
             batch, query_len, key_len = query[0], query[1], key[1]
-        return dict(batch=batch * query[-2], query_len=query_len, key_len=key_len,
-                    head_dim=head_dim, value_dim=value_dim)  # fmt: skip
+        return {"batch": batch * query[-2], "query_len": query_len, "key_len": key_len, **dims}
 
     def masked(self, call: OpCall) -> bool:
         """Whether the call adds a mask to the scores: a given mask, or a causal one."""
@@ -334,20 +329,20 @@ def _native_attention_sizes(call: OpCall) -> dict[str, Any]:
     need_weights, average_attn_weights)``, the fast path of ``nn.MultiheadAttention``, on
     batch-first ``(N, L, E)`` tensors."""
     query, key, value = (meta.shape for meta in call.args[:3])
-    return dict(
-        batch=math.prod(query[:-2]),
-        target_len=query[-2],
-        source_len=key[-2],
-        embed_dim=query[-1],
-        num_heads=call.arg(4, "num_head"),
-        kdim=key[-1],
-        vdim=value[-1],
-        bias=call.tensor(6, "qkv_bias") is not None,
-        out_proj_bias=call.tensor(8, "proj_bias") is not None,
-        masks=int(call.tensor(9, "mask") is not None),
-        average_weights=bool(call.arg(10, "need_weights", True))
+    return {
+        "batch": math.prod(query[:-2]),
+        "target_len": query[-2],
+        "source_len": key[-2],
+        "embed_dim": query[-1],
+        "num_heads": call.arg(4, "num_head"),
+        "kdim": key[-1],
+        "vdim": value[-1],
+        "bias": call.tensor(6, "qkv_bias") is not None,
+        "out_proj_bias": call.tensor(8, "proj_bias") is not None,
+        "masks": int(call.tensor(9, "mask") is not None),
+        "average_weights": bool(call.arg(10, "need_weights", True))
         and bool(call.arg(11, "average_attn_weights", True)),
-    )
+    }
 
 
 def native_multihead_attention_macs(call: OpCall) -> int:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from torch import nn
 
@@ -86,26 +87,18 @@ def conv_ops(
     return batch * out_channels * math.prod(output_size) * ops_per_output
 
 
-def conv_macs(
-    *,
-    batch: int,
-    in_channels: int,
-    out_channels: int,
-    output_size: Sequence[int],
-    kernel_size: Sequence[int],
-    groups: int,
-) -> int:
-    """Multiply-accumulates of one convolution call: ``N * Cout * P * K``, with ``K`` and
-    ``P`` as in :func:`conv_ops` (``FlopCounterMode`` counts twice as many FLOPs).
+def conv_macs(**sizes: Any) -> int:
+    """Multiply-accumulates of one convolution call, ``N * Cout * P * K`` (``FlopCounterMode``
+    counts twice as many FLOPs), from the keyword arguments of :func:`conv_ops` but ``bias``.
+
+    With a bias every product is paired with exactly one addition (``K - 1`` to sum the
+    ``K`` products, one for the bias), so the MACs are half the operations with a bias.
 
     >>> conv_macs(batch=1, in_channels=3, out_channels=64, output_size=(112, 112),
     ...           kernel_size=(7, 7), groups=1)
     118013952
     """
-    return (
-        batch * out_channels * math.prod(output_size)
-        * (in_channels // groups) * math.prod(kernel_size)
-    )  # fmt: skip
+    return conv_ops(**sizes, bias=True) // 2
 
 
 def _conv_sizes(config: ConvConfig, call: Call) -> dict[str, object]:
@@ -182,4 +175,6 @@ register_op(
     family="conv", macs=conv_op_macs,
 )(partial(count_conv_op, 3))  # fmt: skip
 # cudnn_convolution(self, weight, padding, stride, dilation, groups, ...): no bias
-register_op(*aten_ops("cudnn_convolution"), family="conv", macs=conv_op_macs)(partial(count_conv_op, None))
+register_op(*aten_ops("cudnn_convolution"), family="conv", macs=conv_op_macs)(
+    partial(count_conv_op, None)
+)

@@ -179,9 +179,11 @@ def conv_transpose_macs(
     input_size: Sequence[int],
     kernel_size: Sequence[int],
     groups: int,
+    **_unused: object,
 ) -> int:
     """Multiply-accumulates of one transposed convolution, as ``FlopCounterMode`` counts
-    them (halved): every input element times every kernel weight of its group, cropped or not::
+    them (halved): every input element times every kernel weight of its group, cropped or not
+    (the other keyword arguments of :func:`conv_transpose_ops` are accepted and ignored)::
 
         macs = N * Cin * (Cout / groups) * prod(kernel_size) * prod(input_size)
 
@@ -277,10 +279,7 @@ class TransposedLayout:
 
     def macs(self, call: OpCall) -> int:
         """:func:`conv_transpose_macs` on the call."""
-        sizes = self.sizes(call)
-        for unused in ("output_size", "stride", "padding", "dilation"):
-            del sizes[unused]
-        return conv_transpose_macs(**sizes)
+        return conv_transpose_macs(**self.sizes(call))
 
 
 def _register_transposed(layout: TransposedLayout, *names: str) -> None:

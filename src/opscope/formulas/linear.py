@@ -162,12 +162,12 @@ def count_bilinear(config: BilinearConfig, call: Call) -> int:
 # -- ATen operators -----------------------------------------------------------------------
 
 
-def _scaled_sum_ops(call: OpCall, outputs: int, beta: float = 1, alpha: float = 1) -> int:
-    """The additions of ``beta * self + alpha * product`` over ``outputs`` elements: one
+def _scaled_sum_ops(call: OpCall, outputs: int) -> int:
+    """The operations of ``beta * self + alpha * product`` over ``outputs`` elements: one
     addition (none when ``beta == 0``: torch ignores ``self``), and one multiplication for each
-    of ``beta`` and ``alpha`` that is not 1."""
-    beta = call.arg(3, "beta", beta)
-    alpha = call.arg(4, "alpha", alpha)
+    of ``beta`` and ``alpha`` that is not 1 (both keyword-only in every schema)."""
+    beta = call.arg(3, "beta", 1)
+    alpha = call.arg(4, "alpha", 1)
     if beta == 0:
         return outputs * int(alpha != 1)
     return outputs * (1 + int(beta != 1) + int(alpha != 1))

@@ -12,7 +12,8 @@ the data, and is not counted, as upsampling's source coordinates are not.
 The list is explicit on purpose: an operator missing from every registry is reported as
 uncounted by name, never silently taken as 0. The few data-movement operators that can also
 accumulate are counted apart: ``index_put`` with ``accumulate=True`` adds each value into
-place, ``scatter`` with a ``reduce`` combines each source value with its destination.
+place, ``scatter`` with a ``reduce``, ``scatter_add``, ``scatter_reduce`` and ``index_add``
+combine each source value with its destination.
 """
 
 from __future__ import annotations
@@ -102,6 +103,23 @@ def count_scatter_reduce(call: OpCall) -> int:
     6
     """
     return math.prod(call.args[2].shape)
+
+
+@register_op(*aten_ops("scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_"),
+             family="memory")  # fmt: skip
+def count_scatter_accumulate(call: OpCall) -> int:
+    """``scatter_add(self, dim, index, src)`` / ``scatter_reduce(..., reduce, include_self)``:
+    one operation per source value read (``numel(index)``), plus, for ``reduce='mean'``, one
+    division per element of the result."""
+    divisions = math.prod(call.output) if call.arg(4, "reduce") == "mean" else 0
+    return math.prod(call.args[2].shape) + divisions
+
+
+@register_op(*aten_ops("index_add", "index_add_"), family="memory")
+def count_index_add(call: OpCall) -> int:
+    """``index_add(self, dim, index, source, alpha=1)``: one addition per source element, and
+    one multiplication by ``alpha`` when it is not 1."""
+    return math.prod(call.args[3].shape) * (1 + int(call.arg(4, "alpha", 1) != 1))
 
 
 def count_index_put(call: OpCall) -> int:

@@ -385,9 +385,7 @@ def batch_norm_op_ops(call: OpCall, *, training: bool, running_stats: bool) -> i
     updated (``7C``) iff the call was given them, as :func:`count_batch_norm`."""
     shape = call.input
     channels = shape[1]
-    ops = _affine_ops(
-        call, elements=math.prod(shape), stat_sets=channels, batch_stats=training
-    )
+    ops = _affine_ops(call, elements=math.prod(shape), stat_sets=channels, batch_stats=training)
     if training and running_stats:
         ops += running_update_ops(channels=channels)
     return ops

@@ -188,7 +188,9 @@ def cell_ops(
     )
 
 
-def cell_macs(*, cell: str, input_size: int, hidden_size: int, proj_size: int = 0, **_: object) -> int:
+def cell_macs(
+    *, cell: str, input_size: int, hidden_size: int, proj_size: int = 0, **_: object
+) -> int:
     """Multiply-accumulates of one cell evaluation: the gate products, ``G * H`` rows of
     ``input_size + R`` pairs (``G`` = 1, 4, 3 gates for rnn, lstm, gru; ``R`` the recurrent
     state size), and LSTM's projection, ``P * H``. Other keyword arguments of :func:`cell_ops`
@@ -273,17 +275,17 @@ def recurrent_ops(
 
 
 def _module_arguments(config: RecurrentConfig, call: Call) -> dict[str, object]:
-    return dict(
-        cell=config.cell,
-        cells=math.prod(call.input[:-1]),
-        input_size=call.input[-1],
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        bidirectional=config.bidirectional,
-        bias=config.bias,
-        nonlinearity=config.nonlinearity,
-        proj_size=config.proj_size,
-    )
+    return {
+        "cell": config.cell,
+        "cells": math.prod(call.input[:-1]),
+        "input_size": call.input[-1],
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "bidirectional": config.bidirectional,
+        "bias": config.bias,
+        "nonlinearity": config.nonlinearity,
+        "proj_size": config.proj_size,
+    }
 
 
 def count_recurrent_macs(config: RecurrentConfig, call: Call) -> int:
@@ -332,32 +334,40 @@ class RecurrentLayout:
         hx = call.args[hx_index]
         state = hx[-1].shape if isinstance(hx, tuple) else hx.shape
         recurrent_size = hx[0].shape[-1] if isinstance(hx, tuple) else state[-1]
-        return dict(
-            cell=self.cell,
-            cells=math.prod(call.input[:-1]),
-            input_size=call.input[-1],
-            hidden_size=state[-1],
-            num_layers=call.arg(hx_index + 3, "num_layers"),
-            bidirectional=bool(call.arg(hx_index + 6, "bidirectional")),
-            bias=bool(call.arg(hx_index + 2, "has_biases")),
-            nonlinearity=self.nonlinearity,
-            proj_size=recurrent_size if recurrent_size != state[-1] else 0,
-        )
+        return {
+            "cell": self.cell,
+            "cells": math.prod(call.input[:-1]),
+            "input_size": call.input[-1],
+            "hidden_size": state[-1],
+            "num_layers": call.arg(hx_index + 3, "num_layers"),
+            "bidirectional": bool(call.arg(hx_index + 6, "bidirectional")),
+            "bias": bool(call.arg(hx_index + 2, "has_biases")),
+            "nonlinearity": self.nonlinearity,
+            "proj_size": recurrent_size if recurrent_size != state[-1] else 0,
+        }
 
     def register(self, name: str) -> None:
         """Register the ``.input`` and ``.data`` overloads of ``aten.<name>``."""
         packet = getattr(torch.ops.aten, name)
         for overload, hx_index in (("input", 1), ("data", 2)):
-            register_op(
-                getattr(packet, overload), family="recurrent",
-                macs=partial(_count_layout, recurrent_macs, self, hx_index),
-            )(partial(_count_layout, recurrent_ops, self, hx_index))  # fmt: skip
+            _register(getattr(packet, overload), partial(self.arguments, hx_index=hx_index))
 
 
-def _count_layout(
-    formula: Callable[..., int], layout: RecurrentLayout, hx_index: int, call: OpCall
-) -> int:
-    return formula(**layout.arguments(call, hx_index))
+Arguments = Callable[[OpCall], dict[str, object]]
+
+
+def _apply(formula: Callable[..., int], arguments: Arguments, call: OpCall) -> int:
+    return formula(**arguments(call))
+
+
+def _register(
+    target: torch._ops.OpOverload | torch._ops.OpOverloadPacket, arguments: Arguments
+) -> None:
+    """Count ``target`` with :func:`recurrent_ops` / :func:`recurrent_macs` on the keyword
+    arguments ``arguments(call)`` reads from its call."""
+    register_op(target, family="recurrent", macs=partial(_apply, recurrent_macs, arguments))(
+        partial(_apply, recurrent_ops, arguments)
+    )
 
 
 RecurrentLayout("lstm").register("lstm")
@@ -369,45 +379,43 @@ RecurrentLayout("rnn", "relu").register("rnn_relu")
 def _cell_arguments(cell: str, nonlinearity: str, call: OpCall) -> dict[str, object]:
     """``*_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None)``: one layer, one direction,
     ``prod(input[:-1])`` cells, the hidden size read from ``w_hh`` ``(G * H, H)``."""
-    return dict(
-        cell=cell,
-        cells=math.prod(call.input[:-1]),
-        input_size=call.input[-1],
-        hidden_size=call.args[3].shape[-1],
-        bias=call.tensor(4, "b_ih") is not None,
-        nonlinearity=nonlinearity,
-    )
-
-
-def _count_cell(formula: Callable[..., int], cell: str, nonlinearity: str, call: OpCall) -> int:
-    return formula(**_cell_arguments(cell, nonlinearity, call))
+    return {
+        "cell": cell,
+        "cells": math.prod(call.input[:-1]),
+        "input_size": call.input[-1],
+        "hidden_size": call.args[3].shape[-1],
+        "bias": call.tensor(4, "b_ih") is not None,
+        "nonlinearity": nonlinearity,
+    }
 
 
 for _name, _cell, _nonlinearity in (
     ("lstm_cell", "lstm", "tanh"), ("gru_cell", "gru", "tanh"),
     ("rnn_tanh_cell", "rnn", "tanh"), ("rnn_relu_cell", "rnn", "relu"),
 ):  # fmt: skip
-    register_op(
-        getattr(torch.ops.aten, _name), family="recurrent",
-        macs=partial(_count_cell, recurrent_macs, _cell, _nonlinearity),
-    )(partial(_count_cell, recurrent_ops, _cell, _nonlinearity))  # fmt: skip
+    _register(getattr(torch.ops.aten, _name), partial(_cell_arguments, _cell, _nonlinearity))
 
 # The cuDNN/MKLDNN mode numbers: RNN_RELU, RNN_TANH, LSTM, GRU.
-_MODES: tuple[tuple[str, str], ...] = (("rnn", "relu"), ("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))
+_MODES: tuple[tuple[str, str], ...] = (
+    ("rnn", "relu"),
+    ("rnn", "tanh"),
+    ("lstm", "tanh"),
+    ("gru", "tanh"),
+)
 
 
 def _mkldnn_arguments(call: OpCall) -> dict[str, object]:
     """``mkldnn_rnn_layer(input, w0, w1, w2, w3, hx_, cx_, reverse, batch_sizes, mode,
     hidden_size, num_layers, has_biases, ...)``: one layer in one direction."""
     cell, nonlinearity = _MODES[call.arg(9, "mode")]
-    return dict(
-        cell=cell,
-        cells=math.prod(call.input[:-1]),
-        input_size=call.input[-1],
-        hidden_size=call.arg(10, "hidden_size"),
-        bias=bool(call.arg(12, "has_biases")),
-        nonlinearity=nonlinearity,
-    )
+    return {
+        "cell": cell,
+        "cells": math.prod(call.input[:-1]),
+        "input_size": call.input[-1],
+        "hidden_size": call.arg(10, "hidden_size"),
+        "bias": bool(call.arg(12, "has_biases")),
+        "nonlinearity": nonlinearity,
+    }
 
 
 def _cudnn_arguments(call: OpCall) -> dict[str, object]:
@@ -416,30 +424,24 @@ def _cudnn_arguments(call: OpCall) -> dict[str, object]:
     layer and direction has 4 weights (5 with a projection), not 2 (3)."""
     cell, nonlinearity = _MODES[call.arg(6, "mode")]
     proj_size = call.arg(8, "proj_size")
-    return dict(
-        cell=cell,
-        cells=math.prod(call.input[:-1]),
-        input_size=call.input[-1],
-        hidden_size=call.arg(7, "hidden_size"),
-        num_layers=call.arg(9, "num_layers"),
-        bidirectional=bool(call.arg(13, "bidirectional")),
-        bias=call.arg(2, "weight_stride0") - int(proj_size > 0) == 4,
-        nonlinearity=nonlinearity,
-        proj_size=proj_size,
-    )
+    return {
+        "cell": cell,
+        "cells": math.prod(call.input[:-1]),
+        "input_size": call.input[-1],
+        "hidden_size": call.arg(7, "hidden_size"),
+        "num_layers": call.arg(9, "num_layers"),
+        "bidirectional": bool(call.arg(13, "bidirectional")),
+        "bias": call.arg(2, "weight_stride0") - int(proj_size > 0) == 4,
+        "nonlinearity": nonlinearity,
+        "proj_size": proj_size,
+    }
 
 
-def _count_fused(
-    formula: Callable[..., int], arguments: Callable[[OpCall], dict[str, object]], call: OpCall
-) -> int:
-    return formula(**arguments(call))
-
-
-for _op, _arguments in ((aten_ops("mkldnn_rnn_layer"), _mkldnn_arguments),
-                        (aten_ops("_cudnn_rnn"), _cudnn_arguments)):  # fmt: skip
-    register_op(
-        *_op, family="recurrent", macs=partial(_count_fused, recurrent_macs, _arguments)
-    )(partial(_count_fused, recurrent_ops, _arguments))
+for _target, _arguments in (
+    (torch.ops.aten.mkldnn_rnn_layer, _mkldnn_arguments),
+    (torch.ops.aten._cudnn_rnn, _cudnn_arguments),
+):
+    _register(_target, _arguments)
 
 
 def fused_cell_ops(call: OpCall, *, gates: int, elementwise: int) -> int:

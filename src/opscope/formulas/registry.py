@@ -32,6 +32,7 @@ multiplication of those products, bias excluded, so that ``macs == FlopCounterMo
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -244,10 +245,7 @@ class TensorMeta:
     @property
     def numel(self) -> int:
         """The number of elements."""
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel
+        return math.prod(self.shape)
 
 
 def _meta_of(value: Any) -> Any:
@@ -266,9 +264,6 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     if isinstance(out, (list, tuple)):
         return tuple(shape for item in out for shape in _output_shapes(item))
     return ()
-
-
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +316,7 @@ class OpCall:
         """The shape of the first argument, which is a tensor for most operators."""
         first = self.args[0] if self.args else None
         if not isinstance(first, TensorMeta):
-            raise ValueError(f"the first argument is not a tensor: {first!r}")
+            raise TypeError(f"the first argument is not a tensor: {first!r}")
         return first.shape
 
     @property

@@ -1,0 +1,140 @@
+"""A brute-force oracle: scalars that count every operation done on them.
+
+A formula's definition, written with :class:`Counted` values and evaluated once per output
+element, both computes the value (compared with torch's, so the definition is the right one)
+and counts its operations by the project convention: arithmetic and comparisons 1 each, each
+elementary function 1, sign flips and absolute values free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+class Tally:
+    """The running count of one evaluation."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+
+
+@dataclass
+class Counted:
+    value: float
+    tally: Tally
+
+    def _lift(self, other: Any) -> float:
+        return other.value if isinstance(other, Counted) else float(other)
+
+    def _op(self, value: float) -> Counted:
+        self.tally.ops += 1
+        return Counted(value, self.tally)
+
+    def __add__(self, other: Any) -> Counted:
+        return self._op(self.value + self._lift(other))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Counted:
+        return self._op(self.value - self._lift(other))
+
+    def __rsub__(self, other: Any) -> Counted:
+        return self._op(self._lift(other) - self.value)
+
+    def __mul__(self, other: Any) -> Counted:
+        return self._op(self.value * self._lift(other))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> Counted:
+        return self._op(self.value / self._lift(other))
+
+    def __rtruediv__(self, other: Any) -> Counted:
+        return self._op(self._lift(other) / self.value)
+
+    def __gt__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value > self._lift(other)
+
+    def __lt__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value < self._lift(other)
+
+    def __neg__(self) -> Counted:  # a sign flip: free
+        return Counted(-self.value, self.tally)
+
+    def __abs__(self) -> Counted:  # free
+        return Counted(abs(self.value), self.tally)
+
+    def apply(self, function: Callable[[float], float]) -> Counted:
+        """One elementary function evaluation."""
+        return self._op(function(self.value))
+
+
+def evaluate(
+    definition: Callable[..., Counted | float], operands: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """``definition`` evaluated at every element of the operands' broadcast shape: the result
+    and the operations it took."""
+    tally = Tally()
+    shape = torch.broadcast_shapes(*(operand.shape for operand in operands))
+    expanded = [operand.expand(shape).reshape(-1).tolist() for operand in operands]
+    values = []
+    for scalars in zip(*expanded):
+        result = definition(*(Counted(float(s), tally) for s in scalars))
+        values.append(result.value if isinstance(result, Counted) else float(result))
+    return torch.tensor(values).reshape(shape), tally.ops
+
+
+def exp(x: Counted) -> Counted:
+    return x.apply(math.exp)
+
+
+def log(x: Counted) -> Counted:
+    return x.apply(math.log)
+
+
+def sqrt(x: Counted) -> Counted:
+    return x.apply(math.sqrt)
+
+
+def floor(x: Counted) -> Counted:
+    return x.apply(math.floor)
+
+
+def maximum(a: Counted, b: Any) -> Counted:
+    """One comparison, whichever wins."""
+    return a.apply(lambda value: max(value, a._lift(b)))
+
+
+def minimum(a: Counted, b: Any) -> Counted:
+    """One comparison, whichever wins."""
+    return a.apply(lambda value: min(value, a._lift(b)))
+
+
+def evaluate_groups(
+    definition: Callable[[list[Counted]], Counted | list[Counted]], x: torch.Tensor, dim: int
+) -> tuple[torch.Tensor, int]:
+    """``definition`` applied to every group of elements along ``dim`` (a reduction returns
+    one value per group, a scan one per element): the values, and the operations they took."""
+    tally = Tally()
+    rows = x.movedim(dim, -1).reshape(-1, x.shape[dim]).tolist()
+    values = []
+    for row in rows:
+        result = definition([Counted(float(v), tally) for v in row])
+        results = result if isinstance(result, list) else [result]
+        values.append([r.value for r in results])
+    return torch.tensor(values), tally.ops
+
+
+def total(values: list[Counted]) -> Counted:
+    """A sum: ``len(values) - 1`` additions."""
+    result = values[0]
+    for value in values[1:]:
+        result = result + value
+    return result
