@@ -1,4 +1,4 @@
-"""Profile a torchvision ResNet-18 and print its per-layer Conv2d table."""
+"""Profile a torchvision ResNet-18: its per-layer table, the totals and the MACs."""
 
 import torch
 import torchvision
@@ -9,5 +9,8 @@ model = torchvision.models.resnet18(weights=None).eval()
 with torch.inference_mode(), Profiler(model) as profiler:
     model(torch.randn(1, 3, 224, 224))
 
-profiler.print()
-print(f"Exact Conv2d operations: {profiler.total_ops:,}")
+profiler.print(sort="ops", top=10)
+report = profiler.report
+print(f"Exact operations of the whole forward pass: {report.total_ops:,}")
+print(f"Of which Conv2d layers: {report.ops_of('Conv2d'):,}")
+print(f"Multiply-accumulates (torchvision's 'GFLOPS'): {report.total_macs / 1e9:.2f} G")

@@ -14,7 +14,10 @@ PACKAGE = Path(opscope.__file__).parent
 
 LAYERS = (
     "opscope.version",
+    "opscope.choices",
     "opscope.format",
+    "opscope.inputs",
+    "opscope.catalogue",
     "opscope.exports",
     "opscope.formulas",  # the formula registry and families, a unit: see below
     "opscope.records",
@@ -32,6 +35,7 @@ LAYERS = (
     "opscope.plots",
     "opscope.html",
     "opscope.cli",
+    "opscope.commands",
     "opscope",
     "opscope.__main__",
 )
@@ -40,6 +44,7 @@ LAYERS = (
 DEFERRED_IMPORTS = {
     ("opscope.report", "opscope.terminal"),  # Report.print() draws itself on demand
     ("opscope.distributed", "opscope.terminal"),  # DistributedReport.print() likewise
+    ("opscope.cli", "opscope.commands"),  # torch is loaded once the arguments are good
 }
 """The deliberate imports inside a function body that point upward."""
 
@@ -130,3 +135,9 @@ def test_the_check_sees_an_upward_import() -> None:
                                        "def f():\n    from opscope.terminal import print_report\n"))
     assert top == {"opscope.cli", "opscope.html"} and deferred == {"opscope.terminal"}
     assert _layer("opscope.cli") > _layer("opscope.report")
+
+
+def test_the_package_exports_what_it_lists() -> None:
+    assert sorted(opscope.__all__) == sorted([*opscope._EXPORTS, "__version__"])
+    for name in opscope.__all__:
+        assert getattr(opscope, name) is not None

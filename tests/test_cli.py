@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ def test_profile_json_equals_the_python_api(capsys) -> None:
     code, out, err = run(capsys, "profile", "mobilenet_v3_small", "--format", "json")
     assert (code, err) == (0, "")
     data = json.loads(out)
-    report, _ = profile_model(zoo.ZooModel("mobilenet_v3_small", "classification"))
+    report, *_ = profile_model(zoo.ZooModel("mobilenet_v3_small", "classification"))
     assert data["total_ops"] == report.total_ops
     assert data["layers"] == report.to_dict()["layers"]
     assert (data["model"], data["input_shape"], data["device"]) == ("mobilenet_v3_small", [1, 3, 224, 224], "meta")
@@ -39,7 +41,7 @@ def test_profile_csv_parses_with_exact_integers(capsys) -> None:
     code, out, _ = run(capsys, "profile", "resnet18", "--format", "csv", "--input", "2x3x64x64")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    report, _ = profile_model(zoo.ZooModel("resnet18", "classification"), (2, 3, 64, 64))
+    report, *_ = profile_model(zoo.ZooModel("resnet18", "classification"), (2, 3, 64, 64))
     assert [int(row["ops"]) for row in rows] == [r.ops for r in report.records]
     assert rows[0]["input_shape"] == "2x3x64x64"
     assert rows[0]["kernel_size"] == "7x7"
@@ -48,11 +50,12 @@ def test_profile_csv_parses_with_exact_integers(capsys) -> None:
 def test_profile_markdown_parses(capsys) -> None:
     code, out, _ = run(capsys, "profile", "resnet18", "--format", "markdown", "--sort", "ops", "--top", "5")
     assert code == 0
-    layers, by_type = out.strip().split("\n\n")[:2]
+    heading, layers, by_type = out.strip().split("\n\n")[:3]
+    assert heading == "resnet18 at 1×3×224×224 on meta"  # a saved report says what it profiled
     lines = layers.splitlines()
     widths = {line.count(" | ") for line in lines}
     assert len(widths) == 1 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
-    report, _ = profile_model(zoo.ZooModel("resnet18", "classification"))
+    report, *_ = profile_model(zoo.ZooModel("resnet18", "classification"))
     assert len(lines) == 2 + 5 + 2  # header, rule, 5 rows, "… N more", total
     assert f"… {len(report.records) - 5} more" in lines[-2]
     assert f"**{format_count(report.total_ops)}**" in lines[-1]
@@ -61,7 +64,7 @@ def test_profile_markdown_parses(capsys) -> None:
 
 def test_profile_table_shows_the_total(capsys) -> None:
     code, out, _ = run(capsys, "profile", "resnet18")
-    report, _ = profile_model(zoo.ZooModel("resnet18", "classification"))
+    report, *_ = profile_model(zoo.ZooModel("resnet18", "classification"))
     assert code == 0
     assert f"Total ({len(report.records)} calls)" in out and format_count(report.total_ops) in out
 
@@ -100,13 +103,19 @@ def test_compare_reports_every_model_when_one_fails(capsys) -> None:
         (["profile", "resnet19"], 2, "unknown model 'resnet19'; did you mean resnet18"),
         (["compare", "resnet18", "nope*"], 2, "no model matches 'nope*'"),
         (["profile", "resnet*"], 2, "profile takes one"),
-        (["profile", "resnet18", "--input", "1x3x224"], 2, "expected N×C×H×W"),
-        (["profile", "resnet18", "--input", "0x3x224x224"], 2, "expected N×C×H×W"),
-        (["profile", "resnet18", "--input", "abc"], 2, "expected N×C×H×W"),
+        (["profile", "resnet18", "--input", "1x3x224"], 1, "resnet18 failed at input 1×3×224: "),
+        (["profile", "resnet18", "--input", "0x3x224x224"], 2, "expected [NAME=]SIZES[:DTYPE]"),
+        (["profile", "resnet18", "--input", "abc"], 2, "expected [NAME=]SIZES[:DTYPE]"),
+        (["profile", "resnet18", "--input", "1x3:complex"], 2, "dtype one of"),
+        (["profile", "resnet18", "--input", "1-x=4x4"], 2, "expected [NAME=]SIZES[:DTYPE]"),
+        (["profile", "resnet18", "--repeat", "3"], 2, "--repeat goes with --time"),
+        (["profile", "resnet18", "--format", "json", "--top", "3"], 2, "--sort and --top shape tables"),
+        (["profile", "RESNET18"], 2, "unknown model 'RESNET18'; did you mean resnet18?"),
+        (["profile", "vit"], 2, "did you mean vit_b_16, vit_b_32"),
         (["profile", "resnet18", "--top", "0"], 2, "expected a positive integer"),
         (["profile", "resnet18", "--format", "pdf"], 2, "invalid choice: 'pdf'"),
         (["profile", "alexnet", "--input", "1x3x16x16"], 1, "alexnet failed at input 1×3×16×16: RuntimeError"),
-        (["profile", "ssdlite320_mobilenet_v3_large"], 1, "depends on tensor values: try --device cpu"),
+        (["profile", "ssdlite320_mobilenet_v3_large"], 1, "torch.nonzero() needs tensor values, which the meta device has not: try --device cpu"),
         (["compare"], 2, "needs at least one MODEL"),
         (["list", "zzz*"], 2, "no model matches"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
@@ -222,3 +231,65 @@ def test_output_dash_is_stdout_and_a_symlink_stays_a_link(capsys, tmp_path: Path
     code, out, _ = run(capsys, "profile", "resnet18", "--format", "json", "--output", str(link))
     assert (code, out) == (0, "")
     assert link.is_symlink() and json.loads(real.read_text())["model"] == "resnet18"
+
+
+def test_the_console_script_imports_factories_from_the_current_folder(tmp_path: Path) -> None:
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\ndef tiny():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n"
+    )
+    script = Path(sys.executable).parent / "opscope"
+    done = subprocess.run(
+        [str(script), "profile", "mymodels:tiny", "--input", "1x3x8x8", "--format", "json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total_ops"] == 4 * 36 * (2 * 27)
+
+
+@pytest.mark.parametrize("after", [0.3, 4.0])
+def test_an_interrupt_ends_promptly_in_one_line_and_leaves_no_worker(after: float) -> None:
+    script = Path(sys.executable).parent / "opscope"
+    process = subprocess.Popen(
+        [str(script), "compare", "--all"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(after)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    assert err == "opscope: error: interrupted\n" and out == ""
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # no worker is left in the group
+
+
+def test_detection_counts_are_reproducible_and_say_what_ran(capsys) -> None:
+    argv = ["profile", "ssdlite320_mobilenet_v3_large", "--device", "cpu", "--format", "markdown"]
+    first = run(capsys, *argv)
+    second = run(capsys, *argv)
+    assert first[0] == 0 and first[1] == second[1]  # the same seed, the same count
+    heading = first[1].splitlines()[0]
+    assert heading.startswith("ssdlite320_mobilenet_v3_large at 1×3×224×224 on cpu")
+    assert "its first layer saw 1×3×320×320: the model resized its input" in heading
+    assert "the same --seed gives the same count" in first[1]
+
+
+def test_saved_csv_says_what_it_profiled(capsys) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "csv", "--input", "1x3x32x32")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and {(r["model"], r["inputs"], r["device"]) for r in rows} == {
+        ("resnet18", "1×3×32×32", "meta")
+    }
+
+
+def test_output_paths_are_checked_before_any_work(capsys, tmp_path: Path) -> None:
+    for option, path in (("--plot", tmp_path / "missing" / "p.png"), ("--output", tmp_path)):
+        code, out, err = run(capsys, "profile", "resnet18", option, str(path))
+        assert code == 1 and out == "" and "cannot write" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_fails_when_every_model_fails(capsys) -> None:
+    code, out, err = run(capsys, "compare", "alexnet", "vgg11", "--input", "1x3x16x16")
+    assert code == 1 and out == ""
+    assert err.startswith("opscope: error: all 2 models failed (")

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchvision
 
+from opscope import catalogue
 from opscope import Profiler, zoo
 from opscope.compare import ModelSummary, compare
 from opscope.html import comparison_html, report_html
@@ -98,7 +99,7 @@ def resnet18() -> Report:
 
 @pytest.fixture(scope="module")
 def summaries() -> list[ModelSummary]:
-    return compare(zoo.resolve(SMALL))
+    return compare(catalogue.resolve(SMALL))
 
 
 def check_self_contained(page: Page, text: str) -> None:
@@ -195,7 +196,7 @@ def test_a_comparison_page_is_one_self_contained_document(summaries: list[ModelS
 
 
 def test_a_failed_model_keeps_its_row_and_note() -> None:
-    rows = compare(zoo.resolve(["alexnet", "resnet18"]), (1, 3, 16, 16))
+    rows = compare(catalogue.resolve(["alexnet", "resnet18"]), (1, 3, 16, 16))
     page = Page(comparison_html(rows, title="tiny inputs"))
     assert "1 failed" in page.all_text
     alexnet = next(row for row in page.rows if row[0] == "alexnet")

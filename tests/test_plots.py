@@ -11,14 +11,16 @@ import pytest
 import torch
 import torchvision
 
+from opscope import catalogue
 from opscope import Profiler, zoo
+from opscope.choices import plot_format
+from opscope.zoo import PublishedMetrics
 from opscope.compare import ModelSummary, compare
 from opscope.plots import (
     LAYER_LABELS,
     PlotDependencyError,
     pareto_front,
     plot_comparison,
-    plot_format,
     plot_layers,
 )
 from opscope.report import Report
@@ -45,14 +47,14 @@ def resnet18() -> Report:
 def summaries() -> list[ModelSummary]:
     # At 32×32 alexnet fails (its pooling leaves nothing), the others run.
     names = ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "mnasnet0_5", "alexnet"]
-    return compare(zoo.resolve(names), (1, 3, 32, 32))
+    return compare(catalogue.resolve(names), (1, 3, 32, 32))
 
 
 def summary(name: str, ops: int | None, acc1: float | None, error: str | None = None) -> ModelSummary:
     return ModelSummary(
         name=name, task="classification", input_shape=(1, 3, 224, 224), params=None if ops is None else 1,
-        conv_calls=None, conv_ops=None, total_ops=ops, coverage=None, acc1=acc1, gflops=None,
-        published_size=224, error=error,
+        conv_calls=None, conv_ops=None, total_ops=ops, coverage=None, macs=None,
+        published=PublishedMetrics("acc@1" if acc1 else None, acc1, size=224), error=error,
     )  # fmt: skip
 
 

@@ -10,15 +10,16 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from opscope import catalogue
 from opscope import zoo
 from opscope.compare import profile_model
 from opscope.meta import MetaShortcuts
 
-MODELS = zoo.list_models(task="classification")
+MODELS = catalogue.list_models(task="classification")
 
 
 def measured(model: zoo.ZooModel) -> tuple[str, int, int, int, tuple, int, int]:
-    report, params = profile_model(model, model.published_input, "meta", coverage=True)
+    report, params, _ = profile_model(model, zoo.published_input(model), "meta", coverage=True)
     coverage = report.coverage
     return (model.name, report.total_macs, coverage.total_flops, coverage.counted_flops,
             report.uncounted_ops, report.total_params, params)  # fmt: skip
@@ -50,8 +51,8 @@ def test_macs_reproduce_the_published_gflops(sweep: dict[str, tuple], model: zoo
 @pytest.mark.parametrize("name", ["swin_t", "maxvit_t", "vit_b_16"])
 def test_the_probe_agrees_with_flop_counter_mode_alone(sweep: dict[str, tuple], name: str) -> None:
     model = zoo.ZooModel(name, "classification")
-    net = zoo.build(model, "meta", model.published_input)
-    (x,) = zoo.example_input(model, model.published_input, "meta")
+    net = zoo.build(model, "meta", zoo.published_input(model))
+    (x,) = zoo.example_input(model, zoo.published_input(model), "meta").args
     with torch.inference_mode(), MetaShortcuts(), FlopCounterMode(display=False) as counter:
         net(x)
     assert counter.get_total_flops() == sweep[name][1] == 2 * sweep[name][0]
@@ -60,6 +61,6 @@ def test_the_probe_agrees_with_flop_counter_mode_alone(sweep: dict[str, tuple], 
 def test_swin_and_maxvit_count_at_least_the_flop_counter_equivalent(sweep) -> None:
     for name in ("swin_t", "maxvit_t"):
         model = zoo.ZooModel(name, "classification")
-        report, params = profile_model(model, model.published_input, "meta")
+        report, params, _ = profile_model(model, zoo.published_input(model), "meta")
         assert report.total_ops >= sweep[name][1]  # everything, beyond the products
         assert report.total_params == params  # swin_t: 28.3 M, its Linear layers included

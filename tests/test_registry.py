@@ -178,3 +178,47 @@ def test_coverage_is_right_for_shared_modules_and_outer_callers() -> None:
         outer(torch.randn(2, 8))
     assert p.report.coverage.counted_flops == linear_flops
     assert p.report.coverage.total_flops == linear_flops + 2 * 2 * 8 * 2
+
+
+@pytest.mark.parametrize(("result", "shown"), [(1.5, "1.5"), (-5, "-5"), (None, "None"), (True, "True")])
+def test_a_formula_must_return_an_exact_count(result: object, shown: str) -> None:
+    def odd(config: None, call: Call) -> object:
+        return result
+
+    model = nn.Sequential(nn.Conv2d(1, 1, 1))
+    with Profiler(model, formulas={nn.Conv2d: odd}) as p:
+        model(torch.ones(1, 1, 2, 2))
+    with pytest.raises(RuntimeError, match=rf"odd returned {shown} for module '0' \(Conv2d\): a formula must return an exact, non-negative integer"):
+        p.total_ops
+
+
+def test_a_failing_formula_names_the_module_its_type_and_the_formula() -> None:
+    def broken(config: None, call: Call) -> int:
+        raise KeyError("kernel")
+
+    model = nn.Sequential(nn.Conv2d(1, 1, 1))
+    with Profiler(model, formulas={nn.Conv2d: broken}) as p:
+        model(torch.ones(1, 1, 2, 2))
+    with pytest.raises(RuntimeError, match=r"cannot count module '0' \(Conv2d\) with .*broken on inputs \(\(1, 1, 2, 2\),\)"):
+        p.to_json()
+
+
+def test_registering_a_type_again_warns() -> None:
+    class Twice(nn.Module):
+        pass
+
+    try:
+        opscope.register(Twice)(count_per_element)
+        with pytest.warns(UserWarning, match="Twice already has a formula .*count_per_element.*replaces it"):
+            opscope.register(Twice)(lambda config, call: 0)
+    finally:
+        from opscope.formulas import registry
+
+        registry._REGISTRY.pop(Twice)
+
+
+def test_profiler_to_json_is_the_reports() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 1, 1))
+    with Profiler(model) as p:
+        model(torch.ones(1, 1, 2, 2))
+    assert p.to_json() == p.report.to_json() and '"total_macs": 4' in p.to_json()

@@ -237,7 +237,7 @@ def test_a_cli_export_reads_back_as_equal_records(tmp_path) -> None:
 
     target = tmp_path / "mobilenet.json"
     assert main(["profile", "mobilenet_v3_small", "--format", "json", "--output", str(target)]) == 0
-    report, _ = profile_model(ZooModel("mobilenet_v3_small", "classification"))
+    report, *_ = profile_model(ZooModel("mobilenet_v3_small", "classification"))
     assert Report.from_json(target.read_text()).records == report.records
 
 

@@ -13,7 +13,7 @@ from opscope.cli import main
 from opscope.documents import markdown_table
 from opscope.tables import Column, Grid
 
-ARGS = ["profile", "resnet18", "--input", "1x3x32x32", "--device", "cpu", "--top", "4"]
+ARGS = ["profile", "resnet18", "--input", "1x3x32x32", "--device", "cpu"]
 
 
 def _markdown_tables(text: str) -> list[tuple[str | None, list[str]]]:
@@ -52,7 +52,8 @@ def _terminal_tables(text: str) -> list[tuple[str | None, list[str]]]:
     tables, lines = [], text.splitlines()
     for index, line in enumerate(lines):
         if line.startswith(("Layer ", "Type ")):
-            title = lines[index - 1].strip() if index and lines[index - 1].strip() else None
+            above = lines[index - 1] if index else ""
+            title = above.strip() if above.startswith(" ") and above.strip() else None  # centred
             headers = line.split()
             tables.append((title, [h for h in headers if h != "Relative"]))
     return tables
@@ -69,6 +70,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for fmt in (*READERS, "csv"):
         target = folder / f"out.{fmt}"
         extra = ["--time", "--repeat", "1", "--warmup", "0", "--bytes"]
+        extra += [] if fmt == "csv" else ["--top", "4"]
         assert main([*ARGS, *extra, "--format", fmt, "--output", str(target)]) == 0
         texts[fmt] = target.read_text()
     return texts

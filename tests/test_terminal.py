@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import torch
@@ -120,10 +121,12 @@ def test_share_bars_stand_out_on_wide_terminals(resnet18: Profiler) -> None:
 
 def test_the_comparison_fits_80_columns() -> None:
     from opscope.compare import ModelSummary
+    from opscope.zoo import PublishedMetrics
 
     def summary(name: str, ops: int, acc: float, gflops: float, size: int) -> ModelSummary:
+        published = PublishedMetrics("acc@1", acc, "ImageNet-1K", gflops, size)
         return ModelSummary(name, "classification", (1, 3, 224, 224), 119_000_000, 339,
-                            ops, ops + 10**8, 1.0, acc, gflops, size)  # fmt: skip
+                            ops, ops + 10**8, 1.0, None, published)  # fmt: skip
 
     rows = [summary("efficientnet_v2_l", 24_400_000_000, 85.81, 56.08, 480),
             summary("swin_t", 28_900_000, 81.47, 4.49, 224)]  # fmt: skip
@@ -137,3 +140,58 @@ def test_the_comparison_fits_80_columns() -> None:
         row = next(line for line in lines if line.startswith("efficientnet_v2_l "))
         assert row.rstrip().endswith("56.08 @480") and "24.5 G" in row  # whole, never cut
         assert ("24.4 G" in row) == calls_shown  # Conv2d ops: left out first where narrow
+
+
+NUMBER = re.compile(r"^(\d[\d.]*( [KMGTPE])?B?|\d+\.\d%|\d+(×\d+)+|[\d.]+ @\d+)$")
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """Each row's cells (split at runs of two spaces), by its first cell."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in re.split(r" {2,}", line.strip()) if cell.strip()]
+        if cells:
+            rows.setdefault(cells[0], cells)
+    return rows
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "swin_t", "vit_b_16"])
+def test_no_width_cuts_a_number(name: str) -> None:
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None).eval()
+    with torch.inference_mode(), Profiler(model, coverage=True) as p:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    wide = _rows(printed(p, 200))
+    for width in (60, 80, 100, 120):
+        text = printed(p, width)
+        assert all(len(line) <= width for line in text.splitlines())
+        for label, cells in _rows(text).items():
+            # A long label may wrap (its "#2" on the next line): the wide row it begins.
+            same = wide.get(label) or next(
+                (row for key, row in wide.items() if key.startswith(f"{label} #")), []
+            )
+            numbers = [cell for cell in cells[1:] if NUMBER.match(cell)]
+            assert all(number in same for number in numbers), (width, label, cells)
+        total = next(line for line in text.splitlines() if line.startswith("Total ("))
+        assert format_count(p.total_ops) in total  # the total, whole
+
+
+def test_no_width_cuts_a_number_of_the_comparison() -> None:
+    from opscope.catalogue import resolve
+    from opscope.compare import compare
+
+    summaries = compare(resolve(["resnet18", "vit_h_14", "alexnet"]), coverage=True, published_size=True)
+    summaries += compare(resolve(["alexnet"]), (1, 3, 16, 16))  # a failure: a Note column
+    wide = Console(file=io.StringIO(), width=250, record=True, color_system=None)
+    wide.print(ComparisonTable(summaries))
+    reference = _rows(wide.export_text())
+    for width in (60, 80, 100, 120, 200):
+        console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+        console.print(ComparisonTable(summaries))
+        text = console.export_text()
+        assert all(len(line) <= width for line in text.splitlines())
+        for label, cells in _rows(text).items():
+            if label in reference:
+                numbers = [cell for cell in cells[1:] if NUMBER.match(cell)]
+                assert all(number in reference[label] for number in numbers), (width, cells)
+        assert "1016.72" in text or width < 100  # vit_h_14's published figure, whole

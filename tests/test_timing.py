@@ -87,7 +87,7 @@ def test_median_timing_over_runs() -> None:
 
 
 def test_time_model_and_the_timed_table() -> None:
-    report = time_model(ZooModel("squeezenet1_1", "classification"), (1, 3, 64, 64), repeat=3, warmup=1)
+    report, *_ = time_model(ZooModel("squeezenet1_1", "classification"), (1, 3, 64, 64), repeat=3, warmup=1)
     assert all(r.time_ns > 0 and r.time_spread_ns is not None for r in report.records)
     console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
     report.print(console=console)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from opscope import catalogue
 from opscope import zoo
 from opscope.compare import profile_model
 
@@ -21,8 +22,8 @@ DOZEN = [
 @pytest.mark.parametrize("name", DOZEN)
 def test_meta_build_and_run_equal_a_cpu_run(name: str) -> None:
     model = zoo.ZooModel(name, "classification")
-    on_meta, meta_params = profile_model(model, (1, 3, 224, 224), "meta")
-    on_cpu, cpu_params = profile_model(model, (1, 3, 224, 224), "cpu")
+    on_meta, meta_params, _ = profile_model(model, (1, 3, 224, 224), "meta")
+    on_cpu, cpu_params, _ = profile_model(model, (1, 3, 224, 224), "cpu")
     assert on_meta.records == on_cpu.records
     assert meta_params == cpu_params
     assert len(on_cpu.records) > 0
@@ -38,23 +39,23 @@ def test_regnet_needs_and_gets_the_fallback() -> None:
 
 
 def test_list_models_by_glob_and_task() -> None:
-    assert [m.name for m in zoo.list_models("efficientnet_b?")] == [f"efficientnet_b{i}" for i in range(8)]
-    classification = zoo.list_models(task="classification")
+    assert [m.name for m in catalogue.list_models("efficientnet_b?")] == [f"efficientnet_b{i}" for i in range(8)]
+    classification = catalogue.list_models(task="classification")
     assert len(classification) == len(torchvision.models.list_models(module=torchvision.models))
-    assert {m.task for m in zoo.list_models("*rcnn*")} == {"detection"}
-    assert zoo.list_models("r3d_18")[0].task == "video"
+    assert {m.task for m in catalogue.list_models("*rcnn*")} == {"detection"}
+    assert catalogue.list_models("r3d_18")[0].task == "video"
 
 
 def test_resolve_keeps_order_and_drops_repeats() -> None:
-    names = [m.name for m in zoo.resolve(["vgg11", "resnet1?", "resnet18"])]
+    names = [m.name for m in catalogue.resolve(["vgg11", "resnet1?", "resnet18"])]
     assert names == ["vgg11", "resnet18"]
 
 
 def test_unknown_names_suggest_close_ones() -> None:
-    with pytest.raises(zoo.ZooError, match=r"unknown model 'resnet19'; did you mean resnet18"):
-        zoo.resolve(["resnet19"])
-    with pytest.raises(zoo.ZooError, match="no model matches 'nothing\\*'"):
-        zoo.resolve(["nothing*"])
+    with pytest.raises(catalogue.ZooError, match=r"unknown model 'resnet19'; did you mean resnet18"):
+        catalogue.resolve(["resnet19"])
+    with pytest.raises(catalogue.ZooError, match="no model matches 'nothing\\*'"):
+        catalogue.resolve(["nothing*"])
 
 
 def test_factories_by_path(tmp_path, monkeypatch) -> None:
@@ -65,9 +66,9 @@ def test_factories_by_path(tmp_path, monkeypatch) -> None:
         "CONSTANT = 1\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    (model,) = zoo.resolve(["my_models:tiny"])
+    (model,) = catalogue.resolve(["my_models:tiny"])
     assert model.task == "custom"
-    report, params = profile_model(model, (1, 3, 8, 8))
+    report, params, _ = profile_model(model, (1, 3, 8, 8))
     assert report.total_ops == 4 * 6 * 6 * (2 * 3 * 9)
     assert params == 4 * 3 * 9 + 4
     for name, message in [
@@ -76,7 +77,7 @@ def test_factories_by_path(tmp_path, monkeypatch) -> None:
         ("my_models:CONSTANT", "is not callable"),
         ("no_such_package.models:tiny", "cannot import 'no_such_package.models'"),
     ]:
-        with pytest.raises(zoo.ZooError, match=message):
+        with pytest.raises(catalogue.ZooError, match=message):
             zoo.build(zoo.ZooModel(name, "custom"))
 
 
@@ -85,14 +86,22 @@ def test_published_metrics_come_from_torchvision_weights() -> None:
     published = zoo.published_metrics(zoo.ZooModel("resnet50", "classification"))
     assert published.acc1 == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
     assert published.gflops == weights.meta["_ops"]
-    assert published.crop_size == 224
+    assert (published.size, published.metric, published.dataset) == (224, "acc@1", "ImageNet-1K")
     assert zoo.published_metrics(zoo.ZooModel("x:y", "custom")).acc1 is None
+    # Every task names its figure and, where torchvision says it, the size it was measured at.
+    named = {
+        name: (p.metric, p.size)
+        for name in ("deeplabv3_resnet50", "fasterrcnn_resnet50_fpn", "r3d_18", "raft_small")
+        for p in [zoo.published_metrics(zoo.ZooModel(name, catalogue.catalogue()[name]))]
+    }
+    assert named == {"deeplabv3_resnet50": ("mIoU", 520), "fasterrcnn_resnet50_fpn": ("box mAP", None),
+                     "r3d_18": ("acc@1", 112), "raft_small": ("EPE", None)}  # fmt: skip
 
 
 def test_example_inputs_per_task() -> None:
-    (images,) = zoo.example_input(zoo.ZooModel("fcos_resnet50_fpn", "detection"), (2, 3, 64, 64), "meta")
+    (images,) = zoo.example_input(zoo.ZooModel("fcos_resnet50_fpn", "detection"), (2, 3, 64, 64), "meta").args
     assert [tuple(image.shape) for image in images] == [(3, 64, 64)] * 2
-    frames = zoo.example_input(zoo.ZooModel("raft_small", "optical_flow"), (1, 3, 64, 64), "meta")
+    frames = zoo.example_input(zoo.ZooModel("raft_small", "optical_flow"), (1, 3, 64, 64), "meta").args
     assert len(frames) == 2
 
 
@@ -103,12 +112,12 @@ def test_no_model_ever_downloads_weights(task: str, monkeypatch: pytest.MonkeyPa
         raise AssertionError(f"download attempted: {args}")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    models = zoo.list_models(task=task)
+    models = catalogue.list_models(task=task)
     assert models
     for model in models:
         assert isinstance(zoo.build(model, "meta"), torch.nn.Module)
 
 
 def test_video_models_default_to_their_crop_size() -> None:
-    assert zoo.ZooModel("r3d_18", "video").default_input == (1, 3, 16, 112, 112)
-    assert zoo.ZooModel("mvit_v2_s", "video").default_input == (1, 3, 16, 224, 224)
+    assert zoo.default_input(zoo.ZooModel("r3d_18", "video")) == (1, 3, 16, 112, 112)
+    assert zoo.default_input(zoo.ZooModel("mvit_v2_s", "video")) == (1, 3, 16, 224, 224)

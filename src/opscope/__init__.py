@@ -10,12 +10,33 @@ Example:
     (3624638976, 20)
 """
 
-from opscope.distributed import DistributedReport
-from opscope.formulas import Call, ConvConfig, Formula, conv_ops, register
-from opscope.profiler import Profiler
-from opscope.records import LayerRecord
-from opscope.report import Report
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from opscope.version import __version__
+
+if TYPE_CHECKING:
+    from opscope.distributed import DistributedReport
+    from opscope.formulas import Call, ConvConfig, Formula, conv_ops, register
+    from opscope.profiler import Profiler
+    from opscope.records import LayerRecord
+    from opscope.report import Report
+
+# The public names, by the module that defines them. They are imported when first used, so
+# that `import opscope` (and the command line's --help) does not load torch.
+_EXPORTS = {
+    "Call": "opscope.formulas",
+    "ConvConfig": "opscope.formulas",
+    "DistributedReport": "opscope.distributed",
+    "Formula": "opscope.formulas",
+    "LayerRecord": "opscope.records",
+    "Profiler": "opscope.profiler",
+    "Report": "opscope.report",
+    "conv_ops": "opscope.formulas",
+    "register": "opscope.formulas",
+}
 
 __all__ = [
     "Call",
@@ -29,3 +50,13 @@ __all__ = [
     "conv_ops",
     "register",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'opscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -11,20 +11,20 @@ results are read.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import threading
 import time
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch._C import _current_autograd_node
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
-from torch._C import _current_autograd_node
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle

@@ -1,46 +1,30 @@
 """The ``opscope`` command line: profile one model, compare many, list the zoo.
 
-Every failure the user can cause ends in one ``opscope: error: ...`` line on stderr and a
-non-zero exit code, never a traceback: 2 for bad arguments and unknown models, 1 for a model
-that fails or output that cannot be written.
+Arguments are parsed, checked and model names resolved before torch is loaded, so ``--help``,
+``--version``, ``list`` and a mistyped argument or name answer at once; the commands that
+build models run in :mod:`opscope.commands`. Every failure the user can cause ends in one
+``opscope: error: ...`` line on stderr and a non-zero exit code, never a traceback: 2 for bad
+arguments and unknown models, 1 for a model that fails or output that cannot be written, 130
+for an interrupt.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import math
+import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
 
-import torch
-from rich.console import Console, ConsoleRenderable
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from opscope import documents, exports, html, plots, zoo
-from opscope.compare import (
-    COMPARE_SORTS,
-    ModelSummary,
-    compare,
-    describe_failure,
-    profile_model,
-    sort_summaries,
-    time_model,
-)
-from opscope.format import format_shape
-from opscope.report import SORT_ORDERS, Report
-from opscope.tables import Document, comparison_grid, report_document
-from opscope.terminal import ComparisonTable, LayerTable
+from opscope import catalogue
+from opscope.choices import COMPARE_SORTS, FORMATS, SORT_ORDERS, plot_format
+from opscope.inputs import InputSpec, parse_input
 from opscope.version import __version__
 
-FORMATS = ("table", "json", "csv", "markdown", "latex", "html")
-TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
-MAX_NUMEL = 2**63 - 1  # torch sizes are int64: a larger input cannot even be described
 # Characters that str.splitlines() breaks on: escaped in messages so that an error stays one line.
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+MACHINE_FORMATS = ("json", "csv")
+"""Formats that hold every record in execution order: ``--sort`` and ``--top`` shape tables."""
 
 
 class CliError(Exception):
@@ -56,36 +40,59 @@ def _is_ascii_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """``text`` with its line breaks escaped (``'a\\nb'``), so that it prints as one line."""
     return "".join(
         char.encode("unicode_escape").decode() if char in _LINE_BREAKS else char for char in text
     )
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``1x3x224x224`` as ``(1, 3, 224, 224)``: 4 or 5 positive sizes (N×C×[T×]H×W)."""
-    parts = text.lower().replace("×", "x").split("x")
-    if not 4 <= len(parts) <= 5 or not all(
-        _is_ascii_number(part) and int(part) > 0 for part in parts
-    ):
-        raise argparse.ArgumentTypeError(
-            f"invalid input shape {text!r}: expected N×C×H×W (or N×C×T×H×W for video) "
-            "as positive integers joined by 'x', e.g. 1x3x224x224"
-        )
-    shape = tuple(int(part) for part in parts)
-    if math.prod(shape) > MAX_NUMEL:
-        raise argparse.ArgumentTypeError(
-            f"input shape {text!r} is too large: more than 2**63 - 1 elements"
-        )
-    return shape
+def _input(text: str) -> InputSpec:
+    try:
+        return parse_input(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    if not _is_ascii_number(text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _non_negative_int(text: str) -> int:
+    if not _is_ascii_number(text):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def _output_path(text: str) -> str:
+    """A file name that can be passed to the OS: not empty, without a NUL character."""
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"invalid file name {text!r}")
+    return text
+
+
+def _plot_path(text: str) -> str:
+    path = _output_path(text)
+    try:
+        plot_format(path)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return path
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line, no usage dump: "opscope compare: error: ..."; argparse's own exit code 2.
         # Some messages quote arguments as given ("unrecognized arguments: ..."): escape breaks.
-        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+INPUT_HELP = (
+    "an input of the forward pass, [NAME=]SIZES[:DTYPE]: 1x3x224x224, 4x64, 1x128:int64, "
+    "attention_mask=1x128:int64; repeat for several (default: the model's own)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,10 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_common(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--input",
-            type=parse_shape,
-            metavar="SHAPE",
-            help="input shape, e.g. 1x3x224x224 (default: the task's)",
+            "--input", type=_input, action="append", metavar="SPEC", help=INPUT_HELP
         )
         command.add_argument(
             "--published-size",
@@ -112,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
             default="meta",
             choices=("meta", "cpu", "cuda"),
             help="where to run: meta (shapes only, default), cpu or cuda",
+        )
+        command.add_argument(
+            "--seed",
+            type=_non_negative_int,
+            default=0,
+            help="random seed of the weights and inputs on a real device (0)",
         )
         command.add_argument("--format", default="table", choices=FORMATS)
         command.add_argument(
@@ -129,14 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--coverage",
             action="store_true",
-            help="also measure which share of FlopCounterMode's FLOPs the "
-            "counted modules hold (slower)",
+            help="also check the count against FlopCounterMode (slower)",
         )
 
     profile = commands.add_parser("profile", help="the per-layer table of one model")
     profile.add_argument("model", help="torchvision model name, or package.module:callable")
     add_common(profile)
-    profile.add_argument("--sort", default="order", choices=SORT_ORDERS)
+    profile.add_argument("--sort", choices=SORT_ORDERS, help="row order: order (default), ops")
     profile.add_argument(
         "--top", type=_positive_int, metavar="K", help="show the K first rows only"
     )
@@ -151,14 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument(
         "--repeat",
         type=_positive_int,
-        default=5,
         metavar="N",
         help="with --time: timed runs, reported as median and spread (5)",
     )
     profile.add_argument(
         "--warmup",
         type=_non_negative_int,
-        default=1,
         metavar="W",
         help="with --time: runs dropped before the timed ones (1)",
     )
@@ -177,52 +184,88 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--sort", default="ops", choices=COMPARE_SORTS)
 
     listing = commands.add_parser("list", help="the model names opscope knows")
-    listing.add_argument("pattern", nargs="?", help="a glob, e.g. 'efficientnet*'")
-    listing.add_argument("--task", choices=sorted(set(zoo.DEFAULT_INPUTS) - {"custom"}))
+    listing.add_argument(
+        "pattern", nargs="?", help="part of a name ('resnet') or a glob ('efficientnet_b?')"
+    )
+    listing.add_argument("--task", choices=catalogue.TASKS)
     return parser  # fmt: skip
 
 
-def _positive_int(text: str) -> int:
-    if not _is_ascii_number(text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+def _check_writable(path: str | None) -> None:
+    """Refuse, before any work, an output path that cannot be written: a missing folder, a
+    folder, a path under a file. Standard output (``-``) and devices are fine."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    folder = Path(os.path.realpath(target)).parent
+    if target.is_dir():
+        raise CliError(f"cannot write {path!r}: Is a directory")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {path!r}: folder {str(target.parent)!r} does not exist")
+    if not os.access(folder, os.W_OK) and not target.exists():
+        raise CliError(f"cannot write {path!r}: Permission denied")
 
 
-def _plot_path(text: str) -> str:
-    path = _output_path(text)
-    try:
-        plots.plot_format(path)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return path
-
-
-def _non_negative_int(text: str) -> int:
-    if not _is_ascii_number(text):
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
-def _output_path(text: str) -> str:
-    """A file name that can be passed to the OS: not empty, without a NUL character."""
-    if not text or "\0" in text:
-        raise argparse.ArgumentTypeError(f"invalid file name {text!r}")
-    return text
-
-
-def _check_input_options(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot mean anything, and output paths that cannot be
+    written, before any model is built."""
     if args.input and args.published_size:
         raise CliError("--input and --published-size cannot be combined: choose one size", 2)
+    if args.command == "profile":
+        if args.format in MACHINE_FORMATS and (args.sort or args.top):
+            raise CliError(
+                f"--sort and --top shape tables; --format {args.format} holds every record in "
+                "execution order",
+                2,
+            )
+        timing = [option for option in ("repeat", "warmup") if getattr(args, option) is not None]
+        if timing and not args.time:
+            raise CliError(f"--{timing[0]} goes with --time", 2)
+        if args.time and args.coverage:
+            raise CliError(
+                "--time and --coverage cannot be combined: coverage slows every layer", 2
+            )
+        if args.time and args.device == "meta":
+            raise CliError(
+                "--time needs real execution: add --device cpu (or cuda); the meta "
+                "device computes shapes only",
+                2,
+            )
+    _check_writable(args.output)
+    _check_writable(args.plot)
 
 
-def _check_factory_names(patterns: Sequence[str]) -> None:
-    """Refuse ``package.module:callable`` names that cannot be imported as written (``':'``,
-    ``'.relative:f'``, ``'a..b:f'``, ``'os:'``) as the usage errors they are."""
-    for pattern in patterns:
-        if zoo.is_factory_path(pattern):
-            module_path, _, attribute = pattern.partition(":")
-            if not attribute or not all(module_path.split(".")):
-                raise CliError(f"invalid model {pattern!r}: expected package.module:callable", 2)
+def resolve(args: argparse.Namespace) -> list[catalogue.ZooModel]:
+    """The models the command names, from the catalogue (without loading torch)."""
+    if args.command == "profile":
+        models = catalogue.resolve([args.model])
+        if len(models) != 1:
+            raise CliError(
+                f"{args.model!r} matches {len(models)} models; profile takes one "
+                "(compare takes many)",
+                2,
+            )
+        return models
+    patterns = list(args.models)
+    if args.all:
+        patterns += [model.name for model in catalogue.list_models(task="classification")]
+    if not patterns:
+        raise CliError("compare needs at least one MODEL, or --all", 2)
+    return catalogue.resolve(patterns)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    models = catalogue.list_models(args.pattern, args.task)
+    if not models:
+        raise CliError(catalogue.unknown_message(args.pattern or ""), 2)
+    table = Table("Model", "Task", box=None, show_edge=False, pad_edge=False)
+    for model in models:
+        table.add_row(model.name, model.task)
+    Console().print(table)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,215 +277,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args)
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise CliError("--device cuda: no CUDA device is available here", 1)
-        return _profile(args) if args.command == "profile" else _compare(args)
-    except zoo.ZooError as error:
+        check(args)
+        models = resolve(args)
+        from opscope import commands  # loads torch: only once the arguments are known good
+
+        return commands.run(args, models)
+    except catalogue.ZooError as error:
         return _fail(str(error), 2)
-    except plots.PlotDependencyError as error:
-        return _fail(str(error), 1)
     except CliError as error:
         return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except SystemExit as exit_:  # a user's factory or forward called sys.exit()
-        return _fail(f"a model exited while running ({describe_failure(exit_, 'cpu')})", 1)
+        return _fail(f"a model exited while running (SystemExit: {exit_.code})", 1)
     except Exception as error:  # noqa: BLE001 - last resort: a bug of ours is still one line
-        return _fail(f"internal error: {describe_failure(error, 'cpu')}", 1)
+        lines = str(error).strip().splitlines()
+        return _fail(f"internal error: {type(error).__name__}: {lines[0] if lines else ''}", 1)
 
 
 def _fail(message: str, exit_code: int) -> int:
-    print(f"opscope: error: {_one_line(message)}", file=sys.stderr)
+    print(f"opscope: error: {one_line(message)}", file=sys.stderr)
     return exit_code
 
 
-def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
-    """Print to stdout, or write to ``--output`` (atomically for a regular file; ``-`` is
-    stdout). Text is written as it is; a rich renderable (the terminal table) is drawn for
-    the terminal, or at :data:`TABLE_WIDTH_IN_FILES` columns for a file."""
-    to_stdout = args.output in (None, "-")
-    if not isinstance(content, str):
-        if to_stdout:
-            Console().print(content)
-            return
-        buffer = io.StringIO()
-        Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(content)
-        content = buffer.getvalue()
-    if to_stdout:
-        sys.stdout.write(content)
-        return
-    try:
-        exports.write_atomic(args.output, content)
-    except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
-        raise CliError(
-            f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}"
-        ) from None
-
-
-def _list(args: argparse.Namespace) -> int:
-    models = zoo.list_models(args.pattern, args.task)
-    if not models:
-        raise CliError(f"no model matches {args.pattern!r}", 2)
-    table = Table("Model", "Task", box=None, show_edge=False, pad_edge=False)
-    for model in models:
-        table.add_row(model.name, model.task)
-    Console().print(table)
-    return 0
-
-
-def _profile(args: argparse.Namespace) -> int:
-    _check_factory_names([args.model])
-    models = zoo.resolve([args.model])
-    if len(models) != 1:
-        raise CliError(
-            f"{args.model!r} matches {len(models)} models; profile takes one (compare takes many)",
-            2,
-        )
-    (model,) = models
-    _check_input_options(args)
-    shape = model.published_input if args.published_size else args.input or model.default_input
-    if args.time and args.coverage:
-        raise CliError("--time and --coverage cannot be combined: coverage slows every layer", 2)
-    if args.time and args.device == "meta":
-        raise CliError(
-            "--time needs real execution: add --device cpu (or cuda); the meta "
-            "device computes shapes only",
-            2,
-        )
-    try:
-        if args.time:
-            report = time_model(model, shape, args.device, repeat=args.repeat, warmup=args.warmup)
-        else:
-            report, _ = profile_model(model, shape, args.device, coverage=args.coverage)
-    except zoo.ZooError:
-        raise
-    except (Exception, SystemExit) as failure:  # noqa: BLE001 - the user's model failing is a message
-        raise CliError(
-            f"{model.name} failed at input {format_shape(shape)}: "
-            f"{describe_failure(failure, args.device)}"
-        ) from None
-    _emit(args, PROFILE_WRITERS[args.format](Profiled(model.name, shape, report), args))
-    if args.plot:
-        _write_plot(
-            args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer"
-        )
-    return 0
-
-
-@dataclass(frozen=True)
-class Profiled:
-    """What ``opscope profile`` measured: the model's name, its input and the report."""
-
-    model: str
-    shape: tuple[int, ...]
-    report: Report
-
-
-def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:
-    data = {"model": profiled.model, "input_shape": list(profiled.shape), "device": args.device}
-    return exports.to_json({**data, **profiled.report.to_dict()})
-
-
-def _profile_csv(profiled: Profiled, args: argparse.Namespace) -> str:
-    return exports.to_csv([record.to_dict() for record in profiled.report.records])
-
-
-def _document(profiled: Profiled, args: argparse.Namespace) -> Document:
-    return report_document(profiled.report, sort=args.sort, top=args.top, show_bytes=args.bytes)
-
-
-def _profile_html(profiled: Profiled, args: argparse.Namespace) -> str:
-    return html.report_html(
-        profiled.report,
-        title=f"{profiled.model} at {format_shape(profiled.shape)}",
-        model=profiled.model,
-        sort=args.sort,
-        top=args.top,
-        show_bytes=args.bytes,
-    )
-
-
-def _profile_table(profiled: Profiled, args: argparse.Namespace) -> LayerTable:
-    return LayerTable(profiled.report, sort=args.sort, top=args.top, show_bytes=args.bytes)
-
-
-PROFILE_WRITERS: dict[str, Callable[[Profiled, argparse.Namespace], str | ConsoleRenderable]] = {
-    "table": _profile_table,
-    "json": _profile_json,
-    "csv": _profile_csv,
-    "markdown": lambda profiled, args: documents.markdown_document(_document(profiled, args)),
-    "latex": lambda profiled, args: documents.latex_document(_document(profiled, args)),
-    "html": _profile_html,
-}
-"""How ``opscope profile`` writes each ``--format``."""
-
-
-def _compare(args: argparse.Namespace) -> int:
-    patterns = list(args.models)
-    if args.all:
-        patterns += [model.name for model in zoo.list_models(task="classification")]
-    if not patterns:
-        raise CliError("compare needs at least one MODEL, or --all", 2)
-    _check_factory_names(patterns)
-    _check_input_options(args)
-    models = zoo.resolve(patterns)
-    summaries = sort_summaries(_run_with_progress(models, args), args.sort)
-    _emit(args, COMPARE_WRITERS[args.format](summaries, args))
-    if args.plot:
-        _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
-    return 0
-
-
-def _compare_json(summaries: list[ModelSummary], args: argparse.Namespace) -> str:
-    data = {"input_shape": list(args.input) if args.input else None, "device": args.device}
-    return exports.to_json({**data, "models": [summary.to_dict() for summary in summaries]})
-
-
-COMPARE_WRITERS: dict[
-    str, Callable[[list[ModelSummary], argparse.Namespace], str | ConsoleRenderable]
-] = {
-    "table": lambda summaries, args: ComparisonTable(summaries),
-    "json": _compare_json,
-    "csv": lambda summaries, args: exports.to_csv([summary.to_dict() for summary in summaries]),
-    "markdown": lambda summaries, args: documents.markdown_table(comparison_grid(summaries)),
-    "latex": lambda summaries, args: documents.latex_table(comparison_grid(summaries)),
-    "html": lambda summaries, args: html.comparison_html(
-        summaries, title=f"{len(summaries)} models"
-    ),
-}
-"""How ``opscope compare`` writes each ``--format``."""
-
-
-def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -> None:
-    try:
-        draw(data, path, title=title)
-    except (OSError, ValueError) as error:
-        raise CliError(
-            f"cannot write {path!r}: {getattr(error, 'strerror', None) or error}"
-        ) from None
-
-
-def _run_with_progress(models: list[zoo.ZooModel], args: argparse.Namespace) -> list[ModelSummary]:
-    stderr = Console(stderr=True)
-    # Only when a person watches: stderr and stdout both on a terminal, and a table to read.
-    show = (
-        len(models) > 1
-        and stderr.is_terminal
-        and Console().is_terminal
-        and args.format not in ("json", "csv")
-    )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=stderr, disable=not show, transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("Profiling models", total=len(models))
-        return compare(
-            models, args.input, args.device, coverage=args.coverage,
-            on_done=lambda summary: progress.update(task, advance=1, description=summary.name),
-            published_size=args.published_size,
-        )  # fmt: skip
-
-
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. Like ``python -m opscope``, it imports users' factories
+    from the current folder too (a console script's own folder is the script's)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before main could catch it
+        code = _fail("interrupted", 130)
+    sys.exit(code)

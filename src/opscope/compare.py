@@ -4,40 +4,128 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import signal
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.parameter import is_lazy
 
 from opscope import zoo
+from opscope.choices import COMPARE_SORTS, CompareSort
+from opscope.format import format_shape
+from opscope.inputs import InputSpec, describe_inputs
 from opscope.meta import MetaShortcuts
 from opscope.profiler import Profiler
 from opscope.report import Report, median_timing
 
-CompareSort = Literal["ops", "params", "name", "acc"]
-COMPARE_SORTS: tuple[CompareSort, ...] = ("ops", "params", "name", "acc")
+Inputs = Sequence[InputSpec] | Sequence[int] | None
+"""What a model is run on: input specifications, one float input's shape, or None for the
+model's own (its factory's example, else its task's default input)."""
+
+
+class ModelError(Exception):
+    """A model that could not be built or run; the message says which, in one line, and
+    ``reason`` why, without the model's name (for a comparison row)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ModelRun(NamedTuple):
+    """One profiled forward pass of a model by name."""
+
+    report: Report
+    params: int
+    inputs: str
+    """The inputs that ran, as ``--input`` writes them (``1×3×224×224``, ``ids=1×128:int64``)."""
+
+
+def describe_failure(error: BaseException, device: str) -> str:
+    """``error`` as one line: its type and the first sentence of its message, and a hint when
+    the model needs tensor values that the meta device does not have. opscope's own errors
+    are their message alone."""
+    lines = str(error).strip().splitlines()
+    if isinstance(error, ModelError):
+        return error.reason
+    if isinstance(error, zoo.ZooError) and lines:
+        return lines[0]
+    message = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if device == "meta" and isinstance(error, NotImplementedError):
+        operator = re.search(r"for (torch\.[\w.]+\(\))", message)
+        what = operator.group(1) if operator else "an operator"
+        return f"{what} needs tensor values, which the meta device has not: try --device cpu"
+    return message
+
+
+def _specs(inputs: Inputs) -> list[InputSpec] | None:
+    if not inputs:
+        return None
+    if isinstance(inputs[0], int):
+        return [InputSpec(tuple(inputs))]  # type: ignore[arg-type]
+    return list(inputs)  # type: ignore[arg-type]
+
+
+def _described(example: zoo.Example) -> str:
+    """The tensors of a factory's example input, as ``--input`` would write them."""
+    specs = [
+        InputSpec(tuple(value.shape), str(value.dtype).removeprefix("torch."), name)
+        for name, value in (*((None, a) for a in example.args), *example.kwargs.items())
+        if isinstance(value, torch.Tensor)
+    ]
+    return describe_inputs(specs)
+
+
+def prepare(
+    model: zoo.ZooModel, inputs: Inputs, device: str
+) -> tuple[torch.nn.Module, zoo.Example, str]:
+    """Build ``model`` and its forward's arguments: ``inputs`` when given, else its factory's
+    example, else the task's default input; and their description.
+
+    Raises:
+        ModelError: the model cannot be built.
+    """
+    specs = _specs(inputs)
+    positional = [spec.shape for spec in specs or () if spec.name is None]
+    hint = positional[0] if positional else None
+    try:
+        net, given = zoo.instantiate(model, device, hint)
+    except zoo.ZooError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's factory failing
+        reason = f"cannot build it: {describe_failure(error, device)}"
+        raise ModelError(
+            f"cannot build {model.name}: {describe_failure(error, device)}", reason
+        ) from error
+    if specs is None and given is not None:
+        return net, given, _described(given)
+    specs = specs or [InputSpec(zoo.default_input(model))]
+    return net, zoo.example_input(model, specs, device), describe_inputs(specs)
+
+
+def _run(net: torch.nn.Module, example: zoo.Example, model: str, inputs: str, device: str) -> None:
+    try:
+        net(*example.args, **example.kwargs)
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
+        reason = describe_failure(error, device)
+        raise ModelError(f"{model} failed at input {inputs}: {reason}", reason) from error
 
 
 def profile_model(
-    model: zoo.ZooModel,
-    input_shape: Sequence[int] | None = None,
-    device: str = "meta",
-    *,
-    coverage: bool = False,
-) -> tuple[Report, int]:
-    """Build ``model`` on ``device`` and profile one forward pass of every counted family.
+    model: zoo.ZooModel, inputs: Inputs = None, device: str = "meta", *, coverage: bool = False
+) -> ModelRun:
+    """Build ``model`` on ``device`` and profile one forward pass.
 
-    Returns the report and the model's parameter count. ``input_shape`` defaults to the
-    model's task default (``1×3×224×224`` for classification); ``coverage`` as in
-    :class:`~opscope.profiler.Profiler`.
+    ``inputs`` as in :func:`prepare`; ``coverage`` as in :class:`~opscope.profiler.Profiler`.
+
+    Raises:
+        ModelError: the model cannot be built, or fails at these inputs.
     """
-    shape = input_shape or model.default_input
-    net = zoo.build(model, device, shape)
-    args = zoo.example_input(model, shape, device)
+    net, example, described = prepare(model, inputs, device)
     on_meta = torch.device(device).type == "meta"
     shortcuts = MetaShortcuts() if on_meta else nullcontext()
     # A lazy module cannot materialise its parameters on meta in inference mode: no_grad there
@@ -45,32 +133,34 @@ def profile_model(
     lazy = on_meta and any(is_lazy(p) for p in net.parameters())
     grad_mode = torch.no_grad() if lazy else torch.inference_mode()
     with grad_mode, shortcuts, Profiler(net, coverage=coverage) as profiler:
-        net(*args)
-    return profiler.report, sum(p.numel() for p in net.parameters())
+        _run(net, example, model.name, described, device)
+    return ModelRun(profiler.report, sum(p.numel() for p in net.parameters()), described)
 
 
 def time_model(
     model: zoo.ZooModel,
-    input_shape: Sequence[int] | None = None,
+    inputs: Inputs = None,
     device: str = "cpu",
     *,
     repeat: int = 5,
     warmup: int = 1,
-) -> Report:
+) -> ModelRun:
     """Build ``model`` on ``device`` and time ``warmup + repeat`` forward passes layer by
     layer; the first ``warmup`` runs are dropped and each call gets its median time and its
-    spread over the rest (:func:`~opscope.report.median_timing`)."""
-    shape = input_shape or model.default_input
-    net = zoo.build(model, device, shape)
-    args = zoo.example_input(model, shape, device)
+    spread over the rest (:func:`~opscope.report.median_timing`).
+
+    Raises:
+        ModelError: the model cannot be built, or fails at these inputs.
+    """
+    net, example, described = prepare(model, inputs, device)
     reports = []
     with torch.inference_mode():
         for run in range(warmup + repeat):
             with Profiler(net, timing=True) as profiler:
-                net(*args)
+                _run(net, example, model.name, described, device)
             if run >= warmup:
                 reports.append(profiler.report)
-    return median_timing(reports)
+    return ModelRun(median_timing(reports), sum(p.numel() for p in net.parameters()), described)
 
 
 @dataclass(frozen=True)
@@ -80,8 +170,9 @@ class ModelSummary:
     Counts are None when the model failed; ``error`` then says why in one line.
     ``conv_calls`` and ``conv_ops`` are the Conv2d family's, ``total_ops`` and ``macs`` the
     whole block's; ``coverage`` is the share of FlopCounterMode FLOPs in work opscope counted,
-    when asked for. ``acc1`` and ``gflops`` are torchvision's published figures for the default
-    weights (``gflops`` counts multiply-accumulates of the whole model at ``published_size``).
+    when asked for. ``published`` holds torchvision's figures for the default weights.
+    ``input_shape`` is the first input's shape, ``inputs`` all of them as ``--input`` writes
+    them.
     """
 
     name: str
@@ -92,11 +183,25 @@ class ModelSummary:
     conv_ops: int | None
     total_ops: int | None
     coverage: float | None
-    acc1: float | None
-    gflops: float | None
-    published_size: int | None
+    macs: int | None
+    published: zoo.PublishedMetrics = field(default_factory=zoo.PublishedMetrics)
     error: str | None = None
-    macs: int | None = None
+    inputs: str = ""
+
+    @property
+    def acc1(self) -> float | None:
+        """The published top-1 accuracy (ImageNet or Kinetics), if any."""
+        return self.published.acc1
+
+    @property
+    def gflops(self) -> float | None:
+        """torchvision's published "GFLOPS" (multiply-accumulates, in billions)."""
+        return self.published.gflops
+
+    @property
+    def published_size(self) -> int | None:
+        """The image size torchvision's figures were measured at, when it says."""
+        return self.published.size
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
@@ -104,89 +209,90 @@ class ModelSummary:
         return row
 
 
-def describe_failure(error: BaseException, device: str) -> str:
-    """``error`` as one line: its type and the first sentence of its message, and a hint when
-    the model needs tensor values that the meta device does not have."""
-    lines = str(error).strip().splitlines()
-    message = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-    if device == "meta" and isinstance(error, NotImplementedError):
-        first_sentence = message.split(". ")[0]
-        return f"{first_sentence} (its forward depends on tensor values: try --device cpu)"
-    return message
-
-
 def summarize(
-    model: zoo.ZooModel,
-    input_shape: Sequence[int] | None = None,
-    device: str = "meta",
-    coverage: bool = False,
+    model: zoo.ZooModel, inputs: Inputs = None, device: str = "meta", coverage: bool = False
 ) -> ModelSummary:
     """Profile ``model`` into one comparison row; a failure becomes the row's ``error``."""
-    shape = tuple(input_shape or model.default_input)
-    published = zoo.published_metrics(model)
-    counts: tuple[int | float | None, ...] = (None,) * 5
-    macs = None
+    specs = _specs(inputs)
+    shape = specs[0].shape if specs else zoo.default_input(model)
+    described = describe_inputs(specs) if specs else format_shape(shape)
+    counts: tuple[int | float | None, ...] = (None,) * 6
     error = None
     try:
-        report, params = profile_model(model, shape, device, coverage=coverage)
+        report, params, described = profile_model(model, inputs, device, coverage=coverage)
         conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
         measured = report.coverage.share if report.coverage else None
         conv_ops = report.ops_of("Conv2d")
-        counts = (params, conv_calls, conv_ops, report.total_ops, measured)
-        macs = report.total_macs
+        counts = (params, conv_calls, conv_ops, report.total_ops, measured, report.total_macs)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
     return ModelSummary(
-        model.name, model.task, shape, *counts,
-        published.acc1, published.gflops, published.crop_size, error, macs,
+        model.name, model.task, tuple(shape), *counts,  # type: ignore[arg-type]
+        published=zoo.published_metrics(model), error=error, inputs=described,
     )  # fmt: skip
 
 
-def _summarize_task(task: tuple[zoo.ZooModel, Sequence[int] | None, str, bool]) -> ModelSummary:
+def _summarize_task(task: tuple[zoo.ZooModel, Inputs, str, bool]) -> ModelSummary:
     return summarize(*task)
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it stops the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def compare(
     models: Sequence[zoo.ZooModel],
-    input_shape: Sequence[int] | None = None,
+    inputs: Inputs = None,
     device: str = "meta",
     *,
     coverage: bool = False,
     on_done: Callable[[ModelSummary], None] | None = None,
     published_size: bool = False,
 ) -> list[ModelSummary]:
-    """Summarise every model, in the order given, at ``input_shape`` (default: each model's
-    task default) or, with ``published_size``, at the size of its published figures.
+    """Summarise every model, in the order given, at ``inputs`` (default: each model's own)
+    or, with ``published_size``, at the size of its published figures.
 
     On ``meta`` the work is Python-bound (building modules, shape functions), so several
     models are profiled in parallel, one process per core; real devices run one at a time.
-    ``on_done`` is called as each model finishes (for a progress bar).
+    ``on_done`` is called as each model finishes (for a progress bar). An interrupt stops the
+    workers at once.
     """
-    shapes = [model.published_input if published_size else input_shape for model in models]
-    tasks = [(model, shape, device, coverage) for model, shape in zip(models, shapes)]
+    chosen = [zoo.published_input(model) if published_size else inputs for model in models]
+    tasks = [(model, shape, device, coverage) for model, shape in zip(models, chosen)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
-    with ExitStack() as stack:
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            # fork: the workers inherit the imported torch and any user factory's module.
-            context = multiprocessing.get_context("fork")
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
-            summaries: Iterable[ModelSummary] = pool.map(_summarize_task, tasks)
-        else:
-            summaries = map(_summarize_task, tasks)
+    pool = None
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the workers inherit the imported torch and any user factory's module.
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(workers, initializer=_ignore_interrupts)
+    try:
+        summaries: Iterable[ModelSummary] = (
+            pool.imap(_summarize_task, tasks) if pool else map(_summarize_task, tasks)
+        )
         results = []
         for summary in summaries:
             results.append(summary)
             if on_done:
                 on_done(summary)
         return results
+    finally:
+        if pool is not None:
+            pool.terminate()  # done, or interrupted: no worker outlives the comparison
+            pool.join()
 
 
 def sort_summaries(summaries: Sequence[ModelSummary], by: CompareSort) -> list[ModelSummary]:
-    """Heaviest first for ``ops`` (total ops) and ``params``, most accurate first for ``acc``, A-Z for
-    ``name``; rows without the value (failed, or unpublished) go last."""
+    """Heaviest first for ``ops`` (total ops) and ``params``, highest published figure first
+    for ``acc``, A-Z for ``name``; rows without the value (failed, or unpublished) go last."""
     if by not in COMPARE_SORTS:
         raise ValueError(f"sort must be one of {', '.join(COMPARE_SORTS)}; got {by!r}")
     if by == "name":
         return sorted(summaries, key=lambda s: s.name)
-    value = {"ops": "total_ops", "params": "params", "acc": "acc1"}[by]
-    return sorted(summaries, key=lambda s: (getattr(s, value) is None, -(getattr(s, value) or 0)))
+
+    def value(summary: ModelSummary) -> float | None:
+        return {"ops": summary.total_ops, "params": summary.params, "acc": summary.published.value}[
+            by
+        ]
+
+    return sorted(summaries, key=lambda s: (value(s) is None, -(value(s) or 0)))

@@ -16,8 +16,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from opscope.capture import OUTSIDE, LoggedCall, LoggedOp, ShapeAndDtype
-from opscope.formulas.registry import Call, Formula, formula_macs, op_formula_for
-from opscope.formulas.registry import TensorMeta
+from opscope.formulas.registry import Call, Formula, TensorMeta, formula_macs, op_formula_for
 from opscope.records import FUNCTIONAL, FunctionalOps, LayerRecord
 
 
@@ -59,6 +58,33 @@ def describe(site: Site) -> Description | None:
 def tensor_bytes(metas: tuple[ShapeAndDtype, ...]) -> int:
     """Bytes the tensors occupy, from metadata only: numel times the dtype's element size."""
     return sum(math.prod(shape) * dtype.itemsize for shape, dtype in metas)
+
+
+class FormulaError(RuntimeError):
+    """A formula that failed, or gave something other than a count; the message names the
+    formula, the module (its path and type) and the shapes."""
+
+
+def _module(name: str) -> str:
+    return f"module {name!r}" if name else "the model"
+
+
+def _function_name(function: Any) -> str:
+    return getattr(function, "__qualname__", None) or repr(function)
+
+
+def _checked(value: Any, function: Any, where: str) -> int:
+    """``value`` if it is a count: an exact, non-negative integer.
+
+    Raises:
+        FormulaError: anything else (a float, a negative number, None), naming the formula.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise FormulaError(
+        f"{_function_name(function)} returned {value!r} for {where}: a formula must return "
+        "an exact, non-negative integer (use // for divisions)"
+    )
 
 
 def op_name(op: Any) -> str:
@@ -140,12 +166,17 @@ class Counter:
             training,
         )
         config = self.description(index).config
+        where = f"{_module(site.name)} ({site.module_type})"
+        count, macs = site.formula.count, site.formula.macs
         try:
-            return call, site.formula.count(config, call), formula_macs(site.formula, config, call)
+            ops = _checked(count(config, call), count, where)
+            return call, ops, _checked(formula_macs(site.formula, config, call), macs, where)
+        except FormulaError:
+            raise
         except Exception as error:
-            raise RuntimeError(
-                f"cannot count {site.name or '(model)'} ({site.module_type}) on inputs "
-                f"{call.inputs} and outputs {call.outputs}: {error}"
+            raise FormulaError(
+                f"cannot count {where} with {_function_name(count)} on inputs {call.inputs} "
+                f"and outputs {call.outputs}: {type(error).__name__}: {error}"
             ) from error
 
     def _scope_name(self, scope: int) -> tuple[str, str]:
@@ -161,13 +192,21 @@ class Counter:
         formula = op_formula_for(logged.op)
         if formula is None or logged.call is None:
             return None
+        name, module_type = self._scope_name(logged.scope)
+        where = f"operator {op_name(logged.op)} in {_module(name)} ({module_type})"
         try:
-            return formula.count(logged.call), formula.call_macs(logged.call), formula.family
+            ops = _checked(formula.count(logged.call), formula.count, where)
+            return (
+                ops,
+                _checked(formula.call_macs(logged.call), formula.macs, where),
+                formula.family,
+            )
+        except FormulaError:
+            raise
         except Exception as error:
-            name, module_type = self._scope_name(logged.scope)
-            raise RuntimeError(
-                f"cannot count {op_name(logged.op)} in {name or '(model)'} ({module_type}) on "
-                f"{logged.call.args}: {error}"
+            raise FormulaError(
+                f"cannot count {where} with {_function_name(formula.count)} on "
+                f"{logged.call.args}: {type(error).__name__}: {error}"
             ) from error
 
     def _module_record(

@@ -18,8 +18,9 @@ from opscope.tables import Grid, comparison_grid, report_document
 from opscope.version import __version__
 
 if TYPE_CHECKING:
+    from opscope.choices import SortOrder
     from opscope.compare import ModelSummary
-    from opscope.report import Report, SortOrder
+    from opscope.report import Report
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
@@ -57,6 +58,7 @@ def report_html(
     top: int | None = None,
     show_bytes: bool = False,
     heading: str | None = None,
+    extra_notes: Sequence[str] = (),
 ) -> str:
     """``report`` as one HTML page: the totals, the per-layer chart (inline SVG, when
     matplotlib is installed), then the report's sections (:func:`opscope.tables.report_document`).
@@ -67,8 +69,11 @@ def report_html(
         sort, top, show_bytes: as for the table (:func:`opscope.tables.layer_grid`); the
             chart always shows every layer in execution order.
         heading: what was profiled (model, input, device), shown under the title.
+        extra_notes: lines after the report's own notes.
     """
-    document = report_document(report, sort=sort, top=top, show_bytes=show_bytes, heading=heading)
+    document = report_document(
+        report, sort=sort, top=top, show_bytes=show_bytes, heading=heading, extra_notes=extra_notes
+    )
     parts = [f"<h1>{_text(title)}</h1>"]
     if model:
         parts.append(f'<p class="subtitle">Model: <strong>{_text(model)}</strong></p>')

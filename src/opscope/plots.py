@@ -15,10 +15,10 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opscope import exports
+from opscope.choices import plot_format
 from opscope.format import (
     at_common_shape,
     format_count,
@@ -26,9 +26,8 @@ from opscope.format import (
     format_tick,
     published_elsewhere,
 )
-from opscope.tables import empty_message, layer_labels
-
 from opscope.records import FUNCTIONAL
+from opscope.tables import empty_message, layer_labels
 
 if TYPE_CHECKING:
     from opscope.compare import ModelSummary
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from opscope.report import Report
 
 INSTALL_HINT = "pip install 'opscope[plot]'"
-PLOT_FORMATS = ("png", "svg")
 
 LAYER_LABELS = 5
 """How many of the heaviest layers :func:`plot_layers` names on the picture."""
@@ -91,23 +89,6 @@ class PlotData:
     pareto: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
-
-
-def plot_format(path: str | os.PathLike[str]) -> str:
-    """``"png"`` or ``"svg"``, from the file's suffix.
-
-    Raises:
-        ValueError: any other suffix.
-
-    Example:
-        >>> plot_format("resnet18.SVG")
-        'svg'
-    """
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in PLOT_FORMATS:
-        shown = f"'.{suffix}'" if suffix else "no suffix"
-        raise ValueError(f"a plot file must end in .png or .svg; {os.fspath(path)!r} has {shown}")
-    return suffix
 
 
 def pareto_front(points: Sequence[tuple[str, int, float]]) -> tuple[str, ...]:

@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 from torch.nn.modules.module import register_module_module_registration_hook
+from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
 import opscope.formulas  # noqa: F401  (registers every built-in family)
 from opscope import distributed
 from opscope.capture import CallLog, CallTimer, CoverageProbe, OpCapture, Scopes, forward_hook
+from opscope.choices import SortOrder
 from opscope.counting import Counted, Counter, Site
 from opscope.formulas.registry import CountFn, Formula, as_formulas, formula_for
 from opscope.records import LayerRecord
-from opscope.report import Coverage, Report, SortOrder
+from opscope.report import Coverage, Report
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -385,6 +386,10 @@ class Profiler:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready results (see :meth:`Report.to_dict`)."""
         return self.report.to_dict()
+
+    def to_json(self) -> str:
+        """The results as JSON text (see :meth:`Report.to_json`)."""
+        return self.report.to_json()
 
     def print(
         self,

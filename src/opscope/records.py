@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from opscope.formulas.registry import Shape, config_type_named
-
 
 FUNCTIONAL = "functional"
 """The family of the work a module did outside counted modules (ATen operators)."""

@@ -10,16 +10,14 @@ import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from opscope import exports
+from opscope.choices import SORT_ORDERS, SortOrder
 from opscope.records import FunctionalOps, LayerRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-SortOrder = Literal["order", "ops"]
-SORT_ORDERS: tuple[SortOrder, ...] = ("order", "ops")
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,15 @@ from opscope.format import (
     models_title,
     plural,
 )
-
 from opscope.records import FunctionalOps
 
 if TYPE_CHECKING:
+    from opscope.choices import SortOrder
     from opscope.compare import ModelSummary
     from opscope.distributed import DistributedReport
     from opscope.records import LayerRecord
-    from opscope.report import Report, SortOrder
+    from opscope.report import Report
+    from opscope.zoo import PublishedMetrics
 
 Align = Literal["left", "right", "center"]
 
@@ -360,17 +361,18 @@ def report_document(
     wide: bool = True,
     show_bytes: bool = False,
     heading: str | None = None,
+    extra_notes: Sequence[str] = (),
 ) -> Document:
     """The sections of ``report``, as every format shows them (see :func:`layer_grid` for
-    the options)."""
+    the options); ``heading`` says what was profiled, ``extra_notes`` follow the report's."""
     report.sorted(sort)  # validate the options, also for an empty report
     check_top(top)
     if not report.records:
-        return Document((), (empty_message(report), *notes(report)), heading)
+        return Document((), (empty_message(report), *notes(report), *extra_notes), heading)
     grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
     if len(report.by_type()) > 1:
         grids.append(type_grid(report))
-    return Document(tuple(grids), tuple(notes(report)), heading)
+    return Document(tuple(grids), (*notes(report), *extra_notes), heading)
 
 
 def _count_cell(value: int | None) -> str:
@@ -382,34 +384,49 @@ def _share_cell(value: float | None) -> str:
 
 
 def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> Grid:
-    """One row per model: parameters, Conv2d calls and ops, total ops, published acc@1, the
-    measured GMACs beside the published "GFLOPS" (the same convention: they agree when the
-    sizes do), and a note saying why a model failed. Not ``wide`` (80 columns), the Conv2d calls are left out."""
+    """One row per model: parameters, Conv2d calls and ops, total ops, the published quality
+    figure, the measured GMACs beside the published "GFLOPS" (the same convention: they agree
+    when the sizes do), and a note saying why a model failed. The inputs get a column when
+    they differ between models; a published figure measured at another size says it (``@600``,
+    ``@?`` when torchvision does not say). Not ``wide`` (80 columns), the Conv2d calls are
+    left out."""
     failed = any(summary.error for summary in summaries)
     measured = any(summary.coverage is not None for summary in summaries)
-    columns = [Column("Model"), _number("Params", 60)]
-    columns += [_number("Conv2d calls", 20)] if wide else []
+    various = len({summary.inputs for summary in summaries}) > 1
+    metrics = {summary.published.metric for summary in summaries} - {None}
+    metric = metrics.pop() if len(metrics) == 1 else "Published" if metrics else "acc@1"
+    columns = [Column("Model"), *([_shape("Input", 65)] if various else [])]
+    columns += [_number("Params", 57), *([_number("Conv2d calls", 20)] if wide else [])]
     columns += [_number("Conv2d ops", 30), _number("Total ops", strong=True)]
     columns += [_number("Coverage", 70)] if measured else []
-    columns += [_number("acc@1", 80), _number("GMACs", 55), _number("GFLOPS (pub.)", 56)]
-    columns += [Column("Note", keep=50)] if failed else []
+    columns += [_number(metric, 80), _number("GMACs", 58), _number("GFLOPS (pub.)", 59)]
+    columns += [Column("Note", keep=75)] if failed else []
     rows = tuple(
         (
             summary.name,
+            *([summary.inputs] if various else []),
             _count_cell(summary.params),
             *(["" if summary.conv_calls is None else str(summary.conv_calls)] if wide else []),
             _count_cell(summary.conv_ops),
             _count_cell(summary.total_ops),
             *([_share_cell(summary.coverage)] if measured else []),
-            "" if summary.acc1 is None else f"{summary.acc1:.2f}",
+            _metric_cell(summary.published, named=metric == "Published"),
             "" if summary.macs is None else f"{summary.macs / 1e9:.2f}",
-            format_published(summary.gflops, summary.published_size, summary.input_shape),
+            format_published(summary.gflops, summary.published_size, summary.input_shape)
+            + (" @?" if summary.gflops and summary.published_size is None else ""),
             *([summary.error or ""] if failed else []),
         )
         for summary in summaries
     )
     title = models_title(len(summaries), (summary.input_shape for summary in summaries))
-    return Grid(columns=tuple(columns), rows=rows, title=title)
+    return Grid(columns=tuple(columns), rows=rows, title=None if various else title)
+
+
+def _metric_cell(published: PublishedMetrics, *, named: bool) -> str:
+    """A published quality figure, with its name when the column mixes several."""
+    if published.value is None:
+        return ""
+    return f"{published.metric} {published.value:.2f}" if named else f"{published.value:.2f}"
 
 
 def ranks_grid(job: DistributedReport) -> Grid:

@@ -29,9 +29,10 @@ from opscope.tables import (
 )
 
 if TYPE_CHECKING:
+    from opscope.choices import SortOrder
     from opscope.compare import ModelSummary
     from opscope.distributed import DistributedReport
-    from opscope.report import Report, SortOrder
+    from opscope.report import Report
 
 BAR_HEADER = "Relative"
 SHARE_BAR_MIN_WIDTH = 100
@@ -50,12 +51,15 @@ def _cells(grid: Grid, index: int) -> list[str]:
 
 
 def _least_width(grid: Grid, index: int) -> int:
-    """The narrowest column ``index`` can be without cutting a number or a shape: whole
-    cells at their length, text folded down to a few characters."""
-    longest = max(map(len, _cells(grid, index)))
+    """The narrowest column ``index`` can be without cutting a number, a shape or a word:
+    whole cells at their length, text wrapped down to a few characters, as rich measures it
+    (never narrower than its longest word)."""
+    cells = _cells(grid, index)
+    longest = max(map(len, cells))
     if grid.columns[index].whole:
         return longest
-    return min(longest, NAME_WIDTH if index == 0 else TEXT_WIDTH)
+    longest_word = max(len(word) for cell in cells for word in [*cell.split(), ""])
+    return max(longest_word, min(longest, NAME_WIDTH if index == 0 else TEXT_WIDTH))
 
 
 def fit(grid: Grid, width: int) -> Grid:
@@ -78,12 +82,30 @@ def fit(grid: Grid, width: int) -> Grid:
         )
 
 
+def _widths(grid: Grid, width: int) -> list[int]:
+    """Each column's width in ``width`` characters: numbers and shapes their longest cell,
+    text at least its longest word, then as much more of its longest cell as there is room
+    for, in column order."""
+    longest = [max(map(len, _cells(grid, index))) for index in range(len(grid.columns))]
+    widths = [_least_width(grid, index) for index in range(len(grid.columns))]
+    spare = width - sum(widths) - GAP * (len(widths) - 1)
+    for index, column in enumerate(grid.columns):
+        if not column.whole and spare > 0:
+            grown = min(longest[index], widths[index] + spare)
+            spare -= grown - widths[index]
+            widths[index] = grown
+    return widths
+
+
 def rich_table(grid: Grid, width: int | None = None) -> Table:
     """``grid`` as a rich Table: numbers right-aligned, numbers and shapes never wrapped, the
     last footer row in bold. Given the ``width`` it is printed at, the columns that matter
-    least are left out until every number fits whole (:func:`fit`)."""
+    least are left out until every number fits whole (:func:`fit`), and each column's width
+    is set so (rich alone would squeeze numbers to fit long text)."""
+    widths: list[int | None] = [None] * len(grid.columns)
     if width is not None:
         grid = fit(grid, width)
+        widths = list(_widths(grid, width))
     table = Table(
         title=grid.title,
         box=box.SIMPLE_HEAD,
@@ -98,6 +120,7 @@ def rich_table(grid: Grid, width: int | None = None) -> Table:
             no_wrap=column.whole,
             overflow="fold",
             min_width=_least_width(grid, index),
+            width=widths[index],
             style="bold" if column.strong else None,
         )
     for row in grid.rows:
@@ -135,11 +158,12 @@ class LayerTable:
         top: int | None = None,
         show_bytes: bool = False,
         heading: str | None = None,
+        extra_notes: Sequence[str] = (),
     ):
         report.sorted(sort)  # validate the options now, not when printed
         check_top(top)
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
-        self.heading = heading
+        self.heading, self.extra_notes = heading, extra_notes
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         document = report_document(
@@ -149,6 +173,7 @@ class LayerTable:
             wide=options.max_width >= WIDE_LAYOUT_MIN_WIDTH,
             show_bytes=self.show_bytes,
             heading=self.heading,
+            extra_notes=self.extra_notes,
         )
         if document.heading:
             yield Text(document.heading, style="bold")

@@ -6,31 +6,20 @@ Counting needs shapes only, so models are built on the ``meta`` device by defaul
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import importlib
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
+from opscope.catalogue import CUSTOM, ZooError, ZooModel
+from opscope.inputs import InputSpec
 from opscope.meta import build_on_meta
-
-# torchvision's model families, by the sub-package that holds their builders.
-_TASK_MODULES = {
-    "classification": torchvision.models,
-    "detection": torchvision.models.detection,
-    "segmentation": torchvision.models.segmentation,
-    "video": torchvision.models.video,
-    "optical_flow": torchvision.models.optical_flow,
-    "quantization": torchvision.models.quantization,
-}
 
 DEFAULT_INPUTS: dict[str, tuple[int, ...]] = {
     "classification": (1, 3, 224, 224),
@@ -39,113 +28,84 @@ DEFAULT_INPUTS: dict[str, tuple[int, ...]] = {
     "video": (1, 3, 16, 112, 112),
     "optical_flow": (1, 3, 224, 224),
     "quantization": (1, 3, 224, 224),
-    "custom": (1, 3, 224, 224),
+    CUSTOM: (1, 3, 224, 224),
 }
 """The input each task gets when none is given (video: N×C×T×H×W)."""
 
-
-class ZooError(Exception):
-    """A model name that cannot be resolved or built; its message is meant for the user."""
-
-
-@dataclass(frozen=True)
-class ZooModel:
-    """A model opscope can build by name.
-
-    Attributes:
-        name: the torchvision name (``"resnet50"``) or ``"package.module:callable"``.
-        task: ``classification``, ``detection``, ``segmentation``, ``video``,
-            ``optical_flow``, ``quantization``, or ``custom`` for a user's factory.
-    """
-
-    name: str
-    task: str
-
-    @property
-    def published_input(self) -> tuple[int, ...]:
-        """The input its published figures were measured at: the task's default input with
-        the weights' evaluation size as height and width (the default when none is known)."""
-        shape = DEFAULT_INPUTS[self.task]
-        crop = published_metrics(self).crop_size
-        return (*shape[:-2], crop, crop) if crop else self.default_input
-
-    @property
-    def default_input(self) -> tuple[int, ...]:
-        """The task's default input; a video model's frames get its weights' crop size."""
-        shape = DEFAULT_INPUTS[self.task]
-        crop = published_metrics(self).crop_size if self.task == "video" else None
-        return (*shape[:-2], crop, crop) if crop else shape
+# The published metric of each task's weights: the dataset it was measured on, its key there,
+# and how tables name it.
+_METRICS = (
+    ("ImageNet-1K", "acc@1", "acc@1"),
+    ("Kinetics-400", "acc@1", "acc@1"),
+    ("COCO-val2017", "box_map", "box mAP"),
+    ("COCO-val2017-VOC-labels", "miou", "mIoU"),
+    ("Sintel-Test-Cleanpass", "epe", "EPE"),
+    ("Sintel-Train-Cleanpass", "epe", "EPE"),
+)
 
 
 @dataclass(frozen=True)
 class PublishedMetrics:
     """What torchvision publishes for a model's default weights (shipped in its code).
 
-    ``gflops`` is torchvision's "GFLOPS": multiply-accumulates of the whole model in billions
-    (``FlopCounterMode`` total / 2), at the weights' own evaluation size ``crop_size``.
+    Attributes:
+        metric: how the quality figure is named (``acc@1``, ``box mAP``, ``mIoU``, ``EPE``).
+        value: the quality figure.
+        dataset: what it was measured on (``ImageNet-1K``, ``COCO-val2017``, ...).
+        gflops: torchvision's "GFLOPS": multiply-accumulates of the whole model in billions
+            (``FlopCounterMode`` total / 2).
+        size: the image size both were measured at, when torchvision says it (the weights'
+            crop or resize size); None for detection and optical flow models, which size
+            their input themselves.
     """
 
-    acc1: float | None
-    gflops: float | None
-    crop_size: int | None
+    metric: str | None = None
+    value: float | None = None
+    dataset: str | None = None
+    gflops: float | None = None
+    size: int | None = None
+
+    @property
+    def acc1(self) -> float | None:
+        """The top-1 accuracy, for a classification (ImageNet) or video (Kinetics) model."""
+        return self.value if self.metric == "acc@1" else None
 
 
-@cache
-def _catalogue() -> dict[str, str]:
-    names: dict[str, str] = {}
-    for task, module in _TASK_MODULES.items():
-        for name in torchvision.models.list_models(module=module):
-            names.setdefault(name, task)
-    return dict(sorted(names.items()))
+def published_metrics(model: ZooModel) -> PublishedMetrics:
+    """torchvision's published quality figure and GFLOPS of ``model``'s default weights."""
+    if model.task == CUSTOM:
+        return PublishedMetrics()
+    try:
+        weights = torchvision.models.get_model_weights(model.name).DEFAULT
+    except (ValueError, AttributeError):
+        return PublishedMetrics()
+    meta = weights.meta
+    measured = meta.get("_metrics", {})
+    found = next(
+        ((label, measured[dataset][key], dataset) for dataset, key, label in _METRICS
+         if key in measured.get(dataset, {})),
+        (None, None, None),
+    )  # fmt: skip
+    keywords = getattr(weights.transforms, "keywords", {})
+    size = keywords.get("crop_size", keywords.get("resize_size"))
+    if isinstance(size, (tuple, list)):  # video weights give (height, width)
+        size = size[0]
+    return PublishedMetrics(*found, gflops=meta.get("_ops"), size=size)
 
 
-def list_models(pattern: str | None = None, task: str | None = None) -> list[ZooModel]:
-    """torchvision's models, by name, optionally filtered by a glob and a task.
-
-    Example:
-        >>> [m.name for m in list_models("resnet1*")]
-        ['resnet101', 'resnet152', 'resnet18']
-    """
-    return [
-        ZooModel(name, model_task)
-        for name, model_task in _catalogue().items()
-        if (pattern is None or fnmatch.fnmatchcase(name, pattern))
-        and (task is None or model_task == task)
-    ]
+def default_input(model: ZooModel) -> tuple[int, ...]:
+    """The task's default input; a video model's frames get its weights' size."""
+    shape = DEFAULT_INPUTS[model.task]
+    size = published_metrics(model).size if model.task == "video" else None
+    return (*shape[:-2], size, size) if size else shape
 
 
-def is_factory_path(name: str) -> bool:
-    """``package.module:callable`` names a user's own model factory."""
-    return ":" in name
-
-
-def resolve(patterns: Sequence[str]) -> list[ZooModel]:
-    """Expand names and globs (``'resnet*'``, ``'efficientnet_b?'``) into models, in the order
-    given, each once.
-
-    Raises:
-        ZooError: a name that is not known, with the closest known names; or a glob that
-            matches nothing.
-    """
-    resolved: dict[str, ZooModel] = {}
-    for pattern in patterns:
-        if is_factory_path(pattern):
-            resolved.setdefault(pattern, ZooModel(pattern, "custom"))
-            continue
-        matches = list_models(pattern)
-        if not matches:
-            raise ZooError(_unknown_message(pattern))
-        for model in matches:
-            resolved.setdefault(model.name, model)
-    return list(resolved.values())
-
-
-def _unknown_message(pattern: str) -> str:
-    if any(char in pattern for char in "*?["):
-        return f"no model matches {pattern!r} (see 'opscope list')"
-    close = difflib.get_close_matches(pattern, _catalogue(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (see 'opscope list')"
-    return f"unknown model {pattern!r}{hint}"
+def published_input(model: ZooModel) -> tuple[int, ...]:
+    """The input its published figures were measured at: the task's default input with the
+    weights' size as height and width (the default when torchvision does not say)."""
+    shape = DEFAULT_INPUTS[model.task]
+    size = published_metrics(model).size
+    return (*shape[:-2], size, size) if size else default_input(model)
 
 
 # Architectures built for one input size (position embeddings, window grids), by the module
@@ -182,23 +142,56 @@ def _factory(model: ZooModel, image_size: tuple[int, int] | None) -> Callable[[]
     return factory
 
 
-def build(
+@dataclass(frozen=True)
+class Example:
+    """The arguments of one forward pass."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _on_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _on_device(item, device) for key, item in value.items()}
+    return value
+
+
+def _as_example(given: Any, device: torch.device) -> Example:
+    """A factory's example input (a tensor, a tuple or list of arguments, or a dict of
+    keyword arguments) as the arguments of a forward pass on ``device``."""
+    given = _on_device(given, device)
+    if isinstance(given, dict):
+        return Example((), given)
+    if isinstance(given, (tuple, list)):
+        return Example(tuple(given), {})
+    return Example((given,), {})
+
+
+def instantiate(
     model: ZooModel,
     device: str | torch.device = "meta",
     input_shape: Sequence[int] | None = None,
-) -> nn.Module:
-    """Build ``model`` with ``weights=None`` on ``device``, in eval mode.
+) -> tuple[nn.Module, Example | None]:
+    """Build ``model`` with ``weights=None`` on ``device``, in eval mode, and the example
+    input its factory gave, if any (a user's factory may return ``(model, example_inputs)``:
+    a tensor, a tuple of arguments or a dict of keyword arguments).
 
     An architecture built for one image size (the vision transformers, MaxViT) is built for
     the height and width of ``input_shape`` when given, as torchvision does for weights
-    published at another size.
-
-    On ``meta`` nothing is initialised or allocated (:func:`opscope.meta.build_on_meta`).
+    published at another size. On ``meta`` nothing is initialised or allocated
+    (:func:`opscope.meta.build_on_meta`).
 
     Raises:
         ZooError: the factory cannot be imported, or does not return a ``torch.nn.Module``.
     """
-    image_size = (input_shape[-2], input_shape[-1]) if input_shape else None
+    image_size = (
+        (input_shape[-2], input_shape[-1]) if input_shape and len(input_shape) > 1 else None
+    )
     factory = _factory(model, image_size)
     with warnings.catch_warnings():
         # torchvision warns about its default initialisation, which weights=None does not use
@@ -208,40 +201,52 @@ def build(
         else:
             with torch.device(device):
                 built = factory()
+    example = None
+    if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):
+        built, given = built
+        example = _as_example(given, torch.device(device))
     if not isinstance(built, nn.Module):
-        raise ZooError(f"{model.name!r} returned {type(built).__name__}, not a torch.nn.Module")
-    return built.eval()
+        raise ZooError(
+            f"{model.name!r} returned {type(built).__name__}, not a torch.nn.Module "
+            "(or a (module, example_inputs) pair)"
+        )
+    return built.eval(), example
+
+
+def build(
+    model: ZooModel,
+    device: str | torch.device = "meta",
+    input_shape: Sequence[int] | None = None,
+) -> nn.Module:
+    """The module of :func:`instantiate`."""
+    return instantiate(model, device, input_shape)[0]
+
+
+def _tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
+    dtype = getattr(torch, spec.dtype)
+    if device.type == "meta":
+        return torch.empty(spec.shape, dtype=dtype, device=device)
+    if dtype.is_floating_point:
+        return torch.randn(spec.shape, dtype=dtype, device=device)
+    return torch.zeros(spec.shape, dtype=dtype, device=device)  # a valid token id, a false mask
 
 
 def example_input(
-    model: ZooModel, shape: Sequence[int], device: str | torch.device
-) -> tuple[Any, ...]:
-    """The positional arguments of a forward pass on an input of ``shape``.
+    model: ZooModel, inputs: Sequence[InputSpec] | Sequence[int], device: str | torch.device
+) -> Example:
+    """The arguments of a forward pass on ``inputs`` (or on one float input of that shape).
 
-    Detection models take a list of ``C×H×W`` images, optical flow models two frames.
+    Positional inputs are passed in order, named ones as keywords. Given one image batch,
+    detection models take it as a list of ``C×H×W`` images, optical flow models as both
+    frames.
     """
-    if torch.device(device).type == "meta":
-        x = torch.empty(tuple(shape), device=device)
-    else:
-        x = torch.randn(tuple(shape), device=device)
-    if model.task == "detection":
-        return (list(x),)
-    if model.task == "optical_flow":
-        return (x, x)
-    return (x,)
-
-
-def published_metrics(model: ZooModel) -> PublishedMetrics:
-    """torchvision's published ImageNet acc@1 and GFLOPS of ``model``'s default weights."""
-    if model.task == "custom":
-        return PublishedMetrics(None, None, None)
-    try:
-        weights = torchvision.models.get_model_weights(model.name).DEFAULT
-    except (ValueError, AttributeError):
-        return PublishedMetrics(None, None, None)
-    meta = weights.meta
-    acc1 = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-    crop_size = getattr(weights.transforms, "keywords", {}).get("crop_size")
-    if isinstance(crop_size, (tuple, list)):  # video weights give (height, width)
-        crop_size = crop_size[0]
-    return PublishedMetrics(acc1, meta.get("_ops"), crop_size)
+    specs = [InputSpec(tuple(inputs))] if inputs and isinstance(inputs[0], int) else list(inputs)
+    where = torch.device(device)
+    args = tuple(_tensor(spec, where) for spec in specs if spec.name is None)  # type: ignore[union-attr]
+    kwargs = {spec.name: _tensor(spec, where) for spec in specs if spec.name is not None}  # type: ignore[union-attr]
+    if len(args) == 1 and not kwargs:
+        if model.task == "detection":
+            return Example((list(args[0]),), {})
+        if model.task == "optical_flow":
+            return Example((args[0], args[0]), {})
+    return Example(args, kwargs)

@@ -1,7 +1,6 @@
 """Convolutions: exact multiplications plus additions, bias counted.
 
-The convention is the project spec (``shared/spec/conv2d-ops.md``, summarised in
-``docs/conventions.md``). Each output element of a convolution is a dot product of
+The reference convention of ``docs/conventions.md``. Each output element of a convolution is a dot product of
 ``K = (Cin / groups) * prod(kernel_size)`` pairs: ``K`` multiplications, ``K - 1`` additions
 to sum them, and one more addition when there is a bias. Stride, padding, dilation and
 padding mode change only how many output elements there are, so they enter through the real

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -123,7 +124,7 @@ def register(
     """Register ``count`` as the formula of ``module_types`` (and of their subclasses), with
     ``macs`` as its multiply-accumulate count when the family has matrix products.
 
-    Registering a type again replaces its formula. Example::
+    Registering a type again replaces its formula, with a warning that says so. Example::
 
         @opscope.register(MyBlock)
         def count_my_block(config: None, call: opscope.Call) -> int:
@@ -135,6 +136,14 @@ def register(
 
     def decorator(count: CountFnT) -> CountFnT:
         for module_type in module_types:
+            previous = _REGISTRY.get(module_type)
+            if previous is not None and previous.count is not count:
+                warnings.warn(
+                    f"{module_type.__name__} already has a formula "
+                    f"({getattr(previous.count, '__qualname__', previous.count)}); "
+                    f"{getattr(count, '__qualname__', count)} replaces it",
+                    stacklevel=2,
+                )
             _REGISTRY[module_type] = Formula(module_type, count, describe, macs)
         return count
 

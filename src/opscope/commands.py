@@ -1,0 +1,242 @@
+"""The commands that build and run models: ``opscope profile`` and ``opscope compare``, each
+with one ``{format: writer}`` table. :mod:`opscope.cli` parses and checks the arguments first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.console import Console, ConsoleRenderable
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from opscope import documents, exports, html, plots, zoo
+from opscope.catalogue import ZooModel
+from opscope.cli import CliError
+from opscope.compare import (
+    ModelError,
+    ModelSummary,
+    compare,
+    profile_model,
+    sort_summaries,
+    time_model,
+)
+from opscope.format import format_shape, plural
+from opscope.report import Report
+from opscope.tables import Document, comparison_grid, report_document
+from opscope.terminal import ComparisonTable, LayerTable
+
+TABLE_WIDTH_IN_FILES = 160  # a table written to a file gets the wide layout
+DATA_DEPENDENT_TASKS = ("detection",)
+"""Tasks whose models' work depends on the input's values and the weights (proposals)."""
+
+
+def run(args: argparse.Namespace, models: list[ZooModel]) -> int:
+    """Run ``profile`` or ``compare`` on the resolved ``models``; returns the exit code."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is available here", 1)
+    torch.manual_seed(args.seed)  # the weights and inputs on a real device
+    try:
+        return _profile(args, models[0]) if args.command == "profile" else _compare(args, models)
+    except plots.PlotDependencyError as error:
+        raise CliError(str(error), 1) from None
+    except ModelError as error:
+        raise CliError(str(error), 1) from None
+
+
+def _inputs(args: argparse.Namespace, model: ZooModel) -> Any:
+    return zoo.published_input(model) if args.published_size else args.input
+
+
+def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
+    """Print to stdout, or write to ``--output`` (atomically for a regular file; ``-`` is
+    stdout). Text is written as it is; a rich renderable (the terminal table) is drawn for
+    the terminal, or at :data:`TABLE_WIDTH_IN_FILES` columns for a file."""
+    to_stdout = args.output in (None, "-")
+    if not isinstance(content, str):
+        if to_stdout:
+            Console().print(content)
+            return
+        buffer = io.StringIO()
+        Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(content)
+        content = buffer.getvalue()
+    if to_stdout:
+        print(content, end="")
+        return
+    try:
+        exports.write_atomic(args.output, content)
+    except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
+        raise CliError(
+            f"cannot write {args.output!r}: {getattr(error, 'strerror', None) or error}"
+        ) from None
+
+
+def _write_plot(path: str, draw: Callable[..., Any], data: Any, *, title: str) -> None:
+    try:
+        draw(data, path, title=title)
+    except (OSError, ValueError) as error:
+        raise CliError(
+            f"cannot write {path!r}: {getattr(error, 'strerror', None) or error}"
+        ) from None
+
+
+# -- profile ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profiled:
+    """What ``opscope profile`` measured: the model, the inputs that ran and the report."""
+
+    model: ZooModel
+    inputs: str
+    device: str
+    report: Report
+
+    @property
+    def heading(self) -> str:
+        """What was profiled, as saved reports say it: ``resnet18 at 1×3×224×224 on meta``,
+        and the size the model's first layer really saw when the model resized its input."""
+        text = f"{self.model.name} at {self.inputs} on {self.device}"
+        first = next((r.input_shape for r in self.report.records if r.input_shape), None)
+        given = self.inputs.split(", ")[0]
+        if first and "×" in given and format_shape(first[-2:]) not in given:
+            text += f" (its first layer saw {format_shape(first)}: the model resized its input)"
+        return text
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        if self.model.task not in DATA_DEPENDENT_TASKS or self.device == "meta":
+            return ()
+        return (
+            "The count depends on the input's values and the weights (how many proposals and "
+            "detections the model keeps): the same --seed gives the same count.",
+        )
+
+
+def _profile(args: argparse.Namespace, model: ZooModel) -> int:
+    inputs = _inputs(args, model)
+    if args.time:
+        repeat, warmup = args.repeat or 5, 1 if args.warmup is None else args.warmup
+        report, _, described = time_model(model, inputs, args.device, repeat=repeat, warmup=warmup)
+    else:
+        report, _, described = profile_model(model, inputs, args.device, coverage=args.coverage)
+    profiled = Profiled(model, described, args.device, report)
+    _emit(args, PROFILE_WRITERS[args.format](profiled, args))
+    if args.plot:
+        _write_plot(
+            args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer"
+        )
+    return 0
+
+
+def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:
+    first = profiled.report.records[0].input_shape if profiled.report.records else ()
+    data = {
+        "model": profiled.model.name,
+        "inputs": profiled.inputs,
+        "input_shape": list(args.input[0].shape) if args.input else list(first),
+        "device": profiled.device,
+        "notes": list(profiled.notes),
+    }
+    return exports.to_json({**data, **profiled.report.to_dict()})
+
+
+def _profile_csv(profiled: Profiled, args: argparse.Namespace) -> str:
+    context = {"model": profiled.model.name, "inputs": profiled.inputs, "device": profiled.device}
+    return exports.to_csv([{**context, **record.to_dict()} for record in profiled.report.records])
+
+
+def _layout(profiled: Profiled, args: argparse.Namespace) -> dict[str, Any]:
+    """The options every view of the report gets alike."""
+    return {
+        "sort": args.sort or "order",
+        "top": args.top,
+        "show_bytes": args.bytes,
+        "heading": profiled.heading,
+        "extra_notes": profiled.notes,
+    }
+
+
+def _document(profiled: Profiled, args: argparse.Namespace) -> Document:
+    return report_document(profiled.report, **_layout(profiled, args))
+
+
+def _profile_html(profiled: Profiled, args: argparse.Namespace) -> str:
+    return html.report_html(
+        profiled.report,
+        title=f"{profiled.model.name} at {profiled.inputs}",
+        model=profiled.model.name,
+        **_layout(profiled, args),
+    )
+
+
+PROFILE_WRITERS: dict[str, Callable[[Profiled, argparse.Namespace], str | ConsoleRenderable]] = {
+    "table": lambda profiled, args: LayerTable(profiled.report, **_layout(profiled, args)),
+    "json": _profile_json,
+    "csv": _profile_csv,
+    "markdown": lambda profiled, args: documents.markdown_document(_document(profiled, args)),
+    "latex": lambda profiled, args: documents.latex_document(_document(profiled, args)),
+    "html": _profile_html,
+}
+"""How ``opscope profile`` writes each ``--format``."""
+
+
+# -- compare ------------------------------------------------------------------------------
+
+
+def _compare(args: argparse.Namespace, models: list[ZooModel]) -> int:
+    summaries = sort_summaries(_run_with_progress(models, args), args.sort)
+    if all(summary.error for summary in summaries):  # nothing to compare: say why, write nothing
+        first = summaries[0]
+        every = "the model" if len(summaries) == 1 else f"all {len(summaries)} models"
+        raise CliError(f"{every} failed ({first.name}: {first.error})", 1)
+    _emit(args, COMPARE_WRITERS[args.format](summaries, args))
+    if args.plot:
+        _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
+    return 0
+
+
+def _compare_json(summaries: list[ModelSummary], args: argparse.Namespace) -> str:
+    inputs = ", ".join(map(str, args.input)) if args.input else None
+    data = {"inputs": inputs, "device": args.device}
+    return exports.to_json({**data, "models": [summary.to_dict() for summary in summaries]})
+
+
+COMPARE_WRITERS: dict[
+    str, Callable[[list[ModelSummary], argparse.Namespace], str | ConsoleRenderable]
+] = {
+    "table": lambda summaries, args: ComparisonTable(summaries),
+    "json": _compare_json,
+    "csv": lambda summaries, args: exports.to_csv([summary.to_dict() for summary in summaries]),
+    "markdown": lambda summaries, args: documents.markdown_table(comparison_grid(summaries)),
+    "latex": lambda summaries, args: documents.latex_table(comparison_grid(summaries)),
+    "html": lambda summaries, args: html.comparison_html(
+        summaries, title=plural(len(summaries), "model")
+    ),
+}
+"""How ``opscope compare`` writes each ``--format``."""
+
+
+def _run_with_progress(models: list[ZooModel], args: argparse.Namespace) -> list[ModelSummary]:
+    stderr = Console(stderr=True)
+    # Only when a person watches: stderr and stdout both on a terminal, and a table to read.
+    show = (
+        len(models) > 1
+        and stderr.is_terminal
+        and Console().is_terminal
+        and args.format not in ("json", "csv")
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=stderr, disable=not show, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("Profiling models", total=len(models))
+        return compare(
+            models, args.input, args.device, coverage=args.coverage,
+            on_done=lambda summary: progress.update(task, advance=1, description=summary.name),
+            published_size=args.published_size,
+        )  # fmt: skip
