@@ -33,6 +33,15 @@ class OpLog(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def hook_count(model: nn.Module) -> int:
+    """Forward hooks and pre-hooks on the model's modules, and the global module hooks (what
+    opscope uses while a block lasts)."""
+    from torch.nn.modules import module as modules
+
+    own = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return own + len(modules._global_forward_hooks) + len(modules._global_forward_pre_hooks)
+
+
 def _has_matplotlib() -> bool:
     try:
         import matplotlib

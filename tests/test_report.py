@@ -70,6 +70,7 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "param_bytes": 112 * 4,
         "time_ns": None,
         "time_spread_ns": None,
+        "uncounted": None,
     }
     assert [layer["ops"] for layer in data["layers"]] == [3456, 1792, 4608]
 

@@ -1,8 +1,10 @@
 """Capture: everything that runs inside the forward pass.
 
-The forward hook of a counted module, the dispatch mode that sees the ATen operators run
-outside counted modules, the log of what both saw, the per-call timer and the coverage
-probe. They only read ``.shape``, ``.dtype`` and the device type of tensors and append one
+The module tracker (two global module hooks, for as long as the block lasts: which module of
+the model is running, and the calls of the counted ones), the dispatch mode that sees the ATen
+operators run outside counted modules, the log of what both saw, the per-call timer and the
+coverage probe. No hook is put on the user's modules: their own fast paths (a transformer
+layer's fused kernel) stay as they are without profiling. They only read ``.shape``, ``.dtype`` and the device type of tensors and append one
 number per call: they never read tensor data, never make a device wait and never keep a
 reference to a tensor. Turning the log into counts is :mod:`opscope.counting`'s job, when
 results are read.
@@ -11,16 +13,24 @@ results are read.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
 from torch import nn
 from torch._C import _current_autograd_node
+from torch._C._functorch import (
+    get_unwrapped,
+    is_batchedtensor,
+    maybe_current_level,
+    maybe_get_bdim,
+)
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
@@ -33,8 +43,9 @@ from opscope.formulas.registry import OpCall, op_formula_for
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
 """What a hook reads of a tensor: its shape and dtype."""
-LoggedCall = tuple[int, tuple[ShapeAndDtype, ...], tuple[ShapeAndDtype, ...], bool]
-"""All a hook keeps of one call: (site index, input metadata, output metadata, training)."""
+LoggedCall = tuple[int, tuple[ShapeAndDtype, ...], tuple[ShapeAndDtype, ...], bool, int]
+"""All a hook keeps of one counted call: (site index, input metadata, output metadata,
+training, vmap batch: how many calls ``torch.vmap`` made it stand for, 1 outside vmap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +53,7 @@ class LoggedOp:
     """All the dispatch mode keeps of one ATen operator call outside counted modules.
 
     Attributes:
-        scope: the number of the innermost module that was running (:class:`Scopes`), or
+        scope: the number of the innermost module that was running (:class:`ModuleTracker`), or
             :data:`OUTSIDE` when no module of the model was.
         op: the operator.
         call: its arguments' and outputs' metadata, as its formula reads them; None when
@@ -139,31 +150,10 @@ class CallLog:
         return distinct, [(entry & low, 1, entry >> _SCOPE_CALL_SHIFT) for entry in order]
 
 
-def forward_hook(index: int, keep: Callable[[LoggedCall], object]) -> Callable[..., None]:
-    """The forward hook (``with_kwargs=True``) of the counted module numbered ``index``: it
-    keeps the call's input and output metadata and the module's training flag."""
-
-    # The hot path: runs once per counted call, so only the common single-tensor case is
-    # handled inline; everything else (several inputs, keywords, tuples) is looked into.
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        first = args[0] if len(args) == 1 and not kwargs else None
-        if isinstance(first, torch.Tensor) and not first.is_nested:
-            inputs: tuple[ShapeAndDtype, ...] = ((first.shape, first.dtype),)
-        else:
-            inputs = tensor_metas(args) + tensor_metas(kwargs)
-        if isinstance(output, torch.Tensor) and not output.is_nested:
-            outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
-        else:
-            outputs = tensor_metas(output)
-        keep((index, inputs, outputs, module.training))
-
-    return hook
-
-
-def _on_cuda(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+def _on_cuda(module: nn.Module, args: tuple[Any, ...]) -> bool:
     """Whether the call runs on CUDA: its first tensor argument, or else the module's first
     parameter, is a CUDA tensor (a device attribute, never data)."""
-    for value in (*args, *kwargs.values()):
+    for value in args:
         if isinstance(value, torch.Tensor):
             return value.is_cuda
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
@@ -181,35 +171,27 @@ class CallTimer:
         self._times: list[int | tuple[Any, Any]] = []
         self._lock = threading.Lock()
 
-    def timed(
-        self, keep: Callable[[LoggedCall], object]
-    ) -> tuple[Callable[..., None], Callable[[LoggedCall], None]]:
-        """A forward pre-hook (``with_kwargs=True``) that starts a module's call, and ``keep``
-        that also keeps its time. The call and its time are kept together under one lock, so
-        calls of other modules in other threads cannot come between them."""
-        starts: list[Any] = []  # a stack: a module may call itself (recursion)
+    def start(self, module: nn.Module, args: tuple[Any, ...]) -> Any:
+        """The start of a module's call: a CUDA event recorded on the current stream for a
+        call on CUDA (nothing waits), else the monotonic clock in nanoseconds."""
+        if _on_cuda(module, args):
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter_ns()
 
-        def start(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            if _on_cuda(module, args, kwargs):
-                event = torch.cuda.Event(enable_timing=True)
-                event.record()
-                starts.append(event)
-            else:
-                starts.append(time.perf_counter_ns())
-
-        def keep_timed(call: LoggedCall) -> None:
-            begun = starts.pop()
-            if isinstance(begun, int):
-                elapsed: Any = time.perf_counter_ns() - begun
-            else:
-                end = torch.cuda.Event(enable_timing=True)
-                end.record()
-                elapsed = (begun, end)
-            with self._lock:
-                self._times.append(elapsed)
-                keep(call)
-
-        return start, keep_timed
+    def keep(self, begun: Any, keep: Callable[[], object]) -> None:
+        """The call that began at ``begun`` ends: keep its time, and run ``keep`` (which logs
+        the call) under the same lock, so that calls of other threads cannot come between."""
+        if isinstance(begun, int):
+            elapsed: Any = time.perf_counter_ns() - begun
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            elapsed = (begun, end)
+        with self._lock:
+            self._times.append(elapsed)
+            keep()
 
     def durations(self, count: int) -> list[int]:
         """The first ``count`` durations in nanoseconds (CUDA events resolved after one
@@ -221,9 +203,9 @@ class CallTimer:
 
 
 class CoverageProbe:
-    """``torch.utils.flop_counter.FlopCounterMode`` around the block, and hooks that add up
-    the FLOPs each counted module's call adds to its total (whatever name the counter gives
-    the module), so that the share of the block's FLOPs inside counted modules is known."""
+    """``torch.utils.flop_counter.FlopCounterMode`` around the block, and the FLOPs each
+    counted call adds to its total (whatever name the counter gives the module), so that the
+    share of the block's FLOPs in work opscope counted is known."""
 
     def __init__(self) -> None:
         self._counter = FlopCounterMode(display=False)
@@ -245,18 +227,14 @@ class CoverageProbe:
         self._active = False
         self._counter.__exit__(None, None, None)
 
-    def watch(self, module: nn.Module) -> list[RemovableHandle]:
-        """Hook ``module`` so that its calls' FLOPs add to :attr:`counted_flops`."""
-        starts: list[int] = []
+    def begin(self) -> int:
+        """The counter's total at the start of a counted call."""
+        return self.total_flops if self._active else 0
 
-        def start(module: nn.Module, args: tuple[Any, ...]) -> None:
-            starts.append(self.total_flops if self._active else 0)
-
-        def stop(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if self._active and starts:
-                self.counted_flops += self.total_flops - starts.pop()
-
-        return [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+    def end(self, begun: int) -> None:
+        """A counted call that began at ``begun`` ends: its FLOPs were in counted work."""
+        if self._active:
+            self.counted_flops += self.total_flops - begun
 
 
 def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
@@ -271,72 +249,161 @@ def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
 FOREIGN = -2
 """The scope of a module that is not part of the profiled model: its operators are not the
 model's work, and are not counted."""
-_COUNTED = -3  # a module counted by its formula: its operators are already counted
+_SITES = -3  # counted site i is -3 - i: its calls are logged, its operators already counted
 
 
-class _ThreadScopes(threading.local):
+def _bound(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The call's arguments in the order of the forward's signature, keywords included, so
+    that a formula finds ``query, key, value`` whatever the order they were given in."""
+    signature = _signature(type(module))
+    if signature is None:
+        return (*args, *kwargs.values())
+    try:
+        bound = signature.bind(module, *args, **kwargs)
+    except TypeError:
+        return (*args, *kwargs.values())
+    return tuple(bound.arguments.values())[1:]  # without self
+
+
+@cache
+def _signature(module_type: type[nn.Module]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(module_type.forward)
+    except (TypeError, ValueError):
+        return None
+
+
+def _vmap_batch(value: Any) -> int:
+    """How many calls a call under ``torch.vmap`` stands for: the product of the batch sizes
+    of the vmap levels around the first tensor (1 outside vmap), read from metadata."""
+    tensor = next((item for item in _tensors(value)), None)
+    batch = 1
+    while tensor is not None and is_batchedtensor(tensor):
+        inner = get_unwrapped(tensor)
+        batch *= inner.shape[maybe_get_bdim(tensor)]
+        tensor = inner
+    return batch
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+
+
+class _ThreadState(threading.local):
     """One thread's view of the running modules."""
 
     def __init__(self) -> None:
-        self.stack: list[tuple[int, int]] = []  # (scope, which call of it), innermost last
-        self.counted = 0  # how deep inside counted modules (whose formula holds their ops)
+        self.stack: list[tuple[int, Any]] = []  # (scope or site code, call number or start)
 
 
-class Scopes:
-    """Which module is running, per thread, so that an operator run outside counted modules
-    is attributed to the innermost module of the model that ran it.
+class ModuleTracker:
+    """Follows the calls of the model's modules, per thread, with two global module hooks
+    (any module's call, while the block lasts).
 
-    Every module of the model without a formula is a scope. Global forward hooks (any
-    module's call, while the block lasts) push the module that starts and pop it when it ends,
-    also when it raises: a scope, a counted module (whose operators its formula holds), or a
-    module foreign to the model (profiling part of what runs: its operators are not this
-    model's work). Operators that run while no module runs (a loss, an optimizer step) belong
-    to the block itself, :data:`OUTSIDE` the model.
+    A counted module (a *site*) has its calls logged: the shapes of its inputs and outputs,
+    its mode and, under ``torch.vmap``, how many calls the call stands for. Every other module
+    of the model is a *scope*: an operator run outside counted modules is attributed to the
+    innermost scope that ran it. A module foreign to the model (profiling part of what runs)
+    hides its operators; operators run while no module runs belong to the block itself,
+    :data:`OUTSIDE` the model. Calls made in the backward pass (a recomputed checkpoint) are
+    not the forward's and are not logged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log: CallLog, timer: CallTimer | None, probe: CoverageProbe | None) -> None:
         self.names: list[tuple[str, str]] = []  # (qualified name, type name) per scope
         self._calls: list[int] = []  # calls of each scope so far
-        self._kinds: dict[int, int] = {}  # id(module): its scope, or _COUNTED
-        self._threads = _ThreadScopes()
+        self._codes: dict[int, int] = {}  # id(module): its scope, or _SITES - its site
+        self._log = log
+        self._timer = timer
+        self._probe = probe
+        self._threads = _ThreadState()
+        self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
+        self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
 
-    def current(self) -> _ThreadScopes:
-        return self._threads
+    def current(self) -> tuple[int, int]:
+        """The innermost running scope (or site code) of this thread and which of its calls
+        it is; :data:`OUTSIDE` when no module of the model runs."""
+        stack = self._threads.stack
+        return stack[-1] if stack else (OUTSIDE, 0)
 
-    def add(self, name: str, module: nn.Module) -> None:
+    def add_scope(self, name: str, module: nn.Module) -> None:
         """Make ``module`` a scope: its operators are attributed to ``name``."""
-        self._kinds[id(module)] = len(self.names)
+        self._codes[id(module)] = len(self.names)
         self.names.append((name, type(module).__name__))
         self._calls.append(0)
 
-    def add_counted(self, module: nn.Module) -> None:
-        """Mark ``module``'s calls as counted by its formula: its operators are skipped."""
-        self._kinds[id(module)] = _COUNTED
+    def add_site(self, index: int, module: nn.Module) -> None:
+        """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
+        self._codes[id(module)] = _SITES - index
+        for parameter in module.parameters():
+            self._owners.setdefault(id(parameter), index)
+
+    def note_parameters(self, args: tuple[Any, ...], scope: int) -> None:
+        """Remember which counted modules' parameters an operator of ``scope`` used (a Linear
+        whose weight a block passes to ``F.linear``: it ran, without being called)."""
+        for value in args:
+            if isinstance(value, nn.Parameter):
+                site = self._owners.get(id(value))
+                if site is not None:
+                    self.used_by.setdefault(site, scope)
 
     def hooks(self) -> list[RemovableHandle]:
         """The global hooks that follow module calls (remove them when the block ends)."""
-        threads, kinds, calls = self._threads, self._kinds, self._calls
+        stack, codes, calls = self._threads, self._codes, self._calls
+        log, timer, probe = self._log, self._timer, self._probe
 
         def push(module: nn.Module, args: tuple[Any, ...]) -> None:
-            scope = kinds.get(id(module), FOREIGN)
-            if scope >= 0:
-                calls[scope] += 1
-                threads.stack.append((scope, calls[scope]))
+            code = codes.get(id(module), FOREIGN)
+            if code >= 0:
+                calls[code] += 1
+                stack.stack.append((code, calls[code]))
+            elif code <= _SITES and (timer or probe):
+                begun = (timer.start(module, args) if timer else 0, probe.begin() if probe else 0)
+                stack.stack.append((code, begun))
+            else:
+                stack.stack.append((code, 0))
+
+        def pop(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> None:
+            if not stack.stack:
                 return
-            if scope == _COUNTED:
-                threads.counted += 1
-            threads.stack.append((scope, 0))
+            code, begun = stack.stack.pop()
+            if code <= _SITES and probe is not None:
+                probe.end(begun[1])
+            # Not a counted call, one that raised (no output), or a recomputation in backward.
+            if code > _SITES or output is None or _current_autograd_node() is not None:
+                return
+            # The hot path: the common single-tensor call is read inline.
+            first = args[0] if len(args) == 1 and not kwargs else None
+            if isinstance(first, torch.Tensor) and not first.is_nested:
+                inputs: tuple[ShapeAndDtype, ...] = ((first.shape, first.dtype),)
+            else:
+                inputs = tensor_metas(_bound(module, args, kwargs) if kwargs else args)
+            if isinstance(output, torch.Tensor) and not output.is_nested:
+                outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
+            else:
+                outputs = tensor_metas(output)
+            batch = _vmap_batch(first if first is not None else args) if _vmap_active() else 1
+            call = (_SITES - code, inputs, outputs, module.training, batch)
+            if timer is None:
+                log.keep(call)
+            else:
+                timer.keep(begun[0], lambda: log.keep(call))
 
-        def pop(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if threads.stack and threads.stack.pop()[0] == _COUNTED:
-                threads.counted -= 1
-
-        # Global pre-hooks run before a module's own: a lazy module's pre-hook creates its
-        # parameters with operators that belong to the module.
         return [
             register_module_forward_pre_hook(push),
-            register_module_forward_hook(pop, always_call=True),
+            register_module_forward_hook(pop, with_kwargs=True, always_call=True),
         ]
+
+
+def _vmap_active() -> bool:
+    """Whether some ``torch.vmap`` is running (a cheap check before looking at tensors)."""
+    return maybe_current_level() is not None
 
 
 class OpCapture(TorchDispatchMode):
@@ -350,10 +417,10 @@ class OpCapture(TorchDispatchMode):
     covered.
     """
 
-    def __init__(self, log: CallLog, scopes: Scopes, probe: CoverageProbe | None) -> None:
+    def __init__(self, log: CallLog, tracker: ModuleTracker, probe: CoverageProbe | None) -> None:
         super().__init__()
         self._log = log
-        self._scopes = scopes
+        self._tracker = tracker
         self._probe = probe
 
     def __torch_dispatch__(
@@ -364,9 +431,8 @@ class OpCapture(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        here = self._scopes.current()
-        scope, scope_call = here.stack[-1] if here.stack else (OUTSIDE, 0)
-        if here.counted or scope == FOREIGN or _current_autograd_node() is not None:
+        scope, scope_call = self._tracker.current()
+        if scope <= FOREIGN or _current_autograd_node() is not None:
             # Counted by a formula, not the model's work, or the backward pass (not counted
             # yet: the forward's count stays the same with or without a backward).
             return func(*args, **kwargs)
@@ -386,4 +452,5 @@ class OpCapture(TorchDispatchMode):
         except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
             call = None  # counted as an operator that has no formula
         self._log.keep(LoggedOp(scope, func, call, _dtypes(out)), scope_call)
+        self._tracker.note_parameters(args, scope)
         return out

@@ -7,8 +7,9 @@ logged calls, and the records built from them. Nothing here runs inside the forw
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -124,11 +125,14 @@ class _Functional:
 
 @dataclass(frozen=True)
 class Counted:
-    """The records of a block, in execution order, and the ATen operators that had no
-    formula (``(name, calls)``, most frequent first)."""
+    """The records of a block, in execution order, the ATen operators that had no formula
+    (``(name, calls)``, most frequent first), and the counted modules that were never called
+    (``(name, type, used by)``: the module whose operators used their parameters, ``""`` for
+    none)."""
 
     records: list[LayerRecord]
     uncounted_ops: tuple[tuple[str, int], ...]
+    idle: tuple[tuple[str, str, str], ...] = ()
 
 
 class Counter:
@@ -136,9 +140,15 @@ class Counter:
     logged operator calls. Each site is described once (when first needed: a lazy module has
     its parameters by then), each distinct call counted once."""
 
-    def __init__(self, sites: Sequence[Site], scopes: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        sites: Sequence[Site],
+        scopes: Sequence[tuple[str, str]] = (),
+        used_by: Mapping[int, int] | None = None,
+    ) -> None:
         self.sites = sites
         self.scopes = scopes
+        self.used_by = used_by if used_by is not None else {}
         self._descriptions: dict[int, Description] = {}
 
     def description(self, index: int) -> Description:
@@ -152,13 +162,16 @@ class Counter:
             self._descriptions[index] = description
         return description
 
-    def count(self, logged: LoggedCall) -> tuple[Call, int, int]:
-        """The call's shapes, as its formula sees them, its exact operations and its MACs.
+    def count(self, logged: LoggedCall) -> tuple[Call, int, int, str | None]:
+        """The call's shapes, as its formula sees them, its exact operations and MACs (under
+        ``torch.vmap``, of every call it stands for), and why it could not be counted: a
+        formula that fails on a call (a nested tensor has no single shape to give it) makes
+        a call of no operations, flagged with the reason, and a warning.
 
         Raises:
-            RuntimeError: the formula failed; the message names the module and the shapes.
+            FormulaError: the formula returned something other than a count.
         """
-        index, inputs, outputs, training = logged
+        index, inputs, outputs, training, batch = logged
         site = self.sites[index]
         call = Call(
             tuple(tuple(shape) for shape, _ in inputs),
@@ -169,15 +182,16 @@ class Counter:
         where = f"{_module(site.name)} ({site.module_type})"
         count, macs = site.formula.count, site.formula.macs
         try:
-            ops = _checked(count(config, call), count, where)
-            return call, ops, _checked(formula_macs(site.formula, config, call), macs, where)
-        except FormulaError:
-            raise
-        except Exception as error:
-            raise FormulaError(
-                f"cannot count {where} with {_function_name(count)} on inputs {call.inputs} "
-                f"and outputs {call.outputs}: {type(error).__name__}: {error}"
-            ) from error
+            found = count(config, call), formula_macs(site.formula, config, call)
+        except Exception as error:  # noqa: BLE001 - one uncountable call must not lose the rest
+            reason = (
+                f"{_function_name(count)} failed on inputs {call.inputs} and outputs "
+                f"{call.outputs}: {type(error).__name__}: {error}"
+            )
+            warnings.warn(f"opscope cannot count {where}: {reason}", stacklevel=2)
+            return call, 0, 0, reason
+        ops = _checked(found[0], count, where)
+        return call, ops * batch, _checked(found[1], macs, where) * batch, None
 
     def _scope_name(self, scope: int) -> tuple[str, str]:
         return ("(outside the model)", "-") if scope == OUTSIDE else self.scopes[scope]
@@ -195,25 +209,26 @@ class Counter:
         name, module_type = self._scope_name(logged.scope)
         where = f"operator {op_name(logged.op)} in {_module(name)} ({module_type})"
         try:
-            ops = _checked(formula.count(logged.call), formula.count, where)
-            return (
-                ops,
-                _checked(formula.call_macs(logged.call), formula.macs, where),
-                formula.family,
+            found = formula.count(logged.call), formula.call_macs(logged.call)
+        except Exception as error:  # noqa: BLE001 - listed as uncounted, the rest stays
+            warnings.warn(
+                f"opscope cannot count {where} with {_function_name(formula.count)} on "
+                f"{logged.call.args}: {type(error).__name__}: {error}",
+                stacklevel=2,
             )
-        except FormulaError:
-            raise
-        except Exception as error:
-            raise FormulaError(
-                f"cannot count {where} with {_function_name(formula.count)} on "
-                f"{logged.call.args}: {type(error).__name__}: {error}"
-            ) from error
+            return None
+        ops = _checked(found[0], formula.count, where)
+        return ops, _checked(found[1], formula.macs, where), formula.family
 
     def _module_record(
-        self, logged: LoggedCall, counted: tuple[Call, int, int], count: int, index: int
+        self,
+        logged: LoggedCall,
+        counted: tuple[Call, int, int, str | None],
+        count: int,
+        index: int,
     ) -> LayerRecord:
         site, description = self.sites[logged[0]], self.description(logged[0])
-        call, ops, macs = counted
+        call, ops, macs, uncounted = counted
         return LayerRecord(
             name=site.name,
             module_type=site.module_type,
@@ -230,6 +245,7 @@ class Counter:
             input_bytes=tensor_bytes(logged[1]) * count,
             output_bytes=tensor_bytes(logged[2]) * count,
             param_bytes=description.param_bytes * count,
+            uncounted=uncounted,
         )
 
     def _functional_record(self, work: _Functional, index: int) -> LayerRecord:
@@ -267,7 +283,7 @@ class Counter:
         order: one per module call (with its time, ``times`` being those of the module calls in
         order), and one per call of a module that ran
         operators outside counted modules (its place is that of its first operator)."""
-        counted: dict[int, tuple[Call, int, int]] = {}
+        counted: dict[int, tuple[Call, int, int, str | None]] = {}
         op_counts: dict[int, tuple[int, int, str] | None] = {}
         calls_per_site = [0] * len(self.sites)
         slots: list[LayerRecord | _Functional] = []
@@ -315,4 +331,14 @@ class Counter:
                 calls_per_scope[slot.scope] += 1
                 slot = self._functional_record(slot, calls_per_scope[slot.scope])
             records.append(slot)
-        return Counted(records, tuple(uncounted.most_common()))
+        idle = tuple(
+            (site.name, site.module_type, self._user(index))
+            for index, (site, calls) in enumerate(zip(self.sites, calls_per_site))
+            if not calls
+        )
+        return Counted(records, tuple(uncounted.most_common()), idle)
+
+    def _user(self, site: int) -> str:
+        """The name of the module whose operators used the site's parameters, or ``""``."""
+        scope = self.used_by.get(site)
+        return "" if scope is None else self._scope_name(scope)[0] or "(model)"

@@ -22,7 +22,7 @@ from torch.utils.hooks import RemovableHandle
 
 import opscope.formulas  # noqa: F401  (registers every built-in family)
 from opscope import distributed
-from opscope.capture import CallLog, CallTimer, CoverageProbe, OpCapture, Scopes, forward_hook
+from opscope.capture import CallLog, CallTimer, CoverageProbe, ModuleTracker, OpCapture
 from opscope.choices import SortOrder
 from opscope.counting import Counted, Counter, Site
 from opscope.formulas.registry import CountFn, Formula, as_formulas, formula_for
@@ -71,8 +71,9 @@ class _Block:
         log: the calls the hooks saw.
         timer: per-call durations, when timing.
         probe: the coverage probe, when measuring coverage.
-        scopes: the modules without a formula, whose operators are counted one by one, when
-            counting functional work.
+        tracker: which module runs: the counted modules' calls, and the other modules, to
+            which operators run outside counted ones are attributed.
+        functional: whether operators outside counted modules are counted.
         handles: every hook registered, to remove on exit.
         changed: whether a module was added to any model since the last look for unhooked
             modules (so the model is walked again only after a change).
@@ -82,21 +83,22 @@ class _Block:
     log: CallLog
     timer: CallTimer | None
     probe: CoverageProbe | None
-    scopes: Scopes | None
+    functional: bool
     sites: list[Site] = field(default_factory=list)
     uncounted: list[Named] = field(default_factory=list)
     walked: set[int] = field(default_factory=set)
     handles: list[RemovableHandle] = field(default_factory=list)
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
+    tracker: ModuleTracker = field(init=False)
     counter: Counter = field(init=False)
     mode: OpCapture | None = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tracker = ModuleTracker(self.log, self.timer, self.probe)
         # The counter describes each site once, when results are first read.
-        self.counter = Counter(self.sites, self.scopes.names if self.scopes else ())
-        scopes = self.scopes
-        self.mode = OpCapture(self.log, scopes, self.probe) if scopes is not None else None
+        self.counter = Counter(self.sites, self.tracker.names, self.tracker.used_by)
+        self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
@@ -191,7 +193,7 @@ class Profiler:
             log=CallLog(self._summary),
             timer=CallTimer() if self._timing else None,
             probe=CoverageProbe() if self._coverage else None,
-            scopes=Scopes() if self._functional else None,
+            functional=self._functional,
         )
 
     # -- the context manager -------------------------------------------------------------
@@ -213,10 +215,10 @@ class Profiler:
         try:
             self._hook_tree("", self._model, block, formula_of)
             self._watch = register_module_module_registration_hook(self._on_registration)
+            block.handles += block.tracker.hooks()
             if block.probe is not None:
                 block.probe.start()
             if block.mode is not None:  # above the probe: it sees each operator first
-                block.handles += block.scopes.hooks()
                 block.mode.__enter__()
                 self._mode_entered = True
         except BaseException:
@@ -278,7 +280,7 @@ class Profiler:
                 "TorchScript runs no Python forward hooks, so nothing could be counted; "
                 "profile the eager module, before torch.jit.script"
             )
-        if _is_compiled(module) and block.scopes is None:
+        if _is_compiled(module) and not block.functional:
             # Counting operators runs a dispatch mode, under which a compiled module runs its
             # eager code, hooks included (torch 2.14; tested).
             warnings.warn(
@@ -289,30 +291,21 @@ class Profiler:
             )
         formula = self._formula_of(type(module), formula_of)
         if formula is not None:
-            self._hook(name, module, formula, block)
-            return  # counted as a whole: its submodules are not hooked
-        if block.scopes is not None:
-            block.scopes.add(name, module)
-        elif _is_leaf(module) and formula_for(type(module), self._formulas) is None:
-            block.uncounted.append((name, type(module).__name__))
+            block.tracker.add_site(len(block.sites), module)
+            block.sites.append(Site(name, module, formula))
+        else:
+            block.tracker.add_scope(name, module)
+            if (
+                not block.functional
+                and _is_leaf(module)
+                and not formula_for(type(module), self._formulas)
+            ):
+                block.uncounted.append((name, type(module).__name__))
         for child_name, child in module._modules.items():
-            if child is not None:
+            # A counted module's formula holds the children it accounts for (all of them,
+            # unless it names some); any other child is counted on its own.
+            if child is not None and (formula is None or not formula.accounts_for(child_name)):
                 self._hook_tree(_qualified(name, child_name), child, block, formula_of)
-
-    def _hook(self, name: str, module: nn.Module, formula: Formula, block: _Block) -> None:
-        index = len(block.sites)
-        block.sites.append(Site(name, module, formula))
-        keep = block.log.keep
-        if block.timer is not None:
-            start, keep = block.timer.timed(keep)
-            block.handles.append(module.register_forward_pre_hook(start, with_kwargs=True))
-        block.handles.append(
-            module.register_forward_hook(forward_hook(index, keep), with_kwargs=True)
-        )
-        if block.probe is not None:
-            block.handles += block.probe.watch(module)
-        if block.scopes is not None:
-            block.scopes.add_counted(module)
 
     def _refresh_unhooked(self) -> None:
         """Walk the model for leaf modules that were not there on entry, if a module was
@@ -361,6 +354,7 @@ class Profiler:
                 uncounted_modules=tuple(block.uncounted),
                 coverage=self._coverage_result,
                 uncounted_ops=counted.uncounted_ops,
+                idle_modules=counted.idle,
                 params=sum(p.numel() for p in self._model.parameters() if not is_lazy(p)),
             )
         if block.unhooked != self._report.unhooked_modules:

@@ -65,6 +65,8 @@ class LayerRecord:
         time_ns: with ``timing=True``, the call's duration in nanoseconds (over repeated runs,
             the median), else None.
         time_spread_ns: over repeated runs, the spread (max - min) of the call's duration.
+        uncounted: why the call could not be counted (its formula failed on it: a nested
+            tensor has no single shape), its ``ops`` then 0; None for a counted call.
     """
 
     name: str
@@ -84,6 +86,7 @@ class LayerRecord:
     param_bytes: int = 0
     time_ns: int | None = None
     time_spread_ns: int | None = None
+    uncounted: str | None = None
 
     @property
     def throughput(self) -> float | None:
@@ -151,6 +154,7 @@ class LayerRecord:
             param_bytes=self.param_bytes,
             time_ns=self.time_ns,
             time_spread_ns=self.time_spread_ns,
+            uncounted=self.uncounted,
         )
         return row
 
@@ -195,6 +199,7 @@ class LayerRecord:
             param_bytes=row["param_bytes"],
             time_ns=row.get("time_ns"),
             time_spread_ns=row.get("time_spread_ns"),
+            uncounted=row.get("uncounted"),
         )
 
 
@@ -202,7 +207,7 @@ _RECORD_KEYS = frozenset(
     {
         "name", "type", "family", "call_index", "training", "input_shape", "output_shape",
         "input_shapes", "output_shapes", "config_type", "params", "ops", "macs", "calls", "input_bytes",
-        "output_bytes", "param_bytes", "time_ns", "time_spread_ns",
+        "output_bytes", "param_bytes", "time_ns", "time_spread_ns", "uncounted",
     }
 )  # fmt: skip
 """The keys :meth:`LayerRecord.to_dict` writes besides the config's settings."""

@@ -67,6 +67,9 @@ class Report:
             modules and have no formula, so whose work is not in the totals.
         params: the model's parameters, each once (None for a report made without a model:
             :attr:`total_params` then sums the modules that ran).
+        idle_modules: ``(name, type, used by)`` of the counted modules that were never called:
+            ``used by`` names the module whose operators used their parameters (ran
+            functionally, and counted there), ``""`` when nothing did (dead code).
     """
 
     records: tuple[LayerRecord, ...]
@@ -77,6 +80,7 @@ class Report:
     unhooked_modules: tuple[tuple[str, str], ...] = ()
     uncounted_ops: tuple[tuple[str, int], ...] = ()
     params: int | None = None
+    idle_modules: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def total_ops(self) -> int:
@@ -152,6 +156,10 @@ class Report:
             "uncounted_modules": _named(self.uncounted_modules),
             "unhooked_modules": _named(self.unhooked_modules),
             "uncounted_ops": [{"op": op, "calls": calls} for op, calls in self.uncounted_ops],
+            "idle_modules": [
+                {"name": name, "type": module_type, "used_by": used_by}
+                for name, module_type, used_by in self.idle_modules
+            ],
         }
         if self.coverage is not None:
             data["coverage"] = {**asdict(self.coverage), "share": self.coverage.share}
@@ -179,6 +187,9 @@ class Report:
             unhooked_modules=_unnamed(data["unhooked_modules"]),
             uncounted_ops=tuple((row["op"], row["calls"]) for row in data.get("uncounted_ops", ())),
             params=data.get("model_params"),
+            idle_modules=tuple(
+                (row["name"], row["type"], row["used_by"]) for row in data.get("idle_modules", ())
+            ),
         )
 
     @classmethod

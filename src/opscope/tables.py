@@ -329,6 +329,14 @@ def notes(report: Report) -> list[str]:
                     "(FlopCounterMode); the rest ran in work it did not count (operators "
                     "without a formula, or outside counted modules with functional=False)."
                 )
+    failed = [record for record in report.records if record.uncounted]
+    if failed:
+        first = failed[0]
+        more = f" (and {plural(len(failed) - 1, 'other call')})" if len(failed) > 1 else ""
+        lines.append(
+            f"Not counted: {first.name or '(model)'} ({first.module_type}) #{first.call_index}"
+            f"{more}: {first.uncounted} (each record's 'uncounted' in to_dict())."
+        )
     if report.uncounted_ops:
         listed = ", ".join(
             f"{op} ×{calls}" if calls > 1 else op for op, calls in report.uncounted_ops
@@ -345,6 +353,20 @@ def notes(report: Report) -> list[str]:
             f"Not counted, no formula for their type: {listed} "
             "(by name in to_dict()['uncounted_modules'])."
         )
+    ran_functionally = [(name, used) for name, _, used in report.idle_modules if used]
+    if ran_functionally:
+        users = sorted({used for _, used in ran_functionally})
+        shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+        lines.append(
+            f"Never called, their parameters used by functional calls (counted there): "
+            f"{plural(len(ran_functionally), 'module')}, in {shown}."
+        )
+    dead = [
+        f"{name} ({module_type})" for name, module_type, used in report.idle_modules if not used
+    ]
+    if dead:
+        more = f" and {len(dead) - 3} more" if len(dead) > 3 else ""
+        lines.append(f"Never called, nor their parameters used: {', '.join(dead[:3])}{more}.")
     if report.unhooked_modules:
         named = ", ".join(
             f"{name} ({module_type})" for name, module_type in report.unhooked_modules

@@ -234,6 +234,7 @@ def count_multihead_attention_macs(config: MultiheadAttentionConfig, call: Call)
     nn.MultiheadAttention,
     describe=MultiheadAttentionConfig.from_module,
     macs=count_multihead_attention_macs,
+    children=("out_proj",),  # used through its weights, counted in the attention
 )
 def count_multihead_attention(config: MultiheadAttentionConfig, call: Call) -> int:
     """Operations of one ``MultiheadAttention(query, key, value, ...)`` call:

@@ -97,14 +97,28 @@ class Formula:
         macs: multiply-accumulates of the call's matrix, convolution and attention products
             (bias excluded), equal to ``FlopCounterMode`` FLOPs / 2 for the same call; None
             for a family that has no such products (0 MACs).
+        children: the names of the module's children whose work ``count`` includes
+            (``MultiheadAttention``'s ``out_proj``); None for the default of
+            :meth:`accounts_for`.
     """
 
     module_type: type[nn.Module]
     count: CountFn
     describe: Callable[[nn.Module], Any] = _no_config
     macs: CountFn | None = None
+    children: tuple[str, ...] | None = None
+
+    def accounts_for(self, child: str) -> bool:
+        """Whether ``count`` includes the work of the module's child named ``child``: those
+        it names; when it names none, every child for a formula of your own (a block counted
+        as a whole), none for a built-in family's (a subclass that adds children, a Conv2d
+        that also runs a BatchNorm2d, has them counted on their own)."""
+        if self.children is not None:
+            return child in self.children
+        return not getattr(self.count, "__module__", "").startswith(_BUILT_IN)
 
 
+_BUILT_IN = "opscope.formulas."
 _REGISTRY: dict[type[nn.Module], Formula] = {}
 # Formulas for types named "module.QualName", for libraries opscope should not import
 # (importing torchvision costs seconds): matched when a model contains such a module.
@@ -120,9 +134,12 @@ def register(
     *module_types: type[nn.Module],
     describe: Callable[[nn.Module], Any] = _no_config,
     macs: CountFn | None = None,
+    children: Iterable[str] | None = None,
 ) -> Callable[[CountFnT], CountFnT]:
     """Register ``count`` as the formula of ``module_types`` (and of their subclasses), with
-    ``macs`` as its multiply-accumulate count when the family has matrix products.
+    ``macs`` as its multiply-accumulate count when the family has matrix products, and
+    ``children`` the names of the children whose work ``count`` includes (default: all of
+    them: a registered block is counted as a whole).
 
     Registering a type again replaces its formula, with a warning that says so. Example::
 
@@ -144,7 +161,8 @@ def register(
                     f"{getattr(count, '__qualname__', count)} replaces it",
                     stacklevel=2,
                 )
-            _REGISTRY[module_type] = Formula(module_type, count, describe, macs)
+            named = None if children is None else tuple(children)
+            _REGISTRY[module_type] = Formula(module_type, count, describe, macs, named)
         return count
 
     return decorator

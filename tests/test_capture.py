@@ -1,0 +1,134 @@
+"""Capture never breaks the user's forward pass and never loses a report: nested tensors,
+vmap, keyword calls, subclasses with children, idle modules, checkpointing."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from opscope import Profiler
+from opscope.tables import notes
+
+
+def encoder() -> nn.Module:
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+
+
+@pytest.mark.parametrize("coverage", [True, False])
+@pytest.mark.parametrize("functional", [True, False])
+def test_a_padding_mask_never_breaks_the_forward(coverage: bool, functional: bool) -> None:
+    torch.manual_seed(0)
+    model = encoder()
+    x = torch.randn(2, 5, 16)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[0, 3:] = True
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on nested tensors being a prototype
+        bare = model(x, src_key_padding_mask=mask)
+        with Profiler(model, coverage=coverage, functional=functional) as p:
+            profiled = model(x, src_key_padding_mask=mask)
+        torch.testing.assert_close(profiled, bare)  # the same forward, the same result
+        # Every result reads, whatever could or could not be counted.
+        assert p.total_ops >= 0 and p.to_dict()["total_ops"] == p.total_ops
+        assert isinstance(notes(p.report), list) and p.to_json()
+
+
+def test_vmap_counts_the_batched_work() -> None:
+    linear, conv = nn.Linear(5, 7), nn.Conv2d(3, 4, 3)
+    with Profiler(linear) as p:
+        torch.vmap(linear)(torch.randn(4, 5))
+    assert p.total_ops == 4 * 7 * (2 * 5)
+    with Profiler(conv) as p:
+        torch.vmap(conv)(torch.randn(6, 1, 3, 8, 8))
+    with Profiler(conv) as unbatched:
+        conv(torch.randn(1, 3, 8, 8))
+    assert p.total_ops == 6 * unbatched.total_ops
+    with Profiler(linear) as p:  # nested vmaps multiply
+        torch.vmap(torch.vmap(linear))(torch.randn(3, 4, 5))
+    assert p.total_ops == 12 * 7 * (2 * 5)
+
+
+def test_keyword_calls_are_bound_to_the_signature() -> None:
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
+    q, k = torch.randn(1, 3, 8), torch.randn(1, 4, 8)
+    with Profiler(attention) as positional:
+        attention(q, k, k)
+    with Profiler(attention) as keywords:
+        attention(key=k, value=k, query=q)
+    assert keywords.total_ops == positional.total_ops
+    assert keywords.records[0].input_shapes[:3] == ((1, 3, 8), (1, 4, 8), (1, 4, 8))
+    other = nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True)
+    k6, v5 = torch.randn(1, 4, 6), torch.randn(1, 4, 5)
+    with Profiler(other) as p:
+        other(value=v5, query=q, key=k6)
+    with Profiler(other) as reference:
+        other(q, k6, v5)
+    assert p.total_ops == reference.total_ops > 0
+
+
+class ConvBN(nn.Conv2d):
+    """A Conv2d subclass whose forward also runs a child of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(super().forward(x))
+
+
+def test_children_a_formula_does_not_account_for_are_counted_on_their_own() -> None:
+    model = ConvBN().eval()
+    with Profiler(model) as p:
+        model(torch.randn(1, 3, 8, 8))
+    conv = nn.Conv2d(3, 8, 3)
+    with Profiler(conv) as plain_conv:
+        conv(torch.randn(1, 3, 8, 8))
+    with Profiler(model.bn) as plain_bn:
+        model.bn(torch.randn(1, 8, 6, 6))
+    assert [r.name for r in p.records] == ["bn", ""]
+    assert p.total_ops == plain_conv.total_ops + plain_bn.total_ops
+    # MultiheadAttention's formula holds its out_proj: never counted twice.
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(1, 3, 8)
+    with Profiler(attention) as p:
+        attention(x, x, x)
+    assert [r.name for r in p.records] == [""]
+
+
+def test_modules_that_never_ran_are_listed_with_who_used_their_weights() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.Linear(4, 4)  # through its weight only
+            self.dead = nn.Linear(4, 4)  # never
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x, self.used.weight, self.used.bias)
+
+    model = nn.Sequential(Block())
+    with Profiler(model) as p:
+        model(torch.randn(2, 4))
+    assert p.report.idle_modules == (("0.used", "Linear", "0"), ("0.dead", "Linear", ""))
+    text = " ".join(notes(p.report))
+    assert "their parameters used by functional calls (counted there): 1 module, in 0" in text
+    assert "Never called, nor their parameters used: 0.dead (Linear)" in text
+    assert p.to_dict()["idle_modules"][1] == {"name": "0.dead", "type": "Linear", "used_by": ""}
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_checkpointing_does_not_count_the_recomputation(reentrant: bool) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 8, requires_grad=True)
+    with Profiler(model) as plain:
+        model(x).sum().backward()
+    with Profiler(model) as checkpointed:
+        out = torch.utils.checkpoint.checkpoint(model, x, use_reentrant=reentrant)
+        out.sum().backward()
+    assert checkpointed.total_ops == plain.total_ops
+    assert [r.name for r in checkpointed.records] == [r.name for r in plain.records]
