@@ -140,6 +140,16 @@ CASES: dict[str, Case] = {
     "AdaptiveAvgPool1d": Case(lambda: nn.AdaptiveAvgPool1d(3), randn(2, 3, 7)),
     "AdaptiveMaxPool2d": Case(lambda: nn.AdaptiveMaxPool2d(3), randn(1, 2, 7, 7)),
     "AdaptiveMaxPool3d": Case(lambda: nn.AdaptiveMaxPool3d(2), randn(1, 2, 5, 5, 5)),
+    "LPPool2d": Case(lambda: nn.LPPool2d(2, 3, stride=2, ceil_mode=True), randn(1, 2, 7, 7)),
+    "LPPool1d(p=1.5)": Case(lambda: nn.LPPool1d(1.5, 2), randn(2, 3, 7)),
+    "LPPool3d(inf)": Case(lambda: nn.LPPool3d(float("inf"), 2), randn(1, 2, 4, 4, 4)),
+    "LPPool2d(-inf)": Case(lambda: nn.LPPool2d(-float("inf"), 2, stride=1), randn(2, 5, 5)),
+    "FractionalMaxPool2d": Case(
+        lambda: nn.FractionalMaxPool2d(3, output_size=(4, 5)), randn(2, 3, 9, 9)
+    ),
+    "FractionalMaxPool3d(ratio, unbatched)": Case(
+        lambda: nn.FractionalMaxPool3d(2, output_ratio=0.5, return_indices=True), randn(2, 6, 6, 6)
+    ),
     "Upsample(nearest)": Case(lambda: nn.Upsample(scale_factor=2), randn(1, 2, 3, 3)),
     "Upsample(bilinear)": Case(
         lambda: nn.Upsample(scale_factor=2, mode="bilinear"), randn(1, 2, 3, 3)
