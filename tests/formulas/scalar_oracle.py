@@ -138,3 +138,11 @@ def total(values: list[Counted]) -> Counted:
     for value in values[1:]:
         result = result + value
     return result
+
+
+def largest(values: list[Counted]) -> Counted:
+    """A maximum: ``len(values) - 1`` comparisons."""
+    result = values[0]
+    for value in values[1:]:
+        result = maximum(result, value)
+    return result

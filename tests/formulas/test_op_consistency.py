@@ -33,6 +33,22 @@ def seq(*shapes: tuple[int, ...]) -> Callable[[], tuple[Any, ...]]:
     return lambda: tuple(torch.randn(shape) for shape in shapes)
 
 
+def ints(high: int, *shape: int) -> Callable[[], tuple[Any, ...]]:
+    """Indices below ``high`` (an embedding's input)."""
+    return lambda: (torch.randint(0, high, shape),)
+
+
+def bags(weighted: bool = False) -> Callable[[], tuple[Any, ...]]:
+    """Six indices below 10 in bags of 2, 1 and 3 (offsets 0, 2, 3), and per-sample weights
+    when ``weighted``."""
+
+    def inputs() -> tuple[Any, ...]:
+        weights = (torch.rand(6),) if weighted else ()
+        return (torch.tensor([1, 2, 2, 3, 4, 9]), torch.tensor([0, 2, 3]), *weights)
+
+    return inputs
+
+
 def same(*shape: int) -> Callable[[], tuple[Any, ...]]:
     """One tensor passed three times (self-attention's query, key and value)."""
 
@@ -149,6 +165,18 @@ CASES: dict[str, Case] = {
     ),
     "FractionalMaxPool3d(ratio, unbatched)": Case(
         lambda: nn.FractionalMaxPool3d(2, output_ratio=0.5, return_indices=True), randn(2, 6, 6, 6)
+    ),
+    "Embedding": Case(lambda: nn.Embedding(10, 4, padding_idx=0), ints(10, 2, 3)),
+    "Embedding(max_norm)": Case(lambda: nn.Embedding(10, 4, max_norm=0.5), ints(10, 2, 3)),
+    "Embedding(max_norm, p=1)": Case(
+        lambda: nn.Embedding(10, 4, max_norm=0.5, norm_type=1.0), ints(10, 5)
+    ),
+    "EmbeddingBag(mean, offsets)": Case(lambda: nn.EmbeddingBag(10, 4), bags()),
+    "EmbeddingBag(sum, weighted)": Case(
+        lambda: nn.EmbeddingBag(10, 4, mode="sum"), bags(weighted=True)
+    ),
+    "EmbeddingBag(max, 2-D, max_norm)": Case(
+        lambda: nn.EmbeddingBag(10, 4, mode="max", max_norm=1.0), ints(10, 3, 4)
     ),
     "Upsample(nearest)": Case(lambda: nn.Upsample(scale_factor=2), randn(1, 2, 3, 3)),
     "Upsample(bilinear)": Case(

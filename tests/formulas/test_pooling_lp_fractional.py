@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from formulas.scalar_oracle import Counted, Tally, maximum, total
+from formulas.scalar_oracle import Counted, Tally, largest, maximum, total
 from helpers import profiled_ops
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -129,10 +129,8 @@ def brute_force_lp_pool(
         for position in itertools.product(*(range(n) for n in out_sizes)):
             window = [scalars[index] for index in lp_windows(position, in_sizes, config)]
             if math.isinf(p):
-                result = window[0]
-                for value in window[1:]:
-                    result = maximum(result, value)
-                values.append(result.value if p > 0 else -result.value)
+                result = largest(window).value
+                values.append(result if p > 0 else -result)
                 continue
             average = total(window) / len(window)  # torch's divisor: the clipped window
             rectified = maximum(abs(average), 0.0) * sign(average)
