@@ -226,6 +226,26 @@ CASES: dict[str, Case] = {
     "LSTMCell": Case(lambda: nn.LSTMCell(3, 4), randn(2, 3)),
     "LSTMCell(no bias, unbatched)": Case(lambda: nn.LSTMCell(3, 4, bias=False), randn(3)),
     "GRUCell": Case(lambda: nn.GRUCell(3, 4), randn(2, 3), INFERENCE),
+    "Fold": Case(lambda: nn.Fold((4, 5), 2), randn(2, 12, 12)),
+    "Fold(padding, stride, dilation, unbatched)": Case(
+        lambda: nn.Fold(6, 3, dilation=(1, 2), padding=1, stride=2), randn(9, 6)
+    ),
+    "Unfold": Case(lambda: nn.Unfold(3, padding=1, stride=2), randn(2, 3, 7, 7)),
+    "ZeroPad2d": Case(lambda: nn.ZeroPad2d((1, 0, 2, 1)), randn(2, 3, 4, 4)),
+    "ReflectionPad1d": Case(lambda: nn.ReflectionPad1d(2), randn(2, 3, 5)),
+    "ReplicationPad3d": Case(lambda: nn.ReplicationPad3d(1), randn(1, 2, 3, 3, 3)),
+    "CircularPad2d": Case(lambda: nn.CircularPad2d(1), randn(1, 2, 4, 4)),
+    "PixelShuffle": Case(lambda: nn.PixelShuffle(2), randn(1, 8, 3, 3)),
+    "PixelUnshuffle": Case(lambda: nn.PixelUnshuffle(2), randn(1, 2, 4, 4)),
+    "ChannelShuffle": Case(lambda: nn.ChannelShuffle(2), randn(1, 4, 3, 3)),
+    "MaxUnpool2d": Case(
+        lambda: nn.MaxUnpool2d(2),
+        lambda: nn.MaxPool2d(2, return_indices=True)(torch.randn(1, 2, 4, 4)),
+    ),
+    "MaxUnpool1d": Case(
+        lambda: nn.MaxUnpool1d(2),
+        lambda: nn.MaxPool1d(2, return_indices=True)(torch.randn(2, 3, 6)),
+    ),
     "Identity": Case(nn.Identity, randn(2, 3)),
     "Dropout": Case(nn.Dropout, randn(2, 3)),
     "Dropout2d(train)": Case(nn.Dropout2d, randn(2, 3, 4, 4), INFERENCE, True),
