@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from formulas.scalar_oracle import Counted, Tally, largest, sqrt, total
+from formulas.scalar_oracle import Counted, Tally, largest, norm, total
 from helpers import profiled_ops
 from torch import nn
 
@@ -56,17 +56,6 @@ def test_unknown_mode_is_refused() -> None:
 # norm, a comparison, the rescale of a row that exceeds), checked against the renormalised table.
 
 
-def counted_norm(row: list[Counted], norm_type: float) -> Counted:
-    if norm_type == 1:
-        return total([abs(value) for value in row])
-    if math.isinf(norm_type):
-        return largest([abs(value) for value in row])
-    if norm_type == 2:
-        return sqrt(total([value * value for value in row]))
-    powers = [abs(value).apply(lambda v: v**norm_type) for value in row]
-    return total(powers).apply(lambda v: v ** (1 / norm_type))
-
-
 def brute_force_renorm(
     weight: torch.Tensor, indices: torch.Tensor, max_norm: float, norm_type: float
 ) -> tuple[torch.Tensor, int]:
@@ -74,9 +63,9 @@ def brute_force_renorm(
     renormed = weight.clone()
     for index in sorted(set(indices.reshape(-1).tolist())):
         row = [Counted(float(v), tally) for v in weight[index]]
-        norm = counted_norm(row, norm_type)
-        if norm > max_norm:
-            scale = max_norm / (norm + 1e-7)
+        row_norm = norm(row, norm_type)
+        if row_norm > max_norm:
+            scale = max_norm / (row_norm + 1e-7)
             renormed[index] = torch.tensor([(value * scale).value for value in row])
     return renormed, tally.ops
 

@@ -246,6 +246,14 @@ CASES: dict[str, Case] = {
         lambda: nn.MaxUnpool1d(2),
         lambda: nn.MaxPool1d(2, return_indices=True)(torch.randn(2, 3, 6)),
     ),
+    "CosineSimilarity": Case(nn.CosineSimilarity, seq((3, 4, 5), (1, 4, 5))),
+    "CosineSimilarity(dim=-1, broadcast)": Case(
+        lambda: nn.CosineSimilarity(dim=-1), seq((2, 3), (3,))
+    ),
+    "PairwiseDistance": Case(nn.PairwiseDistance, seq((3, 4), (3, 4))),
+    "PairwiseDistance(p=1, keepdim, broadcast)": Case(
+        lambda: nn.PairwiseDistance(p=1, keepdim=True), seq((2, 3, 4), (4,))
+    ),
     "Identity": Case(nn.Identity, randn(2, 3)),
     "Dropout": Case(nn.Dropout, randn(2, 3)),
     "Dropout2d(train)": Case(nn.Dropout2d, randn(2, 3, 4, 4), INFERENCE, True),
