@@ -61,6 +61,24 @@ def brute_force_pairwise(
     return torch.tensor(values, dtype=a.dtype).reshape(a.shape[:-1]), tally.ops
 
 
+def random_pair(
+    shape1: tuple[int, ...], shape2: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(shape1, dtype=torch.float64), torch.randn(shape2, dtype=torch.float64)
+
+
+def assert_brute_force(
+    module: nn.Module, x1: torch.Tensor, x2: torch.Tensor, brute_force: tuple[torch.Tensor, int]
+) -> int:
+    """Check ``module(x1, x2)`` against the brute force's values and its profiled count
+    against the brute force's; return that count."""
+    expected, brute_ops = brute_force
+    torch.testing.assert_close(module(x1, x2), expected)
+    assert profiled_ops(module, x1, x2) == brute_ops
+    return brute_ops
+
+
 @pytest.mark.parametrize(
     "shape1, shape2, dim",
     [
@@ -74,12 +92,9 @@ def brute_force_pairwise(
 def test_cosine_similarity_equals_a_brute_force_count(
     shape1: tuple[int, ...], shape2: tuple[int, ...], dim: int
 ) -> None:
-    torch.manual_seed(0)
-    x1, x2 = torch.randn(shape1, dtype=torch.float64), torch.randn(shape2, dtype=torch.float64)
+    x1, x2 = random_pair(shape1, shape2)
     module = nn.CosineSimilarity(dim=dim, eps=1e-6)
-    expected, brute_ops = brute_force_cosine(x1, x2, dim, 1e-6)
-    torch.testing.assert_close(module(x1, x2), expected)
-    assert profiled_ops(module, x1, x2) == brute_ops
+    brute_ops = assert_brute_force(module, x1, x2, brute_force_cosine(x1, x2, dim, 1e-6))
     assert count_ops(lambda: module(x1, x2)).ops == brute_ops
 
 
@@ -90,12 +105,9 @@ def test_cosine_similarity_equals_a_brute_force_count(
 def test_pairwise_distance_equals_a_brute_force_count(
     order: float, shape1: tuple[int, ...], shape2: tuple[int, ...]
 ) -> None:
-    torch.manual_seed(0)
-    x1, x2 = torch.randn(shape1, dtype=torch.float64), torch.randn(shape2, dtype=torch.float64)
+    x1, x2 = random_pair(shape1, shape2)
     module = nn.PairwiseDistance(p=order, eps=1e-6)
-    expected, brute_ops = brute_force_pairwise(x1, x2, order, 1e-6)
-    torch.testing.assert_close(module(x1, x2), expected)
-    assert profiled_ops(module, x1, x2) == brute_ops
+    brute_ops = assert_brute_force(module, x1, x2, brute_force_pairwise(x1, x2, order, 1e-6))
     keepdim = nn.PairwiseDistance(p=order, keepdim=True)
     assert profiled_ops(keepdim, x1, x2) == brute_ops
 

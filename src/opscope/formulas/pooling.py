@@ -150,6 +150,19 @@ def per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def kernel_and_stride(
+    kernel_size: int | Sequence[int], stride: int | Sequence[int] | None, dims: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A pooling's kernel size and stride, one int per axis; like torch, a stride that is None
+    or empty is the kernel size.
+
+    >>> kernel_and_stride(3, None, 2), kernel_and_stride((2, 3), [], 2)
+    (((3, 3), (3, 3)), ((2, 3), (2, 3)))
+    """
+    kernel = per_axis(kernel_size, dims)
+    return kernel, per_axis(stride or kernel, dims)
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """The static settings of a ``MaxPool*d`` / ``AvgPool*d`` module, one int per spatial axis.
@@ -171,13 +184,11 @@ class PoolConfig:
         """Read the settings of a max or average pooling module (or of a subclass)."""
         is_max = isinstance(module, _MAX_POOLS)
         dims = _spatial_dims(module, _MAX_POOLS if is_max else _AVG_POOLS)
-        kernel_size = per_axis(module.kernel_size, dims)
-        # torch pools with stride = kernel_size when the stride is None or empty
-        stride = module.stride or kernel_size
+        kernel_size, stride = kernel_and_stride(module.kernel_size, module.stride, dims)
         return cls(
             kind="max" if is_max else "avg",
             kernel_size=kernel_size,
-            stride=per_axis(stride, dims),
+            stride=stride,
             padding=per_axis(module.padding, dims),
             dilation=per_axis(module.dilation if is_max else 1, dims),
             ceil_mode=bool(module.ceil_mode),
@@ -274,11 +285,11 @@ class LPPoolConfig:
     def from_module(cls, module: nn.Module) -> LPPoolConfig:
         """Read the settings of a power-average pooling module (or of a subclass)."""
         dims = _spatial_dims(module, _LP_POOLS)
-        kernel_size = per_axis(module.kernel_size, dims)
+        kernel_size, stride = kernel_and_stride(module.kernel_size, module.stride, dims)
         return cls(
             norm_type=float(module.norm_type),
             kernel_size=kernel_size,
-            stride=per_axis(module.stride or kernel_size, dims),
+            stride=stride,
             ceil_mode=bool(module.ceil_mode),
         )
 
@@ -375,12 +386,12 @@ def pool_config_of(call: OpCall, kind: str, dims: int) -> PoolConfig:
     """The :class:`PoolConfig` of a pooling operator call: ``max_pool*d(self, kernel_size,
     stride=[], padding=0, dilation=1, ceil_mode=False)`` or ``avg_pool*d(self, kernel_size,
     stride=[], padding=0, ceil_mode=False, ...)``; an empty stride is the kernel size."""
-    kernel_size = per_axis(call.arg(1, "kernel_size"), dims)
+    kernel_size, stride = kernel_and_stride(call.arg(1, "kernel_size"), call.arg(2, "stride"), dims)
     is_max = kind == "max"
     return PoolConfig(
         kind=kind,
         kernel_size=kernel_size,
-        stride=per_axis(call.arg(2, "stride") or kernel_size, dims),
+        stride=stride,
         padding=per_axis(call.arg(3, "padding", 0), dims),
         dilation=per_axis(call.arg(4, "dilation", 1) if is_max else 1, dims),
         ceil_mode=bool(call.arg(5 if is_max else 4, "ceil_mode", False)),
