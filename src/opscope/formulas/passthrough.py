@@ -4,12 +4,12 @@
 data-movement modules only copy input elements to new places: padding (constant, zero,
 reflection, replication, circular: the padded values are copies or a constant), the pixel and
 channel shuffles, ``Unfold`` (a gather of sliding blocks, ``im2col``) and ``MaxUnpool`` (a
-scatter of the pooled values into zeros). The
-dropout family is the identity in eval mode; in training mode it also draws a random mask and
-rescales the kept elements (``Dropout`` multiplies by ``1 / (1 - p)``, ``AlphaDropout`` applies
-an affine map), but that is a regulariser of training, not part of the model's inference
-arithmetic, so it is deliberately not counted: a model's count is the same in both modes and
-what it describes is the function the trained network computes.
+scatter of the pooled values into zeros). The dropout family is the identity in eval mode; in
+training mode it also draws a random mask and rescales the kept elements (``Dropout``
+multiplies by ``1 / (1 - p)``, ``AlphaDropout`` applies an affine map), but that is a
+regulariser of training, not part of the model's inference arithmetic, so it is deliberately
+not counted: a model's count is the same in both modes and what it describes is the function
+the trained network computes.
 
 Registering these types, rather than leaving them without a formula, records their calls with
 0 ops and keeps them off the report's list of uncounted modules.
