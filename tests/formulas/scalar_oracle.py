@@ -138,3 +138,30 @@ def total(values: list[Counted]) -> Counted:
     for value in values[1:]:
         result = result + value
     return result
+
+
+def largest(values: list[Counted]) -> Counted:
+    """A maximum: ``len(values) - 1`` comparisons."""
+    result = values[0]
+    for value in values[1:]:
+        result = maximum(result, value)
+    return result
+
+
+def norm(values: list[Counted], order: float) -> Counted:
+    """The ``order``-norm of ``values`` as its definition evaluates it (absolute values free):
+    ``0`` counts the nonzero values (a comparison each, then a sum), ``1`` sums, ``±inf`` takes
+    the largest (smallest) magnitude, ``2`` sums squares and takes a root, any other order
+    sums powers and takes a power ``1 / order``."""
+    magnitudes = [abs(value) for value in values]
+    if order == 0:
+        return total([Counted(float(m > 0), m.tally) for m in magnitudes])
+    if order == 1:
+        return total(magnitudes)
+    if math.isinf(order):  # the smallest magnitude is minus the largest negated one
+        return largest(magnitudes) if order > 0 else -largest([-m for m in magnitudes])
+    if order == 2:
+        return sqrt(total([m * m for m in magnitudes]))
+    return total([m.apply(lambda v: v**order) for m in magnitudes]).apply(
+        lambda v: v ** (1 / order)
+    )

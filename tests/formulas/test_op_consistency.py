@@ -33,6 +33,22 @@ def seq(*shapes: tuple[int, ...]) -> Callable[[], tuple[Any, ...]]:
     return lambda: tuple(torch.randn(shape) for shape in shapes)
 
 
+def ints(high: int, *shape: int) -> Callable[[], tuple[Any, ...]]:
+    """Indices below ``high`` (an embedding's input)."""
+    return lambda: (torch.randint(0, high, shape),)
+
+
+def bags(weighted: bool = False) -> Callable[[], tuple[Any, ...]]:
+    """Six indices below 10 in bags of 2, 1 and 3 (offsets 0, 2, 3), and per-sample weights
+    when ``weighted``."""
+
+    def inputs() -> tuple[Any, ...]:
+        weights = (torch.rand(6),) if weighted else ()
+        return (torch.tensor([1, 2, 2, 3, 4, 9]), torch.tensor([0, 2, 3]), *weights)
+
+    return inputs
+
+
 def same(*shape: int) -> Callable[[], tuple[Any, ...]]:
     """One tensor passed three times (self-attention's query, key and value)."""
 
@@ -140,6 +156,28 @@ CASES: dict[str, Case] = {
     "AdaptiveAvgPool1d": Case(lambda: nn.AdaptiveAvgPool1d(3), randn(2, 3, 7)),
     "AdaptiveMaxPool2d": Case(lambda: nn.AdaptiveMaxPool2d(3), randn(1, 2, 7, 7)),
     "AdaptiveMaxPool3d": Case(lambda: nn.AdaptiveMaxPool3d(2), randn(1, 2, 5, 5, 5)),
+    "LPPool2d": Case(lambda: nn.LPPool2d(2, 3, stride=2, ceil_mode=True), randn(1, 2, 7, 7)),
+    "LPPool1d(p=1.5)": Case(lambda: nn.LPPool1d(1.5, 2), randn(2, 3, 7)),
+    "LPPool3d(inf)": Case(lambda: nn.LPPool3d(float("inf"), 2), randn(1, 2, 4, 4, 4)),
+    "LPPool2d(-inf)": Case(lambda: nn.LPPool2d(-float("inf"), 2, stride=1), randn(2, 5, 5)),
+    "FractionalMaxPool2d": Case(
+        lambda: nn.FractionalMaxPool2d(3, output_size=(4, 5)), randn(2, 3, 9, 9)
+    ),
+    "FractionalMaxPool3d(ratio, unbatched)": Case(
+        lambda: nn.FractionalMaxPool3d(2, output_ratio=0.5, return_indices=True), randn(2, 6, 6, 6)
+    ),
+    "Embedding": Case(lambda: nn.Embedding(10, 4, padding_idx=0), ints(10, 2, 3)),
+    "Embedding(max_norm)": Case(lambda: nn.Embedding(10, 4, max_norm=0.5), ints(10, 2, 3)),
+    "Embedding(max_norm, p=1)": Case(
+        lambda: nn.Embedding(10, 4, max_norm=0.5, norm_type=1.0), ints(10, 5)
+    ),
+    "EmbeddingBag(mean, offsets)": Case(lambda: nn.EmbeddingBag(10, 4), bags()),
+    "EmbeddingBag(sum, weighted)": Case(
+        lambda: nn.EmbeddingBag(10, 4, mode="sum"), bags(weighted=True)
+    ),
+    "EmbeddingBag(max, 2-D, max_norm)": Case(
+        lambda: nn.EmbeddingBag(10, 4, mode="max", max_norm=1.0), ints(10, 3, 4)
+    ),
     "Upsample(nearest)": Case(lambda: nn.Upsample(scale_factor=2), randn(1, 2, 3, 3)),
     "Upsample(bilinear)": Case(
         lambda: nn.Upsample(scale_factor=2, mode="bilinear"), randn(1, 2, 3, 3)
@@ -188,6 +226,34 @@ CASES: dict[str, Case] = {
     "LSTMCell": Case(lambda: nn.LSTMCell(3, 4), randn(2, 3)),
     "LSTMCell(no bias, unbatched)": Case(lambda: nn.LSTMCell(3, 4, bias=False), randn(3)),
     "GRUCell": Case(lambda: nn.GRUCell(3, 4), randn(2, 3), INFERENCE),
+    "Fold": Case(lambda: nn.Fold((4, 5), 2), randn(2, 12, 12)),
+    "Fold(padding, stride, dilation, unbatched)": Case(
+        lambda: nn.Fold(6, 3, dilation=(1, 2), padding=1, stride=2), randn(9, 6)
+    ),
+    "Unfold": Case(lambda: nn.Unfold(3, padding=1, stride=2), randn(2, 3, 7, 7)),
+    "ZeroPad2d": Case(lambda: nn.ZeroPad2d((1, 0, 2, 1)), randn(2, 3, 4, 4)),
+    "ReflectionPad1d": Case(lambda: nn.ReflectionPad1d(2), randn(2, 3, 5)),
+    "ReplicationPad3d": Case(lambda: nn.ReplicationPad3d(1), randn(1, 2, 3, 3, 3)),
+    "CircularPad2d": Case(lambda: nn.CircularPad2d(1), randn(1, 2, 4, 4)),
+    "PixelShuffle": Case(lambda: nn.PixelShuffle(2), randn(1, 8, 3, 3)),
+    "PixelUnshuffle": Case(lambda: nn.PixelUnshuffle(2), randn(1, 2, 4, 4)),
+    "ChannelShuffle": Case(lambda: nn.ChannelShuffle(2), randn(1, 4, 3, 3)),
+    "MaxUnpool2d": Case(
+        lambda: nn.MaxUnpool2d(2),
+        lambda: nn.MaxPool2d(2, return_indices=True)(torch.randn(1, 2, 4, 4)),
+    ),
+    "MaxUnpool1d": Case(
+        lambda: nn.MaxUnpool1d(2),
+        lambda: nn.MaxPool1d(2, return_indices=True)(torch.randn(2, 3, 6)),
+    ),
+    "CosineSimilarity": Case(nn.CosineSimilarity, seq((3, 4, 5), (1, 4, 5))),
+    "CosineSimilarity(dim=-1, broadcast)": Case(
+        lambda: nn.CosineSimilarity(dim=-1), seq((2, 3), (3,))
+    ),
+    "PairwiseDistance": Case(nn.PairwiseDistance, seq((3, 4), (3, 4))),
+    "PairwiseDistance(p=1, keepdim, broadcast)": Case(
+        lambda: nn.PairwiseDistance(p=1, keepdim=True), seq((2, 3, 4), (4,))
+    ),
     "Identity": Case(nn.Identity, randn(2, 3)),
     "Dropout": Case(nn.Dropout, randn(2, 3)),
     "Dropout2d(train)": Case(nn.Dropout2d, randn(2, 3, 4, 4), INFERENCE, True),

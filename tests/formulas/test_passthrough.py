@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -12,8 +14,18 @@ from opscope import Profiler
 from opscope.formulas import passthrough
 from opscope.formulas.registry import formula_for, registered_types
 
-# Each registered type, with an input it accepts (batched, then unbatched where that exists).
-CASES: dict[str, tuple[nn.Module, list[tuple[int, ...]]]] = {
+Inputs = tuple[int, ...] | Callable[[], tuple[torch.Tensor, ...]]
+"""A shape (one random input of that shape), or a function that makes the call's inputs."""
+
+
+def unpool_inputs(pool: type[nn.Module], *shape: int) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """The values and indices of ``pool(2)`` on a random ``shape`` input, as the
+    ``MaxUnpool`` of the same dimensionality takes them."""
+    return lambda: pool(2, return_indices=True)(torch.randn(shape))
+
+
+# Each registered type, with inputs it accepts (batched, then unbatched where that exists).
+CASES: dict[str, tuple[nn.Module, list[Inputs]]] = {
     "Identity": (nn.Identity(), [(2, 3, 4), (5,)]),
     "Flatten": (nn.Flatten(), [(2, 3, 4, 4)]),
     "Flatten all": (nn.Flatten(start_dim=0), [(3, 4, 4)]),
@@ -25,7 +37,36 @@ CASES: dict[str, tuple[nn.Module, list[tuple[int, ...]]]] = {
     "Dropout3d": (nn.Dropout3d(0.5), [(2, 3, 2, 4, 4), (3, 2, 4, 4)]),
     "AlphaDropout": (nn.AlphaDropout(0.5), [(2, 3, 4), (7,)]),
     "FeatureAlphaDropout": (nn.FeatureAlphaDropout(0.5), [(2, 3, 4, 4), (3, 4, 4)]),
+    "ConstantPad1d": (nn.ConstantPad1d((1, 2), 3.5), [(2, 3, 4), (3, 4)]),
+    "ConstantPad2d": (nn.ConstantPad2d(1, -1.0), [(2, 3, 4, 4), (3, 4, 4)]),
+    "ConstantPad3d": (nn.ConstantPad3d((1, 0, 2, 0, 0, 1), 0.5), [(1, 2, 2, 3, 3)]),
+    "ZeroPad1d": (nn.ZeroPad1d(2), [(2, 3, 4)]),
+    "ZeroPad2d": (nn.ZeroPad2d((1, 1, 2, 0)), [(2, 3, 4, 4), (3, 4, 4)]),
+    "ZeroPad3d": (nn.ZeroPad3d(1), [(1, 2, 2, 3, 3)]),
+    "ReflectionPad1d": (nn.ReflectionPad1d(2), [(2, 3, 4), (3, 4)]),
+    "ReflectionPad2d": (nn.ReflectionPad2d((1, 2, 0, 1)), [(2, 3, 4, 4), (3, 4, 4)]),
+    "ReflectionPad3d": (nn.ReflectionPad3d(1), [(1, 2, 2, 3, 3), (2, 2, 3, 3)]),
+    "ReplicationPad1d": (nn.ReplicationPad1d(3), [(2, 3, 4)]),
+    "ReplicationPad2d": (nn.ReplicationPad2d(1), [(2, 3, 4, 4), (3, 4, 4)]),
+    "ReplicationPad3d": (nn.ReplicationPad3d((0, 1, 1, 0, 1, 1)), [(1, 2, 2, 3, 3)]),
+    "CircularPad1d": (nn.CircularPad1d(2), [(2, 3, 4), (3, 4)]),
+    "CircularPad2d": (nn.CircularPad2d((1, 0, 2, 1)), [(2, 3, 4, 4)]),
+    "CircularPad3d": (nn.CircularPad3d(1), [(1, 2, 2, 3, 3)]),
+    "PixelShuffle": (nn.PixelShuffle(2), [(2, 8, 3, 3), (4, 3, 3)]),
+    "PixelUnshuffle": (nn.PixelUnshuffle(2), [(2, 2, 4, 6), (1, 4, 4)]),
+    "ChannelShuffle": (nn.ChannelShuffle(2), [(2, 6, 3, 3), (2, 4, 5)]),
+    "Unfold": (nn.Unfold(2, dilation=2, padding=1, stride=2), [(2, 3, 5, 6), (3, 5, 6)]),
+    "MaxUnpool1d": (nn.MaxUnpool1d(2), [unpool_inputs(nn.MaxPool1d, 2, 3, 8)]),
+    "MaxUnpool2d": (
+        nn.MaxUnpool2d(2),
+        [unpool_inputs(nn.MaxPool2d, 2, 3, 4, 6), unpool_inputs(nn.MaxPool2d, 3, 4, 6)],
+    ),
+    "MaxUnpool3d": (nn.MaxUnpool3d(2), [unpool_inputs(nn.MaxPool3d, 1, 2, 4, 4, 2)]),
 }
+
+
+def _inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    return inputs() if callable(inputs) else (torch.randn(inputs),)
 
 
 def test_every_registered_passthrough_is_tested() -> None:
@@ -39,11 +80,11 @@ def test_every_registered_passthrough_is_tested() -> None:
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.filterwarnings("ignore:dropout2d. Received a 3D input")  # zero ops either way
 def test_zero_ops(case: str, training: bool) -> None:
-    module, shapes = CASES[case]
+    module, calls = CASES[case]
     module.train(training)
-    for shape in shapes:
+    for inputs in calls:
         with Profiler(module) as p:
-            module(torch.randn(shape))
+            module(*_inputs(inputs))
         (record,) = p.records
         # Training-mode masking and rescaling is deliberately not counted: it is not part of
         # the model's inference arithmetic.

@@ -3,8 +3,9 @@
 Every operator here only moves, copies, views, selects, creates or describes data: views and
 reshapes, permutations and expansions, copies and dtype conversions, creation (``empty``,
 ``zeros``, ``full``, ``arange``, random draws), indexing and slicing, gathering and
-concatenation, constant/reflect/replicate padding, rolls and flips, selection by a precomputed
-mask (``where``, ``masked_fill``) and metadata queries. None of them adds, multiplies or
+concatenation, constant/reflect/replicate padding, rolls and flips, embedding lookups,
+unpooling (a scatter into zeros), selection by a precomputed mask (``where``,
+``masked_fill``) and metadata queries. None of them adds, multiplies or
 compares tensor values, so each call counts 0 operations and 0 MACs. Index arithmetic
 (``arange``'s ``start + i * step``, the positions a gather reads) works on indices, not on
 the data, and is not counted, as upsampling's source coordinates are not.
@@ -70,7 +71,8 @@ INDEXING_OPS: tuple[str, ...] = (
     "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
     "replication_pad3d", "_pad_circular", "_pad_enum", "roll", "flip", "fliplr", "flipud",
     "rot90", "repeat", "repeat_interleave", "tile", "pixel_shuffle", "pixel_unshuffle",
-    "channel_shuffle", "native_channel_shuffle", "im2col",
+    "channel_shuffle", "native_channel_shuffle", "im2col", "embedding", "max_unpool2d",
+    "max_unpool3d",
 )  # fmt: skip
 """Indexing, selection by a given mask or index, concatenation, padding and rearrangement."""
 

@@ -1,11 +1,15 @@
 """Pass-through modules: no arithmetic, zero operations.
 
 ``Identity``, ``Flatten`` and ``Unflatten`` only hand over, or re-view, their input. The
-dropout family is the identity in eval mode; in training mode it also draws a random mask and
-rescales the kept elements (``Dropout`` multiplies by ``1 / (1 - p)``, ``AlphaDropout`` applies
-an affine map), but that is a regulariser of training, not part of the model's inference
-arithmetic, so it is deliberately not counted: a model's count is the same in both modes and
-what it describes is the function the trained network computes.
+data-movement modules only copy input elements to new places: padding (constant, zero,
+reflection, replication, circular: the padded values are copies or a constant), the pixel and
+channel shuffles, ``Unfold`` (a gather of sliding blocks, ``im2col``) and ``MaxUnpool`` (a
+scatter of the pooled values into zeros). The dropout family is the identity in eval mode; in
+training mode it also draws a random mask and rescales the kept elements (``Dropout``
+multiplies by ``1 / (1 - p)``, ``AlphaDropout`` applies an affine map), but that is a
+regulariser of training, not part of the model's inference arithmetic, so it is deliberately
+not counted: a model's count is the same in both modes and what it describes is the function
+the trained network computes.
 
 Registering these types, rather than leaving them without a formula, records their calls with
 0 ops and keeps them off the report's list of uncounted modules.
@@ -23,16 +27,31 @@ from opscope.formulas.registry import (
     register_zero_ops,
 )
 
-PASSTHROUGH_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
+SHAPE_TYPES: tuple[type[nn.Module], ...] = (nn.Identity, nn.Flatten, nn.Unflatten)
+"""Modules that hand over or re-view their input."""
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
     nn.FeatureAlphaDropout,
+)  # fmt: skip
+"""The dropout family: the identity in eval mode, not counted in training mode either."""
+
+PADDING_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ZeroPad1d, nn.ZeroPad2d,
+    nn.ZeroPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.CircularPad1d,
+    nn.CircularPad2d, nn.CircularPad3d,
+)  # fmt: skip
+"""Padding modules: every padded value is a constant or a copy of an input element."""
+
+REARRANGEMENT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Unfold, nn.MaxUnpool1d,
+    nn.MaxUnpool2d, nn.MaxUnpool3d,
+)  # fmt: skip
+"""Modules that move each input element to one or more new places (gathers and scatters)."""
+
+PASSTHROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    SHAPE_TYPES + DROPOUT_TYPES + PADDING_TYPES + REARRANGEMENT_TYPES
 )
 """Module types that count zero operations, in eval and in training mode alike."""
 

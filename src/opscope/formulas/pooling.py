@@ -16,9 +16,21 @@ per-axis sums of lengths: each axis is walked once, ``O(sum of output sizes)`` w
 Finding the windows (index arithmetic) and tracking the argmax (``return_indices``) are not
 arithmetic on the data and are not counted.
 
+Two more families reuse these counts:
+
+* ``LPPool*d`` is counted as torch computes it (``F.lp_pool*d``, the only implementation, on
+  every device): the power of every input element, an average pooling, then 6 operations per
+  output (see :func:`lp_pool_ops`); ``norm_type=±inf`` is a max pooling of absolute values.
+* ``FractionalMaxPool*d`` takes the maximum over windows of exactly ``kernel_size`` elements
+  (their pseudo-random positions always lie inside the input): ``prod(kernel_size) - 1``
+  comparisons per output.
+
 The ATen pooling operators (``max_pool2d``, ``max_pool2d_with_indices``, ``avg_pool2d``,
 ``adaptive_avg_pool2d``, ``_adaptive_avg_pool2d``, ``adaptive_max_pool2d``, and their 1d and 3d
-versions) read the same settings from their arguments and are counted by the same formulas.
+versions; ``fractional_max_pool2d/3d``) read the same settings from their arguments and are
+counted by the same formulas. ``F.lp_pool*d`` has no operator of its own: it runs ``pow``,
+``avg_pool*d``, ``sign``, ``abs``, ``relu`` and ``mul``, each counted by its family, which add
+up to :func:`lp_pool_ops`.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_MAX_POOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 _ADAPTIVE_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_LP_POOLS = (nn.LPPool1d, nn.LPPool2d, nn.LPPool3d)
+_FRACTIONAL_MAX_POOLS = (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:
@@ -136,6 +150,19 @@ def per_axis(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def kernel_and_stride(
+    kernel_size: int | Sequence[int], stride: int | Sequence[int] | None, dims: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A pooling's kernel size and stride, one int per axis; like torch, a stride that is None
+    or empty is the kernel size.
+
+    >>> kernel_and_stride(3, None, 2), kernel_and_stride((2, 3), [], 2)
+    (((3, 3), (3, 3)), ((2, 3), (2, 3)))
+    """
+    kernel = per_axis(kernel_size, dims)
+    return kernel, per_axis(stride or kernel, dims)
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """The static settings of a ``MaxPool*d`` / ``AvgPool*d`` module, one int per spatial axis.
@@ -157,13 +184,11 @@ class PoolConfig:
         """Read the settings of a max or average pooling module (or of a subclass)."""
         is_max = isinstance(module, _MAX_POOLS)
         dims = _spatial_dims(module, _MAX_POOLS if is_max else _AVG_POOLS)
-        kernel_size = per_axis(module.kernel_size, dims)
-        # torch pools with stride = kernel_size when the stride is None or empty
-        stride = module.stride or kernel_size
+        kernel_size, stride = kernel_and_stride(module.kernel_size, module.stride, dims)
         return cls(
             kind="max" if is_max else "avg",
             kernel_size=kernel_size,
-            stride=per_axis(stride, dims),
+            stride=stride,
             padding=per_axis(module.padding, dims),
             dilation=per_axis(module.dilation if is_max else 1, dims),
             ceil_mode=bool(module.ceil_mode),
@@ -239,6 +264,121 @@ def count_adaptive_pool(config: AdaptivePoolConfig, call: Call) -> int:
     return adaptive_pool_ops(config.kind, call.input, call.output, config.spatial_dims)
 
 
+LP_POOL_OPS_PER_OUTPUT = 6
+"""What ``F.lp_pool*d`` computes per output ``a`` of its average pooling, in
+``(sign(a) * relu(|a|) * prod(kernel_size)) ** (1 / p)``: ``sign`` 2 (two comparisons),
+``|a|`` 0, ``relu`` 1, the product 1, the multiplication by the kernel volume 1, the power 1."""
+
+
+@dataclass(frozen=True)
+class LPPoolConfig:
+    """The static settings of an ``LPPool1d/2d/3d`` module, one int per spatial axis: the
+    norm's order ``p`` (``norm_type``, a float), the windows (no padding, no dilation; the
+    stride is the kernel size when not given) and ``ceil_mode``."""
+
+    norm_type: float
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    ceil_mode: bool
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> LPPoolConfig:
+        """Read the settings of a power-average pooling module (or of a subclass)."""
+        dims = _spatial_dims(module, _LP_POOLS)
+        kernel_size, stride = kernel_and_stride(module.kernel_size, module.stride, dims)
+        return cls(
+            norm_type=float(module.norm_type),
+            kernel_size=kernel_size,
+            stride=stride,
+            ceil_mode=bool(module.ceil_mode),
+        )
+
+    def pool(self) -> PoolConfig:
+        """The pooling ``F.lp_pool*d`` runs: average pooling of the powers, or, for
+        ``p = ±inf``, max pooling of the absolute values (no padding, no dilation)."""
+        dims = len(self.kernel_size)
+        return PoolConfig(
+            kind="max" if math.isinf(self.norm_type) else "avg",
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=(0,) * dims,
+            dilation=(1,) * dims,
+            ceil_mode=self.ceil_mode,
+        )
+
+
+def lp_pool_ops(norm_type: float, input_numel: int, output_numel: int, pool_ops: int) -> int:
+    """Operations of one power-average pooling as torch computes it,
+    ``(sign(a) * relu(|a|) * prod(kernel_size)) ** (1 / p)`` with ``a = avg_pool(x ** p)``::
+
+        ops = numel(input) + pool_ops + 6 * numel(output)      (finite p)
+        ops = pool_ops                                        (p = ±inf: max_pool(|x|))
+
+    ``pool_ops`` is the count of that average (or max) pooling over the real windows
+    (:func:`avg_pool_ops`: ``c`` per window of ``c`` elements), the first term the power of
+    every input element (all of them, those no window reads included), the last
+    :data:`LP_POOL_OPS_PER_OUTPUT` per output. Sign flips and absolute values are free.
+
+    Example (LPPool2d(2, 2) on (1, 3, 4, 4): 48 powers, 12 windows of 4, 12 outputs):
+        >>> lp_pool_ops(2.0, 48, 12, pool_ops=12 * 4)
+        168
+    """
+    if math.isinf(norm_type):
+        return pool_ops
+    return input_numel + pool_ops + LP_POOL_OPS_PER_OUTPUT * output_numel
+
+
+@register(*_LP_POOLS, describe=LPPoolConfig.from_module)
+def count_lp_pool(config: LPPoolConfig, call: Call) -> int:
+    """Operations of one ``LPPool1d/2d/3d`` call: :func:`lp_pool_ops`, its pooling counted
+    by :func:`count_pool` on the real shapes (an unbatched call counts ``C`` planes)."""
+    return lp_pool_ops(
+        config.norm_type,
+        math.prod(call.input),
+        math.prod(call.output),
+        count_pool(config.pool(), call),
+    )
+
+
+@dataclass(frozen=True)
+class FractionalMaxPoolConfig:
+    """The kernel size of a ``FractionalMaxPool2d/3d`` module, one int per spatial axis. The
+    output size (given, or ``output_ratio`` times the input's) is read from the real call,
+    and the windows' pseudo-random positions do not change their size."""
+
+    kernel_size: tuple[int, ...]
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> FractionalMaxPoolConfig:
+        """Read the kernel size of a fractional max pooling module (or of a subclass)."""
+        dims = 2 if isinstance(module, nn.FractionalMaxPool2d) else 3
+        return cls(kernel_size=per_axis(module.kernel_size, dims))
+
+
+def fractional_max_pool_ops(kernel_size: Sequence[int], output_shape: Sequence[int]) -> int:
+    """Comparisons of a fractional max pooling with ``kernel_size`` windows whose output is
+    ``output_shape`` (planes first, then one size per axis of ``kernel_size``)::
+
+        ops = numel(output) * (prod(kernel_size) - 1)
+
+    Every window holds exactly ``prod(kernel_size)`` input elements: torch places window
+    ``o`` of an axis at ``floor((o + u) * a) - floor(u * a)`` with ``a = (In - k) / (Out - 1)``
+    and ``u`` drawn per plane, the last one at ``In - k``, so each lies inside the input.
+
+    Example (FractionalMaxPool2d(3, output_size=5) on (2, 4, 11, 11)):
+        >>> fractional_max_pool_ops((3, 3), (2, 4, 5, 5))
+        1600
+    """
+    return math.prod(output_shape) * (math.prod(kernel_size) - 1)
+
+
+@register(*_FRACTIONAL_MAX_POOLS, describe=FractionalMaxPoolConfig.from_module)
+def count_fractional_max_pool(config: FractionalMaxPoolConfig, call: Call) -> int:
+    """Operations of one ``FractionalMaxPool2d/3d`` call: :func:`fractional_max_pool_ops` on
+    the real output (an unbatched call counts ``C`` planes)."""
+    return fractional_max_pool_ops(config.kernel_size, call.output)
+
+
 # -- ATen operators -----------------------------------------------------------------------
 
 
@@ -246,12 +386,12 @@ def pool_config_of(call: OpCall, kind: str, dims: int) -> PoolConfig:
     """The :class:`PoolConfig` of a pooling operator call: ``max_pool*d(self, kernel_size,
     stride=[], padding=0, dilation=1, ceil_mode=False)`` or ``avg_pool*d(self, kernel_size,
     stride=[], padding=0, ceil_mode=False, ...)``; an empty stride is the kernel size."""
-    kernel_size = per_axis(call.arg(1, "kernel_size"), dims)
+    kernel_size, stride = kernel_and_stride(call.arg(1, "kernel_size"), call.arg(2, "stride"), dims)
     is_max = kind == "max"
     return PoolConfig(
         kind=kind,
         kernel_size=kernel_size,
-        stride=per_axis(call.arg(2, "stride") or kernel_size, dims),
+        stride=stride,
         padding=per_axis(call.arg(3, "padding", 0), dims),
         dilation=per_axis(call.arg(4, "dilation", 1) if is_max else 1, dims),
         ceil_mode=bool(call.arg(5 if is_max else 4, "ceil_mode", False)),
@@ -286,4 +426,16 @@ for _dims in (1, 2, 3):
     )(partial(count_adaptive_pool_op, "avg", _dims))
     register_op(*aten_ops(f"adaptive_max_pool{_dims}d"), family="pool")(
         partial(count_adaptive_pool_op, "max", _dims)
+    )
+
+
+def count_fractional_max_pool_op(dims: int, call: OpCall) -> int:
+    """``fractional_max_pool2d(self, kernel_size, output_size, random_samples)`` (and 3d):
+    :func:`fractional_max_pool_ops` on the output values' shape."""
+    return fractional_max_pool_ops(per_axis(call.arg(1, "kernel_size"), dims), call.output)
+
+
+for _dims in (2, 3):
+    register_op(*aten_ops(f"fractional_max_pool{_dims}d"), family="pool")(
+        partial(count_fractional_max_pool_op, _dims)
     )
