@@ -34,12 +34,14 @@ class OpLog(TorchDispatchMode):
 
 
 def hook_count(model: nn.Module) -> int:
-    """Forward hooks and pre-hooks on the model's modules, and the global module hooks (what
-    opscope uses while a block lasts)."""
+    """Forward hooks and pre-hooks on the model's modules, the global module hooks, and the
+    modules whose ``forward`` is an instance attribute (what opscope sets while a block
+    lasts)."""
     from torch.nn.modules import module as modules
 
     own = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-    return own + len(modules._global_forward_hooks) + len(modules._global_forward_pre_hooks)
+    tracked = sum("forward" in vars(m) for m in model.modules())
+    return own + tracked + len(modules._global_forward_hooks) + len(modules._global_forward_pre_hooks)
 
 
 def _has_matplotlib() -> bool:

@@ -56,7 +56,8 @@ def test_hooks_are_removed_and_model_unchanged_after_the_block() -> None:
     model = torchvision.models.resnet18(weights=None)
     attributes_before = {name: set(vars(m)) for name, m in model.named_modules()}
     with Profiler(model, include=[nn.Conv2d]) as p:
-        assert hook_count(model) == 2  # two global hooks, none on the model's modules
+        # No hook: every module's forward is followed, for as long as the block lasts.
+        assert hook_count(model) == len(list(model.modules()))
         model(torch.randn(2, 3, 32, 32))
     assert hook_count(model) == hook_bookkeeping(model) == 0
     assert {name: set(vars(m)) for name, m in model.named_modules()} == attributes_before
@@ -188,7 +189,7 @@ def test_entering_an_active_profiler_raises_and_keeps_its_hooks() -> None:
     with profiler:
         with pytest.raises(RuntimeError, match="already active"):
             profiler.__enter__()
-        assert hook_count(model) == 2
+        assert hook_count(model) == len(list(model.modules()))
         model(torch.randn(1, 3, 4, 4))
     assert hook_count(model) == 0
     assert len(profiler.records) == 2

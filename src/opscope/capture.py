@@ -1,10 +1,9 @@
 """Capture: everything that runs inside the forward pass.
 
-The module tracker (two global module hooks, for as long as the block lasts: which module of
-the model is running, and the calls of the counted ones), the dispatch mode that sees the ATen
-operators run outside counted modules, the log of what both saw, the per-call timer and the
-coverage probe. No hook is put on the user's modules: their own fast paths (a transformer
-layer's fused kernel) stay as they are without profiling. They only read ``.shape``, ``.dtype`` and the device type of tensors and append one
+The module tracker (which module of the model runs, and the calls of the counted ones), the
+dispatch mode that sees the ATen operators run outside counted modules, the log of what both
+saw, the per-call timer and the coverage probe. No hook is put on the user's modules: their
+fast paths (a transformer layer's fused kernel) stay as they are without profiling. They only read ``.shape``, ``.dtype`` and the device type of tensors and append one
 number per call: they never read tensor data, never make a device wait and never keep a
 reference to a tensor. Turning the log into counts is :mod:`opscope.counting`'s job, when
 results are read.
@@ -13,7 +12,9 @@ results are read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import sys
 import threading
 import time
 from array import array
@@ -25,19 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 from torch._C import _current_autograd_node
+from torch._C import _get_dispatch_stack_at as _dispatch_stack_at
+from torch._C import _len_torch_dispatch_stack as _len_dispatch_stack
+from torch._C import _pop_torch_dispatch_stack as _pop_dispatch_mode
+from torch._C import _push_on_torch_dispatch_stack as _push_dispatch_mode
 from torch._C._functorch import (
     get_unwrapped,
     is_batchedtensor,
     maybe_current_level,
     maybe_get_bdim,
 )
-from torch.nn.modules.module import (
-    register_module_forward_hook,
-    register_module_forward_pre_hook,
-)
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
-from torch.utils.hooks import RemovableHandle
 
 from opscope.formulas.registry import OpCall, op_formula_for
 
@@ -246,10 +246,7 @@ def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
     return ()
 
 
-FOREIGN = -2
-"""The scope of a module that is not part of the profiled model: its operators are not the
-model's work, and are not counted."""
-_SITES = -3  # counted site i is -3 - i: its calls are logged, its operators already counted
+_SITES = -3  # counted site i is -3 - i: its operators are counted by its formula
 
 
 def _bound(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -301,28 +298,33 @@ class _ThreadState(threading.local):
 
 
 class ModuleTracker:
-    """Follows the calls of the model's modules, per thread, with two global module hooks
-    (any module's call, while the block lasts).
+    """Follows the calls of the model's modules, per thread.
+
+    Each module of the model gets, for as long as the block lasts, a thin ``forward`` of its
+    own (an instance attribute over the class's, removed when the block ends) that says when
+    it starts and ends. Unlike a hook, it keeps PyTorch's fast module-call path and the fast
+    paths that refuse hooked modules (a transformer layer's fused kernel); other hooks run as
+    ever.
 
     A counted module (a *site*) has its calls logged: the shapes of its inputs and outputs,
     its mode and, under ``torch.vmap``, how many calls the call stands for. Every other module
     of the model is a *scope*: an operator run outside counted modules is attributed to the
-    innermost scope that ran it. A module foreign to the model (profiling part of what runs)
-    hides its operators; operators run while no module runs belong to the block itself,
-    :data:`OUTSIDE` the model. Calls made in the backward pass (a recomputed checkpoint) are
-    not the forward's and are not logged.
+    innermost scope that ran it. Operators run while no module of the model runs belong to
+    the block itself, :data:`OUTSIDE` the model. Calls made in the backward pass (a recomputed
+    checkpoint) are not the forward's and are not logged.
     """
 
     def __init__(self, log: CallLog, timer: CallTimer | None, probe: CoverageProbe | None) -> None:
         self.names: list[tuple[str, str]] = []  # (qualified name, type name) per scope
         self._calls: list[int] = []  # calls of each scope so far
-        self._codes: dict[int, int] = {}  # id(module): its scope, or _SITES - its site
         self._log = log
         self._timer = timer
         self._probe = probe
         self._threads = _ThreadState()
         self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
+        self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []
+        self.mode: TorchDispatchMode | None = None  # the operators' mode, when counting them
 
     def current(self) -> tuple[int, int]:
         """The innermost running scope (or site code) of this thread and which of its calls
@@ -332,15 +334,89 @@ class ModuleTracker:
 
     def add_scope(self, name: str, module: nn.Module) -> None:
         """Make ``module`` a scope: its operators are attributed to ``name``."""
-        self._codes[id(module)] = len(self.names)
+        scope = len(self.names)
         self.names.append((name, type(module).__name__))
         self._calls.append(0)
+        stack, calls = self._threads, self._calls
+
+        def around(
+            forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            calls[scope] += 1
+            stack.stack.append((scope, calls[scope]))
+            # A scope inside a counted module (a child its formula does not account for):
+            # the operators' mode, left for the counted module, is back for the scope.
+            mode = self.mode
+            pushed = mode is not None and not _on_top(mode)
+            if pushed:
+                _push_dispatch_mode(mode)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                if pushed:
+                    _pop_dispatch_mode(None)
+                stack.stack.pop()
+
+        self._wrap(module, around)
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
-        self._codes[id(module)] = _SITES - index
         for parameter in module.parameters():
             self._owners.setdefault(id(parameter), index)
+        stack, log, timer, probe = self._threads, self._log, self._timer, self._probe
+        code = _SITES - index
+
+        def around(
+            forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            begun = timer.start(module, args) if timer is not None else 0
+            flops = probe.begin() if probe is not None else 0
+            stack.stack.append((code, 0))
+            # Its formula counts its operators: the mode is left while it runs, so that they
+            # cost nothing to profile (a dispatch mode costs tens of µs per operator).
+            mode = self.mode
+            popped = mode is not None and _on_top(mode)
+            if popped:
+                _pop_dispatch_mode(None)
+            try:
+                output = forward(*args, **kwargs)
+            finally:
+                if popped:
+                    _push_dispatch_mode(mode)
+                stack.stack.pop()
+            if probe is not None:
+                probe.end(flops)
+            if _current_autograd_node() is None:  # not a recomputation in backward
+                call = _logged(index, module, args, kwargs, output)
+                if timer is None:
+                    log.keep(call)
+                else:
+                    timer.keep(begun, lambda: log.keep(call))
+            return output
+
+        self._wrap(module, around)
+
+    def _wrap(self, module: nn.Module, around: Callable[..., Any]) -> None:
+        """Give ``module`` a ``forward`` that runs its own through ``around``."""
+        own = module.__dict__.get("forward")  # someone's instance forward, kept as it is
+        forward = own if own is not None else module.forward
+
+        @functools.wraps(forward)  # inspect.signature(module.forward) stays the same
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            return around(forward, args, kwargs)
+
+        module.__dict__["forward"] = tracked
+        self._wrapped.append((module, own, tracked))
+
+    def detach(self) -> None:
+        """Give every module its own ``forward`` back (the last wrapped first)."""
+        while self._wrapped:
+            module, own, tracked = self._wrapped.pop()
+            if module.__dict__.get("forward") is tracked:
+                if own is None:
+                    del module.__dict__["forward"]
+                else:
+                    module.__dict__["forward"] = own
 
     def note_parameters(self, args: tuple[Any, ...], scope: int) -> None:
         """Remember which counted modules' parameters an operator of ``scope`` used (a Linear
@@ -351,54 +427,44 @@ class ModuleTracker:
                 if site is not None:
                     self.used_by.setdefault(site, scope)
 
-    def hooks(self) -> list[RemovableHandle]:
-        """The global hooks that follow module calls (remove them when the block ends)."""
-        stack, codes, calls = self._threads, self._codes, self._calls
-        log, timer, probe = self._log, self._timer, self._probe
 
-        def push(module: nn.Module, args: tuple[Any, ...]) -> None:
-            code = codes.get(id(module), FOREIGN)
-            if code >= 0:
-                calls[code] += 1
-                stack.stack.append((code, calls[code]))
-            elif code <= _SITES and (timer or probe):
-                begun = (timer.start(module, args) if timer else 0, probe.begin() if probe else 0)
-                stack.stack.append((code, begun))
-            else:
-                stack.stack.append((code, 0))
+_MODULE_CALL = nn.Module._call_impl.__code__
 
-        def pop(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-        ) -> None:
-            if not stack.stack:
-                return
-            code, begun = stack.stack.pop()
-            if code <= _SITES and probe is not None:
-                probe.end(begun[1])
-            # Not a counted call, one that raised (no output), or a recomputation in backward.
-            if code > _SITES or output is None or _current_autograd_node() is not None:
-                return
-            # The hot path: the common single-tensor call is read inline.
-            first = args[0] if len(args) == 1 and not kwargs else None
-            if isinstance(first, torch.Tensor) and not first.is_nested:
-                inputs: tuple[ShapeAndDtype, ...] = ((first.shape, first.dtype),)
-            else:
-                inputs = tensor_metas(_bound(module, args, kwargs) if kwargs else args)
-            if isinstance(output, torch.Tensor) and not output.is_nested:
-                outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
-            else:
-                outputs = tensor_metas(output)
-            batch = _vmap_batch(first if first is not None else args) if _vmap_active() else 1
-            call = (_SITES - code, inputs, outputs, module.training, batch)
-            if timer is None:
-                log.keep(call)
-            else:
-                timer.keep(begun[0], lambda: log.keep(call))
 
-        return [
-            register_module_forward_pre_hook(push),
-            register_module_forward_hook(pop, with_kwargs=True, always_call=True),
-        ]
+def _in_a_module_call() -> bool:
+    """Whether some module's call is running in this thread. Asked only for operators that
+    run while no module of the model does (rare): then it is another model's module, whose
+    work is not this model's. Reads the Python stack, nothing else."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is _MODULE_CALL:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_top(mode: TorchDispatchMode) -> bool:
+    """Whether ``mode`` is the innermost dispatch mode, the next to see an operator."""
+    depth = _len_dispatch_stack()
+    return depth > 0 and _dispatch_stack_at(depth - 1) is mode
+
+
+def _logged(
+    index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> LoggedCall:
+    """What the log keeps of a counted call: shapes, mode and vmap batch."""
+    # The hot path: the common single-tensor call is read inline.
+    first = args[0] if len(args) == 1 and not kwargs else None
+    if isinstance(first, torch.Tensor) and not first.is_nested:
+        inputs: tuple[ShapeAndDtype, ...] = ((first.shape, first.dtype),)
+    else:
+        inputs = tensor_metas(_bound(module, args, kwargs) if kwargs else args)
+    if isinstance(output, torch.Tensor) and not output.is_nested:
+        outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
+    else:
+        outputs = tensor_metas(output)
+    batch = _vmap_batch(first if first is not None else args) if _vmap_active() else 1
+    return (index, inputs, outputs, module.training, batch)
 
 
 def _vmap_active() -> bool:
@@ -432,9 +498,14 @@ class OpCapture(TorchDispatchMode):
     ) -> Any:
         kwargs = kwargs or {}
         scope, scope_call = self._tracker.current()
-        if scope <= FOREIGN or _current_autograd_node() is not None:
-            # Counted by a formula, not the model's work, or the backward pass (not counted
-            # yet: the forward's count stays the same with or without a backward).
+        if (
+            scope <= _SITES
+            or _current_autograd_node() is not None
+            or (scope == OUTSIDE and _in_a_module_call())
+        ):
+            # Counted by a formula; the backward pass (not counted yet: the forward's count
+            # stays the same with or without a backward); or a module foreign to the model
+            # (profiling part of what runs): not this model's work.
             return func(*args, **kwargs)
         formula = op_formula_for(func)
         if formula is None:

@@ -43,10 +43,18 @@ class Description:
     param_bytes: int
 
 
+def _parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The module's parameters, its children's included (a leaf's read directly: a walk of
+    the module tree is most of the cost of describing hundreds of layers)."""
+    if not module._modules:
+        return [p for p in module._parameters.values() if p is not None]
+    return list(module.parameters())
+
+
 def describe(site: Site) -> Description | None:
     """The site's settings, parameter count and bytes; None while its parameters are lazy
     (``nn.LazyConv2d`` before its first call)."""
-    parameters = list(site.module.parameters())
+    parameters = _parameters(site.module)
     if any(is_lazy(p) for p in parameters):
         return None
     return Description(
@@ -150,15 +158,25 @@ class Counter:
         self.scopes = scopes
         self.used_by = used_by if used_by is not None else {}
         self._descriptions: dict[int, Description] = {}
+        self._configs: dict[int, Any] = {}
+        # Each distinct call counted once, whatever is read (totals, then records).
+        self._counted: dict[int, tuple[Call, int, int, str | None]] = {}
+        self._op_counts: dict[int, tuple[int, int, str] | None] = {}
+
+    def config(self, index: int) -> Any:
+        """Site ``index``'s settings, read once (a formula's count needs nothing else)."""
+        if index not in self._configs:
+            site = self.sites[index]
+            self._configs[index] = site.formula.describe(site.module)
+        return self._configs[index]
 
     def description(self, index: int) -> Description:
         """Site ``index``'s settings and parameters (cached once they are final)."""
         description = self._descriptions.get(index)
         if description is None:
-            site = self.sites[index]
-            description = describe(site)
+            description = describe(self.sites[index])
             if description is None:  # still lazy: settings known, parameters not yet
-                return Description(site.formula.describe(site.module), 0, 0)
+                return Description(self.config(index), 0, 0)
             self._descriptions[index] = description
         return description
 
@@ -178,7 +196,7 @@ class Counter:
             tuple(tuple(shape) for shape, _ in outputs),
             training,
         )
-        config = self.description(index).config
+        config = self.config(index)
         where = f"{_module(site.name)} ({site.module_type})"
         count, macs = site.formula.count, site.formula.macs
         try:
@@ -273,6 +291,30 @@ class Counter:
             output_bytes=work.output_bytes,
         )
 
+    def totals(
+        self, distinct: Sequence[LoggedCall | LoggedOp], calls: Sequence[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """Exact operations and MACs of ``(distinct call number, calls, scope call)`` entries:
+        one formula evaluation per distinct call, no record built."""
+        multiplicity: Tally[int] = Tally()
+        for code, count, _ in calls:
+            multiplicity[code] += count
+        ops = macs = 0
+        for code, count in multiplicity.items():
+            logged = distinct[code]
+            if isinstance(logged, LoggedOp):
+                if code not in self._op_counts:
+                    self._op_counts[code] = self.count_op(logged)
+                found = self._op_counts[code]
+                counts = (0, 0) if found is None else found[:2]
+            else:
+                if code not in self._counted:
+                    self._counted[code] = self.count(logged)
+                counts = self._counted[code][1:3]
+            ops += counts[0] * count
+            macs += counts[1] * count
+        return ops, macs
+
     def records(
         self,
         distinct: Sequence[LoggedCall | LoggedOp],
@@ -283,8 +325,7 @@ class Counter:
         order: one per module call (with its time, ``times`` being those of the module calls in
         order), and one per call of a module that ran
         operators outside counted modules (its place is that of its first operator)."""
-        counted: dict[int, tuple[Call, int, int, str | None]] = {}
-        op_counts: dict[int, tuple[int, int, str] | None] = {}
+        counted, op_counts = self._counted, self._op_counts
         calls_per_site = [0] * len(self.sites)
         slots: list[LayerRecord | _Functional] = []
         functional: dict[tuple[int, int], _Functional] = {}

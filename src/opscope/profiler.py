@@ -8,8 +8,6 @@ read; the :class:`~opscope.report.Report` holds them, and the views render it.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,13 +36,6 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 Named = tuple[str, str]
 """A module's qualified name and its type's name."""
-
-
-def _is_compiled(module: nn.Module) -> bool:
-    """Whether ``module`` is a ``torch.compile`` wrapper (without importing dynamo, which is
-    slow to import and must already be loaded for any module to be compiled)."""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
 
 
 def _described(name: str) -> str:
@@ -90,6 +81,7 @@ class _Block:
     handles: list[RemovableHandle] = field(default_factory=list)
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
+    params: int | None = None  # the model's, once known
     tracker: ModuleTracker = field(init=False)
     counter: Counter = field(init=False)
     mode: OpCapture | None = field(init=False)
@@ -99,6 +91,7 @@ class _Block:
         # The counter describes each site once, when results are first read.
         self.counter = Counter(self.sites, self.tracker.names, self.tracker.used_by)
         self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
+        self.tracker.mode = self.mode
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
@@ -215,7 +208,6 @@ class Profiler:
         try:
             self._hook_tree("", self._model, block, formula_of)
             self._watch = register_module_module_registration_hook(self._on_registration)
-            block.handles += block.tracker.hooks()
             if block.probe is not None:
                 block.probe.start()
             if block.mode is not None:  # above the probe: it sees each operator first
@@ -245,6 +237,7 @@ class Profiler:
             if self._watch is not None:
                 self._watch.remove()
                 self._watch = None
+            block.tracker.detach()
             block.remove_hooks()
             self._active = False
 
@@ -279,15 +272,6 @@ class Profiler:
                 f"{_described(name)} is a TorchScript module ({type(module).__name__}): "
                 "TorchScript runs no Python forward hooks, so nothing could be counted; "
                 "profile the eager module, before torch.jit.script"
-            )
-        if _is_compiled(module) and not block.functional:
-            # Counting operators runs a dispatch mode, under which a compiled module runs its
-            # eager code, hooks included (torch 2.14; tested).
-            warnings.warn(
-                f"{_described(name)} is torch.compile'd: its compiled graph runs without "
-                "Python forward hooks, so its calls will not be recorded; profile the eager "
-                "module instead (model._orig_mod, or the model before torch.compile)",
-                stacklevel=4,
             )
         formula = self._formula_of(type(module), formula_of)
         if formula is not None:
@@ -355,11 +339,21 @@ class Profiler:
                 coverage=self._coverage_result,
                 uncounted_ops=counted.uncounted_ops,
                 idle_modules=counted.idle,
-                params=sum(p.numel() for p in self._model.parameters() if not is_lazy(p)),
+                params=self._model_params(),
             )
         if block.unhooked != self._report.unhooked_modules:
             self._report = dataclasses.replace(self._report, unhooked_modules=block.unhooked)
         return self._report
+
+    def _model_params(self) -> int:
+        """The model's parameters, each once (counted again while some are still lazy)."""
+        block = self._block
+        if block.params is None:
+            parameters = list(self._model.parameters())
+            if any(is_lazy(p) for p in parameters):
+                return sum(p.numel() for p in parameters if not is_lazy(p))
+            block.params = sum(p.numel() for p in parameters)
+        return block.params
 
     def _counted(self) -> Counted:
         block = self._block
@@ -374,8 +368,20 @@ class Profiler:
 
     @property
     def total_ops(self) -> int:
-        """Exact operations of every recorded call."""
-        return self.report.total_ops
+        """Exact operations of every recorded call (without building the records)."""
+        return self._totals()[0]
+
+    @property
+    def total_macs(self) -> int:
+        """Multiply-accumulates of every recorded call (see :attr:`Report.total_macs`)."""
+        return self._totals()[1]
+
+    def _totals(self) -> tuple[int, int]:
+        block = self._block
+        if self._report is not None and self._report_calls == len(block.log):
+            return self._report.total_ops, self._report.total_macs
+        distinct, calls = block.log.snapshot()
+        return block.counter.totals(distinct, calls)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready results (see :meth:`Report.to_dict`)."""

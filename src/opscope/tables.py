@@ -371,7 +371,10 @@ def notes(report: Report) -> list[str]:
         named = ", ".join(
             f"{name} ({module_type})" for name, module_type in report.unhooked_modules
         )
-        lines.append(f"Not hooked, added after the profiler was entered: {named}.")
+        lines.append(
+            "Added after the profiler was entered (counted operator by operator in the module "
+            f"that ran them): {named}."
+        )
     return lines
 
 
