@@ -12,7 +12,6 @@ results are read.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import sys
 import threading
@@ -361,8 +360,10 @@ class ModuleTracker:
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
-        for parameter in module.parameters():
-            self._owners.setdefault(id(parameter), index)
+        parameters = module._parameters.values() if not module._modules else module.parameters()
+        for parameter in parameters:
+            if parameter is not None:
+                self._owners.setdefault(id(parameter), index)
         stack, log, timer, probe = self._threads, self._log, self._timer, self._probe
         code = _SITES - index
 
@@ -401,10 +402,10 @@ class ModuleTracker:
         own = module.__dict__.get("forward")  # someone's instance forward, kept as it is
         forward = own if own is not None else module.forward
 
-        @functools.wraps(forward)  # inspect.signature(module.forward) stays the same
         def tracked(*args: Any, **kwargs: Any) -> Any:
             return around(forward, args, kwargs)
 
+        tracked.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees it
         module.__dict__["forward"] = tracked
         self._wrapped.append((module, own, tracked))
 
