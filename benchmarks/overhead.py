@@ -79,27 +79,37 @@ def paired_ratios(
         with Profiler(model, functional=False):
             model(x)
 
-    sides = {
-        "block": block,
-        "steady": lambda: hooked_copy(x),
-        "block-hooks": block_hooks,
-        "steady-hooks": lambda: hooks_copy(x),
-        "floor": lambda: floor_copy(x),
+    # The steady sides time one forward inside a profiler entered just before and left just
+    # after (neither timed): no profiler stays entered while another side runs, since a
+    # dispatch mode would see the other sides' operators too.
+    steady_profilers = {
+        "steady": Profiler(hooked_copy, summary=True),
+        "steady-hooks": Profiler(hooks_copy, summary=True, functional=False),
+    }
+
+    def inside(name: str, copy: torch.nn.Module) -> Callable[[], float]:
+        def run() -> float:
+            with steady_profilers[name]:
+                return timed(lambda: copy(x), x.device)
+
+        return run
+
+    sides: dict[str, Callable[[], float]] = {
+        "block": lambda: timed(block, x.device),
+        "steady": inside("steady", hooked_copy),
+        "block-hooks": lambda: timed(block_hooks, x.device),
+        "steady-hooks": inside("steady-hooks", hooks_copy),
+        "floor": lambda: timed(lambda: floor_copy(x), x.device),
     }
     for _ in range(warmup):
         bare()
         for side in sides.values():
             side()
     ratios: dict[str, list[float]] = {name: [] for name in sides}
-    # Summary mode: memory stays flat over the rounds. The steady sides stay entered; the
-    # dispatch mode of the everything-counted one then sees the other sides' operators too,
-    # and passes them through (they belong to other models).
-    with Profiler(hooks_copy, summary=True, functional=False):
-        with Profiler(hooked_copy, summary=True):
-            for _ in range(rounds):
-                for name, side in sides.items():
-                    bare_time = timed(bare, x.device)
-                    ratios[name].append(timed(side, x.device) / bare_time)
+    for _ in range(rounds):
+        for name, side in sides.items():
+            bare_time = timed(bare, x.device)
+            ratios[name].append(side() / bare_time)
     for handle in floor_handles:
         handle.remove()
     return ratios

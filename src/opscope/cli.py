@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=_positive_int, metavar="K", help="show the K first rows only"
     )
     profile.add_argument(
+        "--depth",
+        type=_non_negative_int,
+        metavar="D",
+        help="the per-module tree down to depth D instead of one row per call",
+    )
+    profile.add_argument(
         "--bytes",
         action="store_true",
         help="add the bytes each call moved and its operations per byte",
@@ -218,6 +224,8 @@ def check(args: argparse.Namespace) -> None:
                 "execution order",
                 2,
             )
+        if args.depth is not None and (args.sort or args.top):
+            raise CliError("--depth shows the model's tree in its own order: no --sort or --top", 2)
         timing = [option for option in ("repeat", "warmup") if getattr(args, option) is not None]
         if timing and not args.time:
             raise CliError(f"--{timing[0]} goes with --time", 2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from opscope.compare import (
     time_model,
 )
 from opscope.format import format_shape, plural
-from opscope.report import Report
+from opscope.report import ModuleTotal, Report
 from opscope.tables import Document, comparison_grid, report_document
 from opscope.terminal import ComparisonTable, LayerTable
 
@@ -142,11 +142,30 @@ def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:
         "device": profiled.device,
         "notes": list(profiled.notes),
     }
+    if args.depth is not None:
+        data["tree"] = _nested(profiled.report.by_module(args.depth))
     return exports.to_json({**data, **profiled.report.to_dict()})
+
+
+def _nested(nodes: list[ModuleTotal]) -> list[dict[str, Any]]:
+    """The tree's nodes (in the model's order, each before its children) nested: each node's
+    fields and its ``children``."""
+    roots: list[dict[str, Any]] = []
+    open_nodes: list[dict[str, Any]] = []  # the current path from a root
+    for node in nodes:
+        entry = {**asdict(node), "children": []}
+        while open_nodes and open_nodes[-1]["depth"] >= node.depth:
+            open_nodes.pop()
+        (open_nodes[-1]["children"] if open_nodes else roots).append(entry)
+        open_nodes.append(entry)
+    return roots
 
 
 def _profile_csv(profiled: Profiled, args: argparse.Namespace) -> str:
     context = {"model": profiled.model.name, "inputs": profiled.inputs, "device": profiled.device}
+    if args.depth is not None:
+        nodes = profiled.report.by_module(args.depth)
+        return exports.to_csv([{**context, **asdict(node)} for node in nodes])
     return exports.to_csv([{**context, **record.to_dict()} for record in profiled.report.records])
 
 
@@ -158,6 +177,7 @@ def _layout(profiled: Profiled, args: argparse.Namespace) -> dict[str, Any]:
         "show_bytes": args.bytes,
         "heading": profiled.heading,
         "extra_notes": profiled.notes,
+        "depth": args.depth,
     }
 
 

@@ -59,6 +59,7 @@ def report_html(
     show_bytes: bool = False,
     heading: str | None = None,
     extra_notes: Sequence[str] = (),
+    depth: int | None = None,
 ) -> str:
     """``report`` as one HTML page: the totals, the per-layer chart (inline SVG, when
     matplotlib is installed), then the report's sections (:func:`opscope.tables.report_document`).
@@ -72,7 +73,13 @@ def report_html(
         extra_notes: lines after the report's own notes.
     """
     document = report_document(
-        report, sort=sort, top=top, show_bytes=show_bytes, heading=heading, extra_notes=extra_notes
+        report,
+        sort=sort,
+        top=top,
+        show_bytes=show_bytes,
+        heading=heading,
+        extra_notes=extra_notes,
+        depth=depth,
     )
     parts = [f"<h1>{_text(title)}</h1>"]
     if model:

@@ -25,7 +25,7 @@ from opscope.choices import SortOrder
 from opscope.counting import Counted, Counter, Site
 from opscope.formulas.registry import CountFn, Formula, as_formulas, formula_for
 from opscope.records import LayerRecord
-from opscope.report import Coverage, Report
+from opscope.report import Coverage, ModuleInfo, Report
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -78,6 +78,7 @@ class _Block:
     sites: list[Site] = field(default_factory=list)
     uncounted: list[Named] = field(default_factory=list)
     walked: set[int] = field(default_factory=set)
+    tree: list[tuple[str, nn.Module, Formula | None]] = field(default_factory=list)
     handles: list[RemovableHandle] = field(default_factory=list)
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
@@ -274,6 +275,7 @@ class Profiler:
                 "profile the eager module, before torch.jit.script"
             )
         formula = self._formula_of(type(module), formula_of)
+        block.tree.append((name, module, formula))
         if formula is not None:
             block.tracker.add_site(len(block.sites), module)
             block.sites.append(Site(name, module, formula))
@@ -339,11 +341,35 @@ class Profiler:
                 coverage=self._coverage_result,
                 uncounted_ops=counted.uncounted_ops,
                 idle_modules=counted.idle,
+                modules=self._modules(),
                 params=self._model_params(),
             )
         if block.unhooked != self._report.unhooked_modules:
             self._report = dataclasses.replace(self._report, unhooked_modules=block.unhooked)
         return self._report
+
+    def _modules(self) -> tuple[ModuleInfo, ...]:
+        """Every module walked, in the model's order, with the parameters it holds: its own,
+        and a counted module's those of the children its formula accounts for; each
+        parameter at its first module only."""
+        seen: set[int] = set()
+        infos = []
+        for name, module, formula in self._block.tree:
+            held = [p for p in module._parameters.values() if p is not None]
+            if formula is not None:
+                held += [
+                    p
+                    for child_name, child in module._modules.items()
+                    if child is not None and formula.accounts_for(child_name)
+                    for p in child.parameters()
+                ]
+            count = 0
+            for parameter in held:
+                if id(parameter) not in seen and not is_lazy(parameter):
+                    seen.add(id(parameter))
+                    count += parameter.numel()
+            infos.append(ModuleInfo(name, type(module).__name__, count))
+        return tuple(infos)
 
     def _model_params(self) -> int:
         """The model's parameters, each once (counted again while some are still lazy)."""
@@ -398,10 +424,13 @@ class Profiler:
         top: int | None = None,
         show_bytes: bool = False,
         console: Console | None = None,
+        depth: int | None = None,
     ) -> None:
-        """Print the per-layer table, the per-type summary and the totals with rich
-        (see :meth:`Report.print`)."""
-        self.report.print(sort=sort, top=top, show_bytes=show_bytes, console=console)
+        """Print the per-layer table (or, with a ``depth``, the per-module tree), the per-type
+        summary and the totals with rich (see :meth:`Report.print`)."""
+        self.report.print(
+            sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth
+        )
 
     def reduce(
         self, *, group: ProcessGroup | None = None, dst: int = 0

@@ -49,6 +49,57 @@ class TypeSummary:
 
 
 @dataclass(frozen=True)
+class ModuleInfo:
+    """A module of the profiled model, for the per-module tree.
+
+    Attributes:
+        path: its qualified name (``""`` for the model itself).
+        module_type: its class name.
+        params: the parameters it holds itself (a counted module: its children's too), each
+            parameter of the model counted at one module only.
+    """
+
+    path: str
+    module_type: str
+    params: int
+
+
+@dataclass(frozen=True)
+class ModuleTotal:
+    """One node of the per-module tree: a module and everything that ran inside it.
+
+    Attributes:
+        path: the module's qualified name (``""`` for the model); :data:`OUTSIDE_PATH` for
+            the work of the block outside the model.
+        module_type: its class name.
+        depth: 0 for the model, 1 for its children, ...
+        calls: the counted calls inside it (module calls, and calls of modules with
+            functional work).
+        ops: exact operations of everything inside it.
+        macs: multiply-accumulates of everything inside it.
+        params: the parameters inside it, each once.
+    """
+
+    path: str
+    module_type: str
+    depth: int
+    calls: int
+    ops: int
+    macs: int
+    params: int
+
+
+OUTSIDE_PATH = "(outside the model)"
+"""The name of the work run in the block while no module of the model ran."""
+
+
+def _ancestors(path: str) -> list[str]:
+    """``"a.b.c"`` and the paths above it: ``["", "a", "a.b", "a.b.c"]``."""
+    parts = path.split(".") if path else []
+    return ["", *(".".join(parts[: index + 1]) for index in range(len(parts)))]
+
+
+@dataclass(frozen=True)
 class Report:
     """The records of one profiled block.
 
@@ -81,6 +132,7 @@ class Report:
     uncounted_ops: tuple[tuple[str, int], ...] = ()
     params: int | None = None
     idle_modules: tuple[tuple[str, str, str], ...] = ()
+    modules: tuple[ModuleInfo, ...] = ()
 
     @property
     def total_ops(self) -> int:
@@ -105,6 +157,58 @@ class Report:
         if self.params is not None:
             return self.params
         return sum(record.params for record in self.records if record.call_index == 1)
+
+    def by_module(self, depth: int | None = None) -> list[ModuleTotal]:
+        """The per-module tree, in the model's order (each module before its children): every
+        module that has counted work inside it, with the calls, operations, MACs and
+        parameters of everything inside it, down to ``depth`` (None: every level). The model's
+        node (``""``, depth 0) and, when there is some, the block's work outside the model
+        add up to :attr:`total_ops` exactly; a module called several times holds all its
+        calls, a shared one is counted once per call.
+
+        Raises:
+            ValueError: a negative ``depth``.
+
+        Example:
+            >>> report = Report(records=(), hooked_modules=0)
+            >>> report.by_module()
+            []
+        """
+        if depth is not None and depth < 0:
+            raise ValueError(f"depth must be 0 or more; got {depth}")
+        known = {info.path: info for info in self.modules}
+        order = {info.path: position for position, info in enumerate(self.modules)}
+        totals: dict[str, list[int]] = {}  # path: [calls, ops, macs]
+        for record in self.records:
+            paths = [OUTSIDE_PATH] if record.name == OUTSIDE_PATH else _ancestors(record.name)
+            for path in paths:
+                total = totals.setdefault(path, [0, 0, 0])
+                total[0] += record.calls
+                total[1] += record.ops
+                total[2] += record.macs
+        params: dict[str, int] = {}
+        for info in self.modules:
+            for path in _ancestors(info.path):
+                params[path] = params.get(path, 0) + info.params
+        shown = [
+            path
+            for path in totals
+            if path == OUTSIDE_PATH or depth is None or len(_ancestors(path)) - 1 <= depth
+        ]
+        shown.sort(key=lambda path: (path == OUTSIDE_PATH, order.get(path, len(order)), path))
+        types = {record.name: record.module_type for record in self.records}
+        return [
+            ModuleTotal(
+                path=path,
+                module_type=known[path].module_type if path in known else types.get(path, "-"),
+                depth=1 if path == OUTSIDE_PATH else len(_ancestors(path)) - 1,
+                calls=totals[path][0],
+                ops=totals[path][1],
+                macs=totals[path][2],
+                params=params.get(path, 0),
+            )
+            for path in shown
+        ]
 
     def by_type(self) -> list[TypeSummary]:
         """Calls and operations per module type, and per operator family of the functional
@@ -156,6 +260,7 @@ class Report:
             "uncounted_modules": _named(self.uncounted_modules),
             "unhooked_modules": _named(self.unhooked_modules),
             "uncounted_ops": [{"op": op, "calls": calls} for op, calls in self.uncounted_ops],
+            "modules": [asdict(info) for info in self.modules],
             "idle_modules": [
                 {"name": name, "type": module_type, "used_by": used_by}
                 for name, module_type, used_by in self.idle_modules
@@ -187,6 +292,7 @@ class Report:
             unhooked_modules=_unnamed(data["unhooked_modules"]),
             uncounted_ops=tuple((row["op"], row["calls"]) for row in data.get("uncounted_ops", ())),
             params=data.get("model_params"),
+            modules=tuple(ModuleInfo(**row) for row in data.get("modules", ())),
             idle_modules=tuple(
                 (row["name"], row["type"], row["used_by"]) for row in data.get("idle_modules", ())
             ),
@@ -215,6 +321,7 @@ class Report:
         top: int | None = None,
         show_bytes: bool = False,
         console: Console | None = None,
+        depth: int | None = None,
     ) -> None:
         """Print the per-layer table with its totals row, then the per-type summary, the
         coverage (when measured) and the uncounted modules, with rich.
@@ -224,10 +331,14 @@ class Report:
             top: show only the first ``top`` rows after sorting; the rest are summed in one row.
             show_bytes: add the bytes each call moved and its operations per byte.
             console: where to print (default: a new rich Console on standard output).
+            depth: print the per-module tree down to this depth (:meth:`by_module`) instead
+                of one row per call.
         """
         from opscope.terminal import print_report
 
-        print_report(self, sort=sort, top=top, show_bytes=show_bytes, console=console)
+        print_report(
+            self, sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth
+        )
 
 
 def median_timing(reports: Sequence[Report]) -> Report:

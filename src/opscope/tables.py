@@ -282,6 +282,40 @@ def layer_grid(
     )
 
 
+def tree_grid(report: Report, depth: int | None = None) -> Grid:
+    """The per-module tree (:meth:`~opscope.report.Report.by_module`): each module indented
+    under its parent, with the calls, parameters, operations, MACs and share of everything
+    inside it, and the report's totals."""
+    total = report.total_ops
+    rows = tuple(
+        (
+            "  " * node.depth + (node.path or "(model)"),
+            node.module_type,
+            str(node.calls),
+            format_count(node.params),
+            format_count(node.ops),
+            format_count(node.macs),
+            format_share(node.ops, total),
+        )
+        for node in report.by_module(depth)
+    )
+    totals = (
+        f"Total ({plural(report.total_calls, 'call')})",
+        "",
+        str(report.total_calls),
+        format_count(report.total_params),
+        format_count(total),
+        format_count(report.total_macs),
+        format_share(total, total),
+    )
+    columns = (
+        Column("Module"), Column("Type", keep=60), _number("Calls", 40), _number("Params", 50),
+        _number("Ops", strong=True), _number("MACs", 35), _number("Share", 90),
+    )  # fmt: skip
+    title = "By module" + ("" if depth is None else f", to depth {depth}")
+    return Grid(columns, rows, footer=(totals,), title=title)
+
+
 def type_grid(report: Report) -> Grid:
     """Calls, operations and share per module type, heaviest first."""
     total = report.total_ops
@@ -387,14 +421,20 @@ def report_document(
     show_bytes: bool = False,
     heading: str | None = None,
     extra_notes: Sequence[str] = (),
+    depth: int | None = None,
 ) -> Document:
     """The sections of ``report``, as every format shows them (see :func:`layer_grid` for
-    the options); ``heading`` says what was profiled, ``extra_notes`` follow the report's."""
+    the options); ``heading`` says what was profiled, ``extra_notes`` follow the report's.
+    With a ``depth``, the per-module tree down to that depth (:func:`tree_grid`) takes the
+    place of the per-call table."""
     report.sorted(sort)  # validate the options, also for an empty report
     check_top(top)
     if not report.records:
         return Document((), (empty_message(report), *notes(report), *extra_notes), heading)
-    grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
+    if depth is not None:
+        grids = [tree_grid(report, depth)]
+    else:
+        grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
     if len(report.by_type()) > 1:
         grids.append(type_grid(report))
     return Document(tuple(grids), (*notes(report), *extra_notes), heading)

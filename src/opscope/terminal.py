@@ -159,11 +159,12 @@ class LayerTable:
         show_bytes: bool = False,
         heading: str | None = None,
         extra_notes: Sequence[str] = (),
+        depth: int | None = None,
     ):
         report.sorted(sort)  # validate the options now, not when printed
         check_top(top)
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
-        self.heading, self.extra_notes = heading, extra_notes
+        self.heading, self.extra_notes, self.depth = heading, extra_notes, depth
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         document = report_document(
@@ -174,11 +175,12 @@ class LayerTable:
             show_bytes=self.show_bytes,
             heading=self.heading,
             extra_notes=self.extra_notes,
+            depth=self.depth,
         )
         if document.heading:
             yield Text(document.heading, style="bold")
         for position, grid in enumerate(document.grids):
-            if position == 0 and options.max_width >= SHARE_BAR_MIN_WIDTH:
+            if position == 0 and self.depth is None and options.max_width >= SHARE_BAR_MIN_WIDTH:
                 shown = self.report.sorted(self.sort)[: self.top]
                 grid = _with_share_bars(grid, [record.ops for record in shown])
             yield rich_table(grid, options.max_width)
@@ -205,9 +207,11 @@ def print_report(
     top: int | None = None,
     show_bytes: bool = False,
     console: Console | None = None,
+    depth: int | None = None,
 ) -> None:
     """Print ``report`` (see :meth:`opscope.report.Report.print`)."""
-    (console or Console()).print(LayerTable(report, sort=sort, top=top, show_bytes=show_bytes))
+    table = LayerTable(report, sort=sort, top=top, show_bytes=show_bytes, depth=depth)
+    (console or Console()).print(table)
 
 
 def print_ranks(job: DistributedReport, console: Console | None = None) -> None:

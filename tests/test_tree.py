@@ -1,0 +1,77 @@
+"""The per-module tree: every ancestor holds what ran inside it, and the root the total."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from opscope import Profiler, zoo
+from opscope.cli import main
+from opscope.report import OUTSIDE_PATH
+
+MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "googlenet",
+          "inception_v3", "vit_b_16", "swin_t", "convnext_tiny", "regnet_y_400mf", "maxvit_t",
+          "shufflenet_v2_x0_5"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def profiled(request: pytest.FixtureRequest) -> Profiler:
+    model = zoo.ZooModel(request.param, "classification")
+    net = zoo.build(model, "meta")  # the RegNets compute while building: zoo knows how
+    (x,) = zoo.example_input(model, zoo.published_input(model), "meta").args
+    with torch.inference_mode(), Profiler(net) as p:
+        net(x)
+    return p
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, None])
+def test_every_level_adds_up_to_the_total(profiled: Profiler, depth: int | None) -> None:
+    report = profiled.report
+    nodes = report.by_module(depth)
+    roots = [node for node in nodes if node.depth == 0 or node.path == OUTSIDE_PATH]
+    assert sum(node.ops for node in roots) == report.total_ops
+    assert sum(node.macs for node in roots) == report.total_macs
+    assert nodes[0].params == report.total_params  # each parameter once
+    # Each node holds exactly its children's work and its own records.
+    by_path = {node.path: node for node in report.by_module()}
+    for node in nodes:
+        if node.path == OUTSIDE_PATH:
+            continue
+        children = [
+            other for other in by_path.values()
+            if other.depth == node.depth + 1 and other.path.startswith(f"{node.path}." if node.path else "")
+            and other.path != OUTSIDE_PATH
+        ]  # fmt: skip
+        own = sum(record.ops for record in report.records if record.name == node.path)
+        assert node.ops == own + sum(child.ops for child in children)
+        assert depth is None or node.depth <= depth
+
+
+def test_a_module_called_twice_and_a_shared_one_count_every_call() -> None:
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    with Profiler(model) as p:
+        model(torch.randn(2, 4))
+    nodes = {node.path: node for node in p.report.by_module()}
+    assert nodes["0"].calls == 2 and nodes["0"].ops == 2 * p.records[0].ops
+    assert nodes[""].ops == p.total_ops and nodes[""].params == 4 * 4 + 4
+
+
+def test_every_format_shows_the_tree(tmp_path, capsys) -> None:
+    assert main(["profile", "resnet18", "--depth", "1", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (root,) = data["tree"]
+    assert root["path"] == "" and root["ops"] == data["total_ops"]
+    assert [child["path"] for child in root["children"]][:2] == ["conv1", "bn1"]
+    assert all(child["children"] == [] for child in root["children"])
+    assert main(["profile", "resnet18", "--depth", "1", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model,inputs,device,path,module_type,depth")
+    for fmt, marker in (("markdown", "| Module |"), ("latex", "Module & Type"), ("html", "<th>Module</th>"), ("table", "Module")):
+        assert main(["profile", "resnet18", "--depth", "2", "--format", fmt]) == 0
+        text = capsys.readouterr().out
+        assert marker in text and "layer1.0" in text and "layer1.0.conv1" not in text
+    assert main(["profile", "resnet18", "--depth", "1", "--top", "3"]) == 2
