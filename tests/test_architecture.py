@@ -32,6 +32,7 @@ LAYERS = (
     "opscope.tables",
     "opscope.terminal",
     "opscope.documents",
+    "opscope.frames",
     "opscope.plots",
     "opscope.html",
     "opscope.cli",
@@ -45,6 +46,8 @@ DEFERRED_IMPORTS = {
     ("opscope.report", "opscope.terminal"),  # Report.print() draws itself on demand
     ("opscope.distributed", "opscope.terminal"),  # DistributedReport.print() likewise
     ("opscope.cli", "opscope.commands"),  # torch is loaded once the arguments are good
+    ("opscope.report", "opscope.frames"),  # Report.to_pandas() makes its frame on demand
+    ("opscope.report", "opscope.html"),  # a notebook shows a report as HTML
 }
 """The deliberate imports inside a function body that point upward."""
 

@@ -102,6 +102,15 @@ def report_html(
     return _page(title, parts)
 
 
+def report_fragment(report: Report) -> str:
+    """The report's sections (:func:`opscope.tables.report_document`) as HTML to embed, as a
+    Jupyter notebook shows a report: no page, no style, no chart."""
+    document = report_document(report)
+    parts = [_table(grid) for grid in document.grids]
+    parts += [f"<p>{_text(line)}</p>" for line in document.notes]
+    return "\n".join(parts)
+
+
 def comparison_html(summaries: Sequence[ModelSummary], *, title: str) -> str:
     """A comparison as one HTML page: the chart of published acc@1 against total ops (inline
     SVG, when matplotlib is installed) and the comparison table."""

@@ -413,6 +413,10 @@ class Profiler:
         """JSON-ready results (see :meth:`Report.to_dict`)."""
         return self.report.to_dict()
 
+    def _repr_html_(self) -> str:
+        """The report, as a notebook shows it (:meth:`Report._repr_html_`)."""
+        return self.report._repr_html_()
+
     def to_json(self) -> str:
         """The results as JSON text (see :meth:`Report.to_json`)."""
         return self.report.to_json()
@@ -428,9 +432,7 @@ class Profiler:
     ) -> None:
         """Print the per-layer table (or, with a ``depth``, the per-module tree), the per-type
         summary and the totals with rich (see :meth:`Report.print`)."""
-        self.report.print(
-            sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth
-        )
+        self.report.print(sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth)
 
     def reduce(
         self, *, group: ProcessGroup | None = None, dst: int = 0

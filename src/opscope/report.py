@@ -210,6 +210,26 @@ class Report:
             for path in shown
         ]
 
+    def to_pandas(self) -> Any:
+        """One row per record as a pandas DataFrame, with typed columns (the ``pandas`` extra;
+        see :func:`opscope.frames.records_frame`)."""
+        from opscope.frames import records_frame
+
+        return records_frame(self)
+
+    def tree_to_pandas(self, depth: int | None = None) -> Any:
+        """The per-module tree as a pandas DataFrame indexed by module path (see
+        :func:`opscope.frames.modules_frame`)."""
+        from opscope.frames import modules_frame
+
+        return modules_frame(self, depth)
+
+    def _repr_html_(self) -> str:
+        """The report's tables and notes, as a notebook shows it."""
+        from opscope.html import report_fragment
+
+        return report_fragment(self)
+
     def by_type(self) -> list[TypeSummary]:
         """Calls and operations per module type, and per operator family of the functional
         work (``"matmul (functional)"``, counting operator calls), heaviest first."""
@@ -336,9 +356,7 @@ class Report:
         """
         from opscope.terminal import print_report
 
-        print_report(
-            self, sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth
-        )
+        print_report(self, sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth)
 
 
 def median_timing(reports: Sequence[Report]) -> Report:
