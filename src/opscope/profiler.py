@@ -65,7 +65,6 @@ class _Block:
         tracker: which module runs: the counted modules' calls, and the other modules, to
             which operators run outside counted ones are attributed.
         functional: whether operators outside counted modules are counted.
-        handles: every hook registered, to remove on exit.
         changed: whether a module was added to any model since the last look for unhooked
             modules (so the model is walked again only after a change).
         unhooked: leaf modules found in the model that were not there on entry.
@@ -79,7 +78,6 @@ class _Block:
     uncounted: list[Named] = field(default_factory=list)
     walked: set[int] = field(default_factory=set)
     tree: list[tuple[str, nn.Module, Formula | None]] = field(default_factory=list)
-    handles: list[RemovableHandle] = field(default_factory=list)
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
     params: int | None = None  # the model's, once known
@@ -93,11 +91,6 @@ class _Block:
         self.counter = Counter(self.sites, self.tracker.names, self.tracker.used_by)
         self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
         self.tracker.mode = self.mode
-
-    def remove_hooks(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
 
 
 class Profiler:
@@ -239,7 +232,6 @@ class Profiler:
                 self._watch.remove()
                 self._watch = None
             block.tracker.detach()
-            block.remove_hooks()
             self._active = False
 
     def _on_registration(self, parent: nn.Module, name: str, child: nn.Module | None) -> None:
