@@ -107,3 +107,47 @@ def test_the_fast_path_runs_the_erf_gelu_whatever_the_module_says() -> None:
     fast, slow = profiled(model, x, fast=True), profiled(model, x, fast=False)
     assert fast[0] == slow[0] - 2 * (2 * 5 * 16) * (9 - 5)  # 2 layers, N * L * F elements
     assert fast[1] == slow[1]
+
+
+def test_a_padded_batch_counts_its_sequences() -> None:
+    """With a ``src_key_padding_mask`` the encoder runs its layers on a nested tensor: each
+    sequence counts at its own length, as the sequences run alone without a mask."""
+    model = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True), 2
+    ).eval()
+    x = torch.randn(2, 5, 8)
+    padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])  # lengths 5 and 3
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on nested tensors being a prototype
+        with Profiler(model) as profiler:
+            model(x, src_key_padding_mask=padding)
+        counts = count_ops(lambda: model(x, src_key_padding_mask=padding), "no_grad")
+    report = profiler.report
+    assert report.uncounted_ops == ()
+    alone = [profiled(model, x[i : i + 1, :length], fast=True) for i, length in enumerate((5, 3))]
+    layers = [record for record in report.records if record.name.startswith("layers.")]
+    assert sum(record.ops for record in layers) == sum(ops for ops, _ in alone)
+    assert report.total_macs == sum(macs for _, macs in alone) == counts.macs
+    # The encoder negates the (2, 5) mask twice (logical_not) to check it and to nest x.
+    assert report.total_ops == sum(ops for ops, _ in alone) + 2 * 10 == counts.ops
+    assert counts.by_op["aten._nested_tensor_from_mask.default"] == 0
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_the_attention_fast_path_on_nested_sequences(need_weights: bool) -> None:
+    """``_native_multi_head_attention`` on a nested tensor counts each sequence alone."""
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True).eval().requires_grad_(False)
+    sequences = torch.randn(1, 5, 8), torch.randn(1, 3, 8)
+
+    def attend(x: torch.Tensor) -> Any:
+        return attention(x, x, x, need_weights=need_weights)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on nested tensors being a prototype
+        nested = torch.nested.nested_tensor([x[0] for x in sequences])
+    counts = count_ops(lambda: attend(nested))
+    assert set(counts.by_op) == {"aten._native_multi_head_attention.default"}
+    alone = [count_ops(lambda x=x: attend(x)) for x in sequences]
+    assert counts.ops == sum(c.ops for c in alone)
+    assert counts.macs == sum(c.macs for c in alone)

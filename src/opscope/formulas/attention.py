@@ -23,6 +23,7 @@ activation and residual additions (:class:`EncoderLayerSettings`).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,15 @@ from torch import nn
 from opscope.formulas.activation import GELU_OPS_PER_ELEMENT, OPS_PER_ELEMENT, softmax_ops
 from opscope.formulas.linear import linear_ops, matmul_ops
 from opscope.formulas.norm import normalization_ops
-from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+from opscope.formulas.registry import (
+    AnyTensorMeta,
+    Call,
+    NestedTensorMeta,
+    OpCall,
+    aten_ops,
+    register,
+    register_op,
+)
 
 aten = torch.ops.aten
 
@@ -331,31 +340,42 @@ for _name, _layout in ATTENTION_LAYOUTS.items():
     register_op(*aten_ops(_name), family="attention", macs=_layout.macs)(_layout.count)
 
 
-def _native_attention_sizes(call: OpCall) -> dict[str, Any]:
+def _native_attention_sizes(call: OpCall) -> list[dict[str, Any]]:
     """The :func:`multihead_attention_ops` arguments of ``_native_multi_head_attention(query,
     key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias, mask,
     need_weights, average_attn_weights)``, the fast path of ``nn.MultiheadAttention``, on
-    batch-first ``(N, L, E)`` tensors."""
-    query, key, value = (meta.shape for meta in call.args[:3])
-    return {
-        "batch": math.prod(query[:-2]),
-        "target_len": query[-2],
-        "source_len": key[-2],
-        "embed_dim": query[-1],
+    batch-first ``(N, L, E)`` tensors: one set, or, for nested tensors, one per component
+    (its ``(L, E)`` sequence counted alone, ``N = 1``)."""
+    metas = call.args[:3]
+    settings = {
         "num_heads": call.arg(4, "num_head"),
-        "kdim": key[-1],
-        "vdim": value[-1],
         "bias": call.tensor(6, "qkv_bias") is not None,
         "out_proj_bias": call.tensor(8, "proj_bias") is not None,
         "masks": int(call.tensor(9, "mask") is not None),
         "average_weights": bool(call.arg(10, "need_weights", True))
         and bool(call.arg(11, "average_attn_weights", True)),
     }
+    if any(isinstance(meta, NestedTensorMeta) for meta in metas):
+        batches = zip(*(meta.components for meta in metas), strict=True)
+    else:
+        batches = iter([tuple(meta.shape for meta in metas)])
+    return [
+        {
+            "batch": math.prod(query[:-2]),
+            "target_len": query[-2],
+            "source_len": key[-2],
+            "embed_dim": query[-1],
+            "kdim": key[-1],
+            "vdim": value[-1],
+            **settings,
+        }
+        for query, key, value in batches
+    ]
 
 
 def native_multihead_attention_macs(call: OpCall) -> int:
     """:func:`multihead_attention_macs` of the fast path's call."""
-    return multihead_attention_macs(**_native_attention_sizes(call))
+    return sum(multihead_attention_macs(**sizes) for sizes in _native_attention_sizes(call))
 
 
 @register_op(
@@ -364,8 +384,10 @@ def native_multihead_attention_macs(call: OpCall) -> int:
 )  # fmt: skip
 def count_native_multihead_attention(call: OpCall) -> int:
     """``_native_multi_head_attention``: :func:`multihead_attention_ops`, the count of the
-    ``nn.MultiheadAttention`` call it runs."""
-    return multihead_attention_ops(**_native_attention_sizes(call))
+    ``nn.MultiheadAttention`` call it runs; for nested inputs, the sum of the counts of their
+    sequences, each attending to its own keys (the kernel may pad them to the longest: the
+    padding is not counted: each sequence's attention is defined on its own positions)."""
+    return sum(multihead_attention_ops(**sizes) for sizes in _native_attention_sizes(call))
 
 
 # -- the fused transformer encoder layer --------------------------------------------------
@@ -482,11 +504,22 @@ class EncoderLayerSettings:
         return multihead_attention_macs(**self._attention(length)) + feed_forward
 
 
-def sequences(src: Any) -> tuple[tuple[int, int], ...]:
-    """``(count, length)`` of the sequences of a batch-first ``(*, L, E)`` tensor: ``count``
-    sequences of ``L`` positions each."""
-    shape = src.shape
-    return ((math.prod(shape[:-2]), shape[-2]),)
+def sequences(meta: AnyTensorMeta) -> tuple[tuple[int, int], ...]:
+    """``(count, length)`` pairs of the sequences of a batch-first ``(*, L, E)`` tensor,
+    ``count`` sequences of ``L`` positions each: one pair for a dense tensor, one per distinct
+    length for a nested one, whose components are sequences of their own lengths.
+
+    >>> from opscope.formulas.registry import NestedShape, TensorMeta
+    >>> sequences(TensorMeta((2, 4, 5, 8), torch.float32))
+    ((8, 5),)
+    >>> sequences(NestedTensorMeta(NestedShape(((5, 8), (3, 8), (5, 8))), torch.float32))
+    ((2, 5), (1, 3))
+    """
+    shapes = meta.components if isinstance(meta, NestedTensorMeta) else (meta.shape,)
+    lengths: Counter[int] = Counter()
+    for shape in shapes:
+        lengths[shape[-2]] += math.prod(shape[:-2])
+    return tuple((count, length) for length, count in lengths.items())
 
 
 def _per_sequence(measure: Callable[[EncoderLayerSettings, int], int], call: OpCall) -> int:
@@ -506,7 +539,9 @@ def count_encoder_layer(call: OpCall) -> int:
     ``nn.TransformerEncoderLayer``: :meth:`EncoderLayerSettings.ops` of every sequence of the
     batch-first ``src``, exactly what the layer's slow path counts (its MultiheadAttention,
     LayerNorms and Linears by their module formulas, the activation and the residual
-    additions by the op level). When a ``src_mask`` and a ``src_key_padding_mask`` are both
+    additions by the op level). A nested ``src`` (what ``nn.TransformerEncoder`` makes of a
+    padded batch and its ``src_key_padding_mask``) is counted sequence by sequence, each
+    component at its own length. When a ``src_mask`` and a ``src_key_padding_mask`` are both
     given, the layer adds them before the call (an ``add`` counted by the op level), so the
     call sees one mask, as the slow path's two add up."""
     return _per_sequence(EncoderLayerSettings.ops, call)
