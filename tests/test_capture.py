@@ -19,14 +19,19 @@ def encoder() -> nn.Module:
     return nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
 
 
+def padded_batch(short: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (2, 5, 16) batch and its padding mask: sequence ``short`` has length 3, the other 5."""
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[short, 3:] = True
+    return torch.randn(2, 5, 16), mask
+
+
 @pytest.mark.parametrize("coverage", [True, False])
 @pytest.mark.parametrize("functional", [True, False])
 def test_a_padding_mask_never_breaks_the_forward(coverage: bool, functional: bool) -> None:
     torch.manual_seed(0)
     model = encoder()
-    x = torch.randn(2, 5, 16)
-    mask = torch.zeros(2, 5, dtype=torch.bool)
-    mask[0, 3:] = True
+    x, mask = padded_batch(0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's note on nested tensors being a prototype
         bare = model(x, src_key_padding_mask=mask)
@@ -36,6 +41,27 @@ def test_a_padding_mask_never_breaks_the_forward(coverage: bool, functional: boo
         # Every result reads, whatever could or could not be counted.
         assert p.total_ops >= 0 and p.to_dict()["total_ops"] == p.total_ops
         assert isinstance(notes(p.report), list) and p.to_json()
+
+
+def test_nested_tensors_are_counted_or_listed_never_a_crash() -> None:
+    """A padded batch runs the encoder on nested tensors, every operator of it counted; an
+    operator whose formula reads a dimension a nested tensor lacks (softmax) is listed as
+    uncounted, with a warning, and the rest of the report stands."""
+    torch.manual_seed(0)
+    model = encoder()
+    x, mask = padded_batch(1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Profiler(model) as padded:
+            model(x, src_key_padding_mask=mask)
+        nested = torch.nested.nested_tensor([torch.randn(5, 16), torch.randn(3, 16)])
+        with Profiler(model) as mixed:
+            model.layers[0](nested).softmax(-1).relu()
+    assert padded.report.uncounted_ops == () and padded.total_ops > 0
+    with pytest.warns(UserWarning, match="cannot count operator _softmax.*no single shape"):
+        assert mixed.report.uncounted_ops == (("_softmax", 1),)
+    (layer,) = [r.ops for r in padded.report.records if r.name == "layers.0"]  # lengths 5, 3
+    assert mixed.total_ops == layer + 16 * (5 + 3)  # the same layer, then the relu
 
 
 def test_vmap_counts_the_batched_work() -> None:

@@ -32,8 +32,9 @@ CONTAINERS: Mapping[str, Callable[[], nn.Module]] = MappingProxyType(
         ),
         "TransformerDecoder": lambda: nn.TransformerDecoder(nn.TransformerDecoderLayer(4, 1), 1),
         # Their submodules (attention, linears, norms) are counted when called, and the
-        # residual additions around them by the op level. A hooked layer does not take torch's
-        # fused eval fast path (_transformer_encoder_layer_fwd), which would call none of them.
+        # residual additions around them by the op level. An encoder layer's fused eval fast
+        # path (_transformer_encoder_layer_fwd), which calls none of them, is counted by its
+        # op formula, the same count (opscope puts no hook on the user's modules).
         "TransformerEncoderLayer": lambda: nn.TransformerEncoderLayer(4, 1),
         "TransformerDecoderLayer": lambda: nn.TransformerDecoderLayer(4, 1),
         # The head Linear and tail projections are counted; the log-softmax and gathers around

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from formulas.op_harness import count_ops
@@ -11,6 +13,8 @@ from opscope.formulas import memory, passthrough
 from opscope.formulas.registry import (
     Call,
     Formula,
+    NestedShape,
+    NestedTensorMeta,
     OpCall,
     OpFormula,
     TensorMeta,
@@ -22,6 +26,7 @@ from opscope.formulas.registry import (
     register_by_name,
     register_op,
     register_zero_ops,
+    vectors,
 )
 
 aten = torch.ops.aten
@@ -149,3 +154,79 @@ def test_register_with_macs_and_by_name() -> None:
     formula = formula_for(Named)
     assert isinstance(formula, Formula) and formula.module_type is Named
     assert formula.macs is None
+
+
+PROTOTYPE = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+"""torch's note that strided nested tensors are a prototype."""
+
+
+def nested(*shapes: tuple[int, ...]) -> torch.Tensor:
+    return torch.nested.nested_tensor([torch.randn(shape) for shape in shapes])
+
+
+@PROTOTYPE
+def test_a_nested_tensor_becomes_the_shapes_of_its_components() -> None:
+    x = nested((5, 8), (3, 8))
+    call = OpCall.of([x, 2], {"other": x}, x)
+    sizes = NestedShape(((5, 8), (3, 8)))
+    meta = NestedTensorMeta(sizes, torch.float32)
+    assert call.args == (meta, 2) and call.kwargs == (("other", meta),)
+    assert call.outputs == (sizes,) and hash(call) == hash(OpCall.of([x, 2], {"other": x}, x))
+    assert meta.components == ((5, 8), (3, 8)) and meta.numel == 64 == sizes.numel
+    assert call.tensor(0, "self") == meta  # a nested argument is there, dense or not
+    assert vectors(meta) == (8, 8) and vectors(TensorMeta((2, 3, 4), torch.float32)) == (6, 4)
+    with pytest.raises(ValueError, match="differ"):
+        vectors(NestedTensorMeta(NestedShape(((2, 3), (2, 4))), torch.float32))
+
+
+def test_a_nested_shape_has_no_dimension_to_read() -> None:
+    """A formula that reads a dimension fails instead of miscounting; a product of sizes
+    (per-element counts, bytes) is the number of elements."""
+    sizes = NestedShape(((5, 8), (3, 8)))
+    meta = NestedTensorMeta(sizes, torch.float32)
+    call = OpCall((meta, -1), (), (sizes,))
+    for read in (lambda: call.input, lambda: meta.shape, lambda: sizes[0], lambda: len(sizes),
+                 lambda: sizes[:-1]):  # fmt: skip
+        with pytest.raises(TypeError):
+            read()
+    with pytest.raises(ValueError, match="not enough values"):
+        _rows, _length = call.output
+    assert math.prod(call.output) == 64
+    with pytest.raises(TypeError):  # softmax reads a dimension
+        op_formula_for(aten._softmax.default).count(call)
+    assert op_formula_for(aten.relu.default).count(call) == 64
+
+
+class _DeviceSizes:
+    """A stand-in for a nested tensor whose sizes live off the CPU."""
+
+    is_nested = True
+    layout = torch.strided
+
+    def _nested_tensor_size(self) -> torch.Tensor:
+        return torch.empty(2, 2, dtype=torch.int64, device="meta")
+
+
+@PROTOTYPE
+def test_nested_sizes_are_read_only_from_the_cpu_and_the_strided_layout() -> None:
+    with pytest.raises(TypeError, match="not the CPU"):
+        NestedShape.of(_DeviceSizes())  # type: ignore[arg-type]
+    jagged = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=torch.jagged)
+    with pytest.raises(TypeError, match="strided"):
+        OpCall.of([jagged], {}, None)
+    with pytest.raises(TypeError, match="strided"):
+        NestedShape.of(torch.randn(2))
+
+
+@PROTOTYPE
+def test_element_wise_and_linear_operators_count_nested_tensors() -> None:
+    first, second = torch.randn(1, 5, 8), torch.randn(1, 3, 8)
+    x = torch.nested.nested_tensor([first[0], second[0]])
+    linear = nn.Linear(8, 4)
+    runs = (torch.relu, lambda t: t * 2 + t, nn.functional.gelu, linear)
+    for run in runs:
+        with torch.no_grad():
+            counts = count_ops(lambda run=run: run(x))
+            alone = [count_ops(lambda run=run, t=t: run(t)) for t in (first, second)]
+        assert not counts.uncounted
+        assert (counts.ops, counts.macs) == (sum(c.ops for c in alone), sum(c.macs for c in alone))

@@ -26,6 +26,8 @@ from opscope.formulas.conv import ConvConfig, conv_ops
 from opscope.formulas.registry import (
     Call,
     Formula,
+    NestedShape,
+    NestedTensorMeta,
     OpCall,
     OpFormula,
     Shape,
@@ -45,6 +47,8 @@ __all__ = [
     "Call",
     "ConvConfig",
     "Formula",
+    "NestedShape",
+    "NestedTensorMeta",
     "OpCall",
     "OpFormula",
     "Shape",

@@ -13,20 +13,36 @@ causal mask included), the softmax over the keys, the weighted sums of the value
 
 MACs are the products ``FlopCounterMode`` counts (halved): the projections' ``mm``/``addmm``
 and the two batched products of the attention, ``q k^T`` and ``weights @ v``.
+
+The fused fast paths are counted as the modules they stand for: ``_native_multi_head_attention``
+as ``nn.MultiheadAttention``, and ``_transformer_encoder_layer_fwd`` (family ``transformer``)
+as the slow path of ``nn.TransformerEncoderLayer``: its attention, two LayerNorms, two Linears,
+activation and residual additions (:class:`EncoderLayerSettings`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from opscope.formulas.activation import softmax_ops
+from opscope.formulas.activation import GELU_OPS_PER_ELEMENT, OPS_PER_ELEMENT, softmax_ops
 from opscope.formulas.linear import linear_ops, matmul_ops
-from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+from opscope.formulas.norm import normalization_ops
+from opscope.formulas.registry import (
+    AnyTensorMeta,
+    Call,
+    NestedTensorMeta,
+    OpCall,
+    aten_ops,
+    register,
+    register_op,
+)
 
 aten = torch.ops.aten
 
@@ -324,31 +340,42 @@ for _name, _layout in ATTENTION_LAYOUTS.items():
     register_op(*aten_ops(_name), family="attention", macs=_layout.macs)(_layout.count)
 
 
-def _native_attention_sizes(call: OpCall) -> dict[str, Any]:
+def _native_attention_sizes(call: OpCall) -> list[dict[str, Any]]:
     """The :func:`multihead_attention_ops` arguments of ``_native_multi_head_attention(query,
     key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias, mask,
     need_weights, average_attn_weights)``, the fast path of ``nn.MultiheadAttention``, on
-    batch-first ``(N, L, E)`` tensors."""
-    query, key, value = (meta.shape for meta in call.args[:3])
-    return {
-        "batch": math.prod(query[:-2]),
-        "target_len": query[-2],
-        "source_len": key[-2],
-        "embed_dim": query[-1],
+    batch-first ``(N, L, E)`` tensors: one set, or, for nested tensors, one per component
+    (its ``(L, E)`` sequence counted alone, ``N = 1``)."""
+    metas = call.args[:3]
+    settings = {
         "num_heads": call.arg(4, "num_head"),
-        "kdim": key[-1],
-        "vdim": value[-1],
         "bias": call.tensor(6, "qkv_bias") is not None,
         "out_proj_bias": call.tensor(8, "proj_bias") is not None,
         "masks": int(call.tensor(9, "mask") is not None),
         "average_weights": bool(call.arg(10, "need_weights", True))
         and bool(call.arg(11, "average_attn_weights", True)),
     }
+    if any(isinstance(meta, NestedTensorMeta) for meta in metas):
+        batches = zip(*(meta.components for meta in metas), strict=True)
+    else:
+        batches = iter([tuple(meta.shape for meta in metas)])
+    return [
+        {
+            "batch": math.prod(query[:-2]),
+            "target_len": query[-2],
+            "source_len": key[-2],
+            "embed_dim": query[-1],
+            "kdim": key[-1],
+            "vdim": value[-1],
+            **settings,
+        }
+        for query, key, value in batches
+    ]
 
 
 def native_multihead_attention_macs(call: OpCall) -> int:
     """:func:`multihead_attention_macs` of the fast path's call."""
-    return multihead_attention_macs(**_native_attention_sizes(call))
+    return sum(multihead_attention_macs(**sizes) for sizes in _native_attention_sizes(call))
 
 
 @register_op(
@@ -357,5 +384,164 @@ def native_multihead_attention_macs(call: OpCall) -> int:
 )  # fmt: skip
 def count_native_multihead_attention(call: OpCall) -> int:
     """``_native_multi_head_attention``: :func:`multihead_attention_ops`, the count of the
-    ``nn.MultiheadAttention`` call it runs."""
-    return multihead_attention_ops(**_native_attention_sizes(call))
+    ``nn.MultiheadAttention`` call it runs; for nested inputs, the sum of the counts of their
+    sequences, each attending to its own keys (the kernel may pad them to the longest: the
+    padding is not counted: each sequence's attention is defined on its own positions)."""
+    return sum(multihead_attention_ops(**sizes) for sizes in _native_attention_sizes(call))
+
+
+# -- the fused transformer encoder layer --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderLayerSettings:
+    """What ``_transformer_encoder_layer_fwd`` computes, read from its arguments: the
+    settings of the ``nn.TransformerEncoderLayer`` whose eval fast path calls it.
+
+    Attributes:
+        embed_dim: ``E``, the model width; ``num_heads``: ``H``; ``ffn_dim``: ``F``, the
+            feed-forward width (``ffn_weight_1`` is ``(F, E)``).
+        use_gelu: the activation is GELU (``erf``), else ReLU.
+        masked: a mask is added to the scores.
+        in_bias, out_bias: the attention's in- and out-projection biases are given.
+        norm_weights, norm_biases: the two LayerNorms' weights and biases given.
+        ffn_biases: ``linear1``'s and ``linear2``'s biases given.
+    """
+
+    embed_dim: int
+    num_heads: int
+    ffn_dim: int
+    use_gelu: bool
+    masked: bool
+    in_bias: bool
+    out_bias: bool
+    norm_weights: tuple[bool, bool]
+    norm_biases: tuple[bool, bool]
+    ffn_biases: tuple[bool, bool]
+
+    @classmethod
+    def of(cls, call: OpCall) -> EncoderLayerSettings:
+        """The settings of ``_transformer_encoder_layer_fwd(src, embed_dim, num_heads,
+        qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu, norm_first, eps,
+        norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1, ffn_bias_1,
+        ffn_weight_2, ffn_bias_2, mask, mask_type)`` (``norm_first``, ``eps`` and
+        ``mask_type`` change no count)."""
+
+        def given(index: int, name: str) -> bool:
+            return call.tensor(index, name) is not None
+
+        return cls(
+            embed_dim=int(call.arg(1, "embed_dim")),
+            num_heads=int(call.arg(2, "num_heads")),
+            ffn_dim=call.args[14].shape[0],
+            use_gelu=bool(call.arg(7, "use_gelu")),
+            masked=given(18, "mask"),
+            in_bias=given(4, "qkv_bias"),
+            out_bias=given(6, "proj_bias"),
+            norm_weights=(given(10, "norm_weight_1"), given(12, "norm_weight_2")),
+            norm_biases=(given(11, "norm_bias_1"), given(13, "norm_bias_2")),
+            ffn_biases=(given(15, "ffn_bias_1"), given(17, "ffn_bias_2")),
+        )
+
+    def _attention(self, length: int) -> dict[str, Any]:
+        """:func:`multihead_attention_ops`'s arguments for one sequence of ``length``."""
+        return {
+            "batch": 1, "target_len": length, "source_len": length,
+            "embed_dim": self.embed_dim, "num_heads": self.num_heads,
+            "kdim": self.embed_dim, "vdim": self.embed_dim,
+            "bias": self.in_bias, "out_proj_bias": self.out_bias, "masks": int(self.masked),
+        }  # fmt: skip
+
+    def ops(self, length: int) -> int:
+        """Exact operations of the layer (eval: dropout 0) on one sequence of ``L = length``
+        positions, the terms its slow path counts module by module::
+
+            self-attention   multihead_attention_ops (in/out projections, query scaling,
+                             scores, mask, softmax, weighted sums; no weights returned)
+            two LayerNorms   2 * (5LE + 2L) (+ LE per weight and per bias)
+            linear1          L * F * (2E - 1 [+1])
+            activation       L * F * (1 for ReLU, 5 for GELU)
+            linear2          L * E * (2F - 1 [+1])
+            residuals        2 * L * E
+
+        ``norm_first`` only moves the norms: the same count.
+
+        Example (E = 8, H = 2, F = 16, ReLU, every bias and weight, L = 5: 3450 + 580 +
+        1280 + 80 + 1280 + 80):
+            >>> settings = EncoderLayerSettings(8, 2, 16, False, False, True, True,
+            ...     (True, True), (True, True), (True, True))
+            >>> settings.ops(5)
+            6750
+        """
+        width, hidden = self.embed_dim, self.ffn_dim
+        norms = sum(
+            normalization_ops(
+                elements=length * width, stat_sets=length, batch_stats=True,
+                weight=weight, bias=bias,
+            )
+            for weight, bias in zip(self.norm_weights, self.norm_biases, strict=True)
+        )  # fmt: skip
+        first, second = self.ffn_biases
+        activation = GELU_OPS_PER_ELEMENT["none"] if self.use_gelu else OPS_PER_ELEMENT[nn.ReLU]
+        return (
+            multihead_attention_ops(**self._attention(length))
+            + norms
+            + linear_ops(batch=length, in_features=width, out_features=hidden, bias=first)
+            + length * hidden * activation
+            + linear_ops(batch=length, in_features=hidden, out_features=width, bias=second)
+            + 2 * length * width
+        )
+
+    def macs(self, length: int) -> int:
+        """Multiply-accumulates on one sequence of ``L = length``: the attention's
+        (:func:`multihead_attention_macs`) and the two feed-forward products, ``2 L E F``.
+
+        >>> EncoderLayerSettings(8, 2, 16, False, False, True, True,
+        ...     (True, True), (True, True), (True, True)).macs(5)
+        2960
+        """
+        feed_forward = 2 * length * self.embed_dim * self.ffn_dim
+        return multihead_attention_macs(**self._attention(length)) + feed_forward
+
+
+def sequences(meta: AnyTensorMeta) -> tuple[tuple[int, int], ...]:
+    """``(count, length)`` pairs of the sequences of a batch-first ``(*, L, E)`` tensor,
+    ``count`` sequences of ``L`` positions each: one pair for a dense tensor, one per distinct
+    length for a nested one, whose components are sequences of their own lengths.
+
+    >>> from opscope.formulas.registry import NestedShape, TensorMeta
+    >>> sequences(TensorMeta((2, 4, 5, 8), torch.float32))
+    ((8, 5),)
+    >>> sequences(NestedTensorMeta(NestedShape(((5, 8), (3, 8), (5, 8))), torch.float32))
+    ((2, 5), (1, 3))
+    """
+    shapes = meta.components if isinstance(meta, NestedTensorMeta) else (meta.shape,)
+    lengths: Counter[int] = Counter()
+    for shape in shapes:
+        lengths[shape[-2]] += math.prod(shape[:-2])
+    return tuple((count, length) for length, count in lengths.items())
+
+
+def _per_sequence(measure: Callable[[EncoderLayerSettings, int], int], call: OpCall) -> int:
+    settings = EncoderLayerSettings.of(call)
+    return sum(count * measure(settings, length) for count, length in sequences(call.args[0]))
+
+
+def encoder_layer_macs(call: OpCall) -> int:
+    """:meth:`EncoderLayerSettings.macs` of every sequence of the call."""
+    return _per_sequence(EncoderLayerSettings.macs, call)
+
+
+@register_op(*aten_ops("_transformer_encoder_layer_fwd"), family="transformer",
+             macs=encoder_layer_macs)  # fmt: skip
+def count_encoder_layer(call: OpCall) -> int:
+    """``_transformer_encoder_layer_fwd``, the fused eval fast path of
+    ``nn.TransformerEncoderLayer``: :meth:`EncoderLayerSettings.ops` of every sequence of the
+    batch-first ``src``, exactly what the layer's slow path counts (its MultiheadAttention,
+    LayerNorms and Linears by their module formulas, the activation and the residual
+    additions by the op level). A nested ``src`` (what ``nn.TransformerEncoder`` makes of a
+    padded batch and its ``src_key_padding_mask``) is counted sequence by sequence, each
+    component at its own length. When a ``src_mask`` and a ``src_key_padding_mask`` are both
+    given, the layer adds them before the call (an ``add`` counted by the op level), so the
+    call sees one mask, as the slow path's two add up."""
+    return _per_sequence(EncoderLayerSettings.ops, call)

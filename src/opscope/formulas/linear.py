@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op, vectors
 
 aten = torch.ops.aten
 
@@ -227,26 +227,30 @@ def count_addmv(call: OpCall) -> int:
     return matmul_ops(rows, inner, 1) + _scaled_sum_ops(call, rows)
 
 
-def _linear_shapes(call: OpCall) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    return call.input, call.args[1].shape
+def _linear_sizes(call: OpCall) -> tuple[int, int, tuple[int, ...]]:
+    """``(N, in_features, weight shape)`` of a ``linear`` call: ``N`` rows of the input (of
+    every component of a nested input)."""
+    rows, in_features = vectors(call.args[0])
+    return rows, in_features, call.args[1].shape
 
 
 def linear_op_macs(call: OpCall) -> int:
     """``N * out * in`` for a 2-D weight; 0 for a 1-D weight, which torch multiplies with
     ``mv``/``dot`` (not counted by ``FlopCounterMode``)."""
-    input_shape, weight = _linear_shapes(call)
-    return math.prod(input_shape) * weight[0] if len(weight) == 2 else 0
+    rows, in_features, weight = _linear_sizes(call)
+    return rows * in_features * weight[0] if len(weight) == 2 else 0
 
 
 @register_op(aten.linear, family="matmul", macs=linear_op_macs)
 def count_linear_op(call: OpCall) -> int:
     """``linear(input, weight, bias=None)`` (``F.linear``): :func:`linear_ops`, with ``N``
-    the product of the input's leading dims and a bias iff one is given, exactly the count of
-    ``nn.Linear`` (a 1-D weight gives one output per row)."""
-    input_shape, weight = _linear_shapes(call)
+    the product of the input's leading dims (summed over the components of a nested input)
+    and a bias iff one is given, exactly the count of ``nn.Linear`` (a 1-D weight gives one
+    output per row)."""
+    rows, in_features, weight = _linear_sizes(call)
     return linear_ops(
-        batch=math.prod(input_shape[:-1]),
-        in_features=input_shape[-1],
+        batch=rows,
+        in_features=in_features,
         out_features=weight[0] if len(weight) == 2 else 1,
         bias=call.tensor(2, "bias") is not None,
     )

@@ -5,7 +5,7 @@ reshapes, permutations and expansions, copies and dtype conversions, creation (`
 ``zeros``, ``full``, ``arange``, random draws), indexing and slicing, gathering and
 concatenation, constant/reflect/replicate padding, rolls and flips, embedding lookups,
 unpooling (a scatter into zeros), selection by a precomputed mask (``where``,
-``masked_fill``) and metadata queries. None of them adds, multiplies or
+``masked_fill``), metadata queries, and building, padding and describing nested tensors. None of them adds, multiplies or
 compares tensor values, so each call counts 0 operations and 0 MACs. Index arithmetic
 (``arange``'s ``start + i * step``, the positions a gather reads) works on indices, not on
 the data, and is not counted, as upsampling's source coordinates are not.
@@ -84,7 +84,26 @@ METADATA_OPS: tuple[str, ...] = (
 )  # fmt: skip
 """Queries and assertions on metadata (they reach a dispatch mode for tensor subclasses)."""
 
-ZERO_OP_NAMES: tuple[str, ...] = VIEW_OPS + COPY_OPS + CREATION_OPS + INDEXING_OPS + METADATA_OPS
+NESTED_OPS: tuple[str, ...] = (
+    "_nested_tensor_from_mask", "_nested_tensor_from_mask_left_aligned", "to_padded_tensor",
+    "nested_to_padded_tensor", "_nested_from_padded", "_nested_from_padded_and_nested_example",
+    "_nested_from_padded_tensor", "_nested_tensor_from_tensor_list", "_nested_view_from_buffer",
+    "_nested_view_from_buffer_copy", "_nested_tensor_size", "_nested_tensor_strides",
+    "_nested_tensor_storage_offsets", "_nested_compute_contiguous_strides_offsets",
+    "_nested_view_from_jagged", "_nested_view_from_jagged_copy", "_nested_get_values",
+    "_nested_get_values_copy", "_nested_get_offsets", "_nested_get_lengths",
+    "_nested_get_ragged_idx", "_nested_get_min_seqlen", "_nested_get_max_seqlen",
+    "_nested_get_jagged_dummy", "_jagged_to_padded_dense_forward",
+    "_padded_dense_to_jagged_forward",
+)  # fmt: skip
+"""Nested tensors built, padded and described: a padded batch and a padding mask turned
+into a nested tensor (the lengths read from the mask are index arithmetic, and checking
+that the mask is left-aligned is a test on the mask, not on the data), a nested tensor
+padded back, and the queries on its sizes, strides and offsets."""
+
+ZERO_OP_NAMES: tuple[str, ...] = (
+    VIEW_OPS + COPY_OPS + CREATION_OPS + INDEXING_OPS + METADATA_OPS + NESTED_OPS
+)
 """Every ``torch.ops.aten`` operator name this module registers with 0 operations (plus
 ``scatter``/``index_put`` when they do not accumulate)."""
 

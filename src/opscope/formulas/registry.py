@@ -35,7 +35,7 @@ import dataclasses
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -275,19 +275,117 @@ class TensorMeta:
         return math.prod(self.shape)
 
 
+@dataclass(frozen=True, slots=True)
+class NestedShape:
+    """The shapes of the components of a nested tensor (``torch.nested``, strided layout),
+    which has no single shape, as a nested output of an :class:`OpCall` is described.
+
+    It cannot be indexed, sliced or measured with ``len``, so a formula that reads a
+    dimension of it fails (and the call is listed as uncounted) instead of counting it as if
+    it had one shape. Iterating over it gives the one size of the flat buffer that holds the
+    components, ``numel``: a product of its sizes (``math.prod(call.output)``, as the
+    per-element formulas and the byte counts take it) is the number of elements, which is
+    exact for an operator that computes each output element on its own.
+
+    >>> nested = NestedShape(((5, 8), (3, 8)))
+    >>> nested.numel, math.prod(nested)
+    (64, 64)
+    """
+
+    components: tuple[Shape, ...]
+
+    @property
+    def numel(self) -> int:
+        """The number of elements, over every component."""
+        return sum(math.prod(shape) for shape in self.components)
+
+    def __iter__(self) -> Iterator[int]:
+        """The sizes of the flat buffer: ``(numel,)``."""
+        yield self.numel
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> NestedShape:
+        """The component shapes of a strided nested tensor, read from its sizes
+        (``_nested_tensor_size()``, a CPU tensor of metadata: reading it never reads the
+        tensor's data nor waits for a device).
+
+        Raises:
+            TypeError: ``tensor`` is not a strided nested tensor, or its sizes are not on the
+                CPU (then the call it is an argument of is listed as uncounted).
+        """
+        if not tensor.is_nested or tensor.layout != torch.strided:
+            raise TypeError(f"not a strided nested tensor (layout {tensor.layout})")
+        sizes = tensor._nested_tensor_size()
+        if sizes.device.type != "cpu":
+            raise TypeError(f"the nested tensor's sizes are on {sizes.device}, not the CPU")
+        return cls(tuple(tuple(shape) for shape in sizes.tolist()))
+
+
+@dataclass(frozen=True, slots=True)
+class NestedTensorMeta:
+    """What an op formula knows of a nested tensor argument: its components' shapes and its
+    dtype. It has no ``shape``: reading one raises ``TypeError``, so a formula that does not
+    handle nested tensors fails cleanly; one that does reads :attr:`components` (or
+    :func:`vectors`)."""
+
+    sizes: NestedShape
+    dtype: torch.dtype
+
+    @property
+    def components(self) -> tuple[Shape, ...]:
+        """The shape of each component, in order."""
+        return self.sizes.components
+
+    @property
+    def numel(self) -> int:
+        """The number of elements, over every component."""
+        return self.sizes.numel
+
+    @property
+    def shape(self) -> Shape:
+        """Raises ``TypeError``: a nested tensor has no single shape."""
+        raise TypeError(f"a nested tensor has no single shape (components {self.components})")
+
+
+AnyTensorMeta = TensorMeta | NestedTensorMeta
+"""A tensor argument as an op formula sees it: dense or nested."""
+
+
+def vectors(meta: AnyTensorMeta) -> tuple[int, int]:
+    """``(rows, size)``: how many vectors lie along the last axis of a tensor and their size,
+    ``(prod(shape[:-1]), shape[-1])``, over every component of a nested tensor (whose
+    components must then agree on their last size).
+
+    >>> vectors(NestedTensorMeta(NestedShape(((5, 8), (3, 8))), torch.float32))
+    (8, 8)
+
+    Raises:
+        ValueError: the components of a nested tensor differ in their last size.
+    """
+    shapes = meta.components if isinstance(meta, NestedTensorMeta) else (meta.shape,)
+    sizes = {shape[-1] for shape in shapes}
+    if len(sizes) > 1:
+        raise ValueError(f"the components' last sizes differ: {sorted(sizes)}")
+    last = sizes.pop() if sizes else 0
+    return sum(math.prod(shape[:-1]) for shape in shapes), last
+
+
 def _meta_of(value: Any) -> Any:
-    """``value`` with every tensor replaced by its :class:`TensorMeta` and every list or tuple
-    by a tuple (hashable, and as a formula expects to read it)."""
+    """``value`` with every tensor replaced by its :class:`TensorMeta` (a nested one by its
+    :class:`NestedTensorMeta`) and every list or tuple by a tuple (hashable, and as a formula
+    expects to read it)."""
     if isinstance(value, torch.Tensor):
+        if value.is_nested:
+            return NestedTensorMeta(NestedShape.of(value), value.dtype)
         return TensorMeta(tuple(value.shape), value.dtype)
     if isinstance(value, (list, tuple)):
         return tuple(_meta_of(item) for item in value)
     return value
 
 
-def _output_shapes(out: Any) -> tuple[Shape, ...]:
+def _output_shapes(out: Any) -> tuple[Shape | NestedShape, ...]:
     if isinstance(out, torch.Tensor):
-        return (tuple(out.shape),)
+        return (NestedShape.of(out) if out.is_nested else tuple(out.shape),)
     if isinstance(out, (list, tuple)):
         return tuple(shape for item in out for shape in _output_shapes(item))
     return ()
@@ -298,16 +396,18 @@ class OpCall:
     """What an op formula may know of one ATen operator call.
 
     Attributes:
-        args: the positional arguments, each tensor replaced by its :class:`TensorMeta`,
-            each list or tuple by a tuple (of TensorMeta for a list of tensors), every other
-            value (int, float, bool, None, str, torch.dtype, ...) as given.
+        args: the positional arguments, each tensor replaced by its :class:`TensorMeta`
+            (a nested tensor by its :class:`NestedTensorMeta`), each list or tuple by a tuple
+            (of TensorMeta for a list of tensors), every other value (int, float, bool, None,
+            str, torch.dtype, ...) as given.
         kwargs: the keyword arguments as ``(name, value)`` pairs, converted the same way.
-        outputs: the shapes of the tensor outputs, flattened, in order.
+        outputs: the shapes of the tensor outputs, flattened, in order (a
+            :class:`NestedShape` for a nested output).
     """
 
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
-    outputs: tuple[Shape, ...] = ()
+    outputs: tuple[Shape | NestedShape, ...] = ()
 
     @classmethod
     def of(cls, args: Iterable[Any], kwargs: Mapping[str, Any] | None, out: Any) -> OpCall:
@@ -332,23 +432,28 @@ class OpCall:
                 return value
         return default
 
-    def tensor(self, index: int, name: str) -> TensorMeta | None:
-        """The tensor argument at ``index`` / ``name``, or None when absent (or not a
-        tensor)."""
+    def tensor(self, index: int, name: str) -> AnyTensorMeta | None:
+        """The tensor argument at ``index`` / ``name``, dense or nested, or None when absent
+        (or not a tensor)."""
         value = self.arg(index, name)
-        return value if isinstance(value, TensorMeta) else None
+        return value if isinstance(value, (TensorMeta, NestedTensorMeta)) else None
 
     @property
     def input(self) -> Shape:
-        """The shape of the first argument, which is a tensor for most operators."""
+        """The shape of the first argument, which is a tensor for most operators.
+
+        Raises:
+            TypeError: the first argument is not a tensor, or is a nested one.
+        """
         first = self.args[0] if self.args else None
-        if not isinstance(first, TensorMeta):
+        if not isinstance(first, (TensorMeta, NestedTensorMeta)):
             raise TypeError(f"the first argument is not a tensor: {first!r}")
         return first.shape
 
     @property
-    def output(self) -> Shape:
-        """The first output's shape."""
+    def output(self) -> Shape | NestedShape:
+        """The first output's shape (a :class:`NestedShape` for a nested output, which only
+        a product of sizes can read)."""
         if not self.outputs:
             raise ValueError("the call had no tensor output")
         return self.outputs[0]
