@@ -71,6 +71,7 @@ def test_to_dict_is_json_ready_and_exact() -> None:
         "time_ns": None,
         "time_spread_ns": None,
         "uncounted": None,
+        "phase": "forward",
     }
     assert [layer["ops"] for layer in data["layers"]] == [3456, 1792, 4608]
 

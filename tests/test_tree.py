@@ -10,7 +10,7 @@ from torch import nn
 
 from opscope import Profiler, zoo
 from opscope.cli import main
-from opscope.report import OUTSIDE_PATH
+from opscope.report import BLOCK_PATHS
 
 MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "googlenet",
           "inception_v3", "vit_b_16", "swin_t", "convnext_tiny", "regnet_y_400mf", "maxvit_t",
@@ -31,19 +31,19 @@ def profiled(request: pytest.FixtureRequest) -> Profiler:
 def test_every_level_adds_up_to_the_total(profiled: Profiler, depth: int | None) -> None:
     report = profiled.report
     nodes = report.by_module(depth)
-    roots = [node for node in nodes if node.depth == 0 or node.path == OUTSIDE_PATH]
+    roots = [node for node in nodes if node.depth == 0 or node.path in BLOCK_PATHS]
     assert sum(node.ops for node in roots) == report.total_ops
     assert sum(node.macs for node in roots) == report.total_macs
     assert nodes[0].params == report.total_params  # each parameter once
     # Each node holds exactly its children's work and its own records.
     by_path = {node.path: node for node in report.by_module()}
     for node in nodes:
-        if node.path == OUTSIDE_PATH:
+        if node.path in BLOCK_PATHS:
             continue
         children = [
             other for other in by_path.values()
             if other.depth == node.depth + 1 and other.path.startswith(f"{node.path}." if node.path else "")
-            and other.path != OUTSIDE_PATH
+            and other.path not in BLOCK_PATHS
         ]  # fmt: skip
         own = sum(record.ops for record in report.records if record.name == node.path)
         assert node.ops == own + sum(child.ops for child in children)

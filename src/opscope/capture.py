@@ -35,16 +35,28 @@ from torch._C._functorch import (
     maybe_current_level,
     maybe_get_bdim,
 )
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.hooks import RemovableHandle
 
 from opscope.formulas.registry import OpCall, op_formula_for
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
 """What a hook reads of a tensor: its shape and dtype."""
-LoggedCall = tuple[int, tuple[ShapeAndDtype, ...], tuple[ShapeAndDtype, ...], bool, int]
+LoggedCall = tuple[int, tuple[ShapeAndDtype, ...], tuple[ShapeAndDtype, ...], bool, int, int]
 """All a hook keeps of one counted call: (site index, input metadata, output metadata,
-training, vmap batch: how many calls ``torch.vmap`` made it stand for, 1 outside vmap)."""
+training, vmap batch: how many calls ``torch.vmap`` made it stand for, 1 outside vmap,
+phase: :data:`FORWARD`, or :data:`RECOMPUTE` for a forward recomputed in the backward)."""
+
+
+FORWARD, BACKWARD, RECOMPUTE, STEP = range(4)
+PHASES = ("forward", "backward", "recompute", "step")
+"""What a logged call belongs to: the forward pass; the backward pass (gradients); a forward
+recomputed in the backward pass (activation checkpointing); an optimizer step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +70,22 @@ class LoggedOp:
         call: its arguments' and outputs' metadata, as its formula reads them; None when
             they could not be read (a tensor without a single shape).
         out_dtypes: the dtypes of its tensor outputs, in the order of ``call.outputs``.
+        phase: :data:`FORWARD`, :data:`BACKWARD`, :data:`RECOMPUTE` or :data:`STEP`; in the
+            backward pass, ``scope`` is the module (a scope, or a site's code) whose forward
+            made the autograd node running the operator.
     """
 
     scope: int
     op: torch._ops.OpOverload
     call: OpCall | None
     out_dtypes: tuple[torch.dtype, ...]
+    phase: int = FORWARD
 
 
 OUTSIDE = -1
 """The scope of operators that ran inside the block but outside every module of the model."""
+OPTIMIZER = -2
+"""The scope of operators an optimizer's ``step()`` ran inside the block."""
 
 
 def _collect_metas(value: Any, metas: list[ShapeAndDtype]) -> None:
@@ -287,6 +305,9 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, (tuple, list)):
         for item in value:
             yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
 
 
 class _ThreadState(threading.local):
@@ -294,6 +315,8 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.stack: list[tuple[int, Any]] = []  # (scope or site code, call number or start)
+        self.owner: int | None = None  # in the backward pass: whose autograd node runs
+        self.stepping = False  # inside an optimizer's step()
 
 
 class ModuleTracker:
@@ -324,6 +347,67 @@ class ModuleTracker:
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
         self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []
         self.mode: TorchDispatchMode | None = None  # the operators' mode, when counting them
+        self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
+
+    def phase(self) -> tuple[int, int, int]:
+        """Where an operator that runs now belongs: ``(scope, scope call, phase)``. In the
+        backward pass, the module whose autograd node runs (a forward recomputed there, by
+        checkpointing, is its own phase); in an optimizer's step, :data:`OPTIMIZER`."""
+        threads = self._threads
+        if _current_autograd_node() is not None:
+            if threads.stack:
+                return (*threads.stack[-1], RECOMPUTE)
+            owner = threads.owner
+            return (OUTSIDE if owner is None else owner), 0, BACKWARD
+        if threads.stack:
+            return (*threads.stack[-1], FORWARD)
+        return (
+            (OPTIMIZER if threads.stepping else OUTSIDE),
+            0,
+            STEP if threads.stepping else FORWARD,
+        )
+
+    def claim(self, code: int, inputs: Any, output: Any) -> None:
+        """Make the autograd nodes a module call created (from its output back to its
+        inputs) say, when the backward pass runs them, that they are ``code``'s: a node's
+        own hooks set and clear the owner, so nothing holds the graph. The nodes of inner
+        modules, claimed before, keep their owner."""
+        boundary = {id(t.grad_fn) for t in _tensors(inputs) if t.grad_fn is not None}
+        pending = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
+        seen: set[int] = set()
+        threads = self._threads
+
+        def start(grad_outputs: Any) -> None:
+            threads.owner = code
+
+        def end(grad_inputs: Any, grad_outputs: Any) -> None:
+            threads.owner = None
+
+        while pending:
+            node = pending.pop()
+            if node is None or id(node) in seen or id(node) in boundary:
+                continue
+            seen.add(id(node))
+            if id(node) not in self._claimed:
+                self._claimed.add(id(node))
+                node.register_prehook(start)
+                node.register_hook(end)
+            pending += [next_node for next_node, _ in node.next_functions]
+
+    def optimizer_hooks(self) -> list[RemovableHandle]:
+        """Global optimizer hooks that tell an optimizer's step from the rest of the block."""
+        threads = self._threads
+
+        def begin(optimizer: Any, args: Any, kwargs: Any) -> None:
+            threads.stepping = True
+
+        def finish(optimizer: Any, args: Any, kwargs: Any) -> None:
+            threads.stepping = False
+
+        return [
+            register_optimizer_step_pre_hook(begin),
+            register_optimizer_step_post_hook(finish),
+        ]
 
     def current(self) -> tuple[int, int]:
         """The innermost running scope (or site code) of this thread and which of its calls
@@ -341,6 +425,8 @@ class ModuleTracker:
         def around(
             forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
+            if not stack.stack:  # a new forward pass of the model
+                self._claimed.clear()
             calls[scope] += 1
             stack.stack.append((scope, calls[scope]))
             # A scope inside a counted module (a child its formula does not account for):
@@ -350,11 +436,14 @@ class ModuleTracker:
             if pushed:
                 _push_dispatch_mode(mode)
             try:
-                return forward(*args, **kwargs)
+                output = forward(*args, **kwargs)
             finally:
                 if pushed:
                     _pop_dispatch_mode(None)
                 stack.stack.pop()
+            if mode is not None and torch.is_grad_enabled():
+                self.claim(scope, (args, kwargs), output)
+            return output
 
         self._wrap(module, around)
 
@@ -387,12 +476,14 @@ class ModuleTracker:
                 stack.stack.pop()
             if probe is not None:
                 probe.end(flops)
-            if _current_autograd_node() is None:  # not a recomputation in backward
-                call = _logged(index, module, args, kwargs, output)
-                if timer is None:
-                    log.keep(call)
-                else:
-                    timer.keep(begun, lambda: log.keep(call))
+            phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
+            call = _logged(index, module, args, kwargs, output, phase)
+            if timer is None:
+                log.keep(call)
+            else:
+                timer.keep(begun, lambda: log.keep(call))
+            if self.mode is not None and torch.is_grad_enabled():
+                self.claim(code, (args, kwargs), output)
             return output
 
         self._wrap(module, around)
@@ -451,9 +542,14 @@ def _on_top(mode: TorchDispatchMode) -> bool:
 
 
 def _logged(
-    index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    index: int,
+    module: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    output: Any,
+    phase: int,
 ) -> LoggedCall:
-    """What the log keeps of a counted call: shapes, mode and vmap batch."""
+    """What the log keeps of a counted call: shapes, mode, vmap batch and phase."""
     # The hot path: the common single-tensor call is read inline.
     first = args[0] if len(args) == 1 and not kwargs else None
     if isinstance(first, torch.Tensor) and not first.is_nested:
@@ -465,7 +561,7 @@ def _logged(
     else:
         outputs = tensor_metas(output)
     batch = _vmap_batch(first if first is not None else args) if _vmap_active() else 1
-    return (index, inputs, outputs, module.training, batch)
+    return (index, inputs, outputs, module.training, batch, phase)
 
 
 def _vmap_active() -> bool:
@@ -498,15 +594,13 @@ class OpCapture(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        scope, scope_call = self._tracker.current()
-        if (
-            scope <= _SITES
-            or _current_autograd_node() is not None
-            or (scope == OUTSIDE and _in_a_module_call())
+        scope, scope_call, phase = self._tracker.phase()
+        if (phase != BACKWARD and scope <= _SITES) or (
+            scope == OUTSIDE and phase == FORWARD and _in_a_module_call()
         ):
-            # Counted by a formula; the backward pass (not counted yet: the forward's count
-            # stays the same with or without a backward); or a module foreign to the model
-            # (profiling part of what runs): not this model's work.
+            # Counted by a formula (in the forward: the backward of a counted module is
+            # counted by operators); or a module foreign to the model (profiling part of
+            # what runs): not this model's work.
             return func(*args, **kwargs)
         formula = op_formula_for(func)
         if formula is None:
@@ -523,6 +617,7 @@ class OpCapture(TorchDispatchMode):
             call: OpCall | None = OpCall.of(args, kwargs, out)
         except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
             call = None  # counted as an operator that has no formula
-        self._log.keep(LoggedOp(scope, func, call, _dtypes(out)), scope_call)
-        self._tracker.note_parameters(args, scope)
+        self._log.keep(LoggedOp(scope, func, call, _dtypes(out), phase), scope_call)
+        if phase == FORWARD:
+            self._tracker.note_parameters(args, scope)
         return out

@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=_positive_int, metavar="K", help="show the K first rows only"
     )
     profile.add_argument(
+        "--train",
+        action="store_true",
+        help="count one training step: forward, a scalar loss, backward, optimizer step",
+    )
+    profile.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        help="with --train: the optimizer whose step is counted (sgd, with momentum)",
+    )
+    profile.add_argument(
         "--depth",
         type=_non_negative_int,
         metavar="D",
@@ -229,6 +239,10 @@ def check(args: argparse.Namespace) -> None:
         timing = [option for option in ("repeat", "warmup") if getattr(args, option) is not None]
         if timing and not args.time:
             raise CliError(f"--{timing[0]} goes with --time", 2)
+        if args.optimizer and not args.train:
+            raise CliError("--optimizer goes with --train", 2)
+        if args.train and args.time:
+            raise CliError("--train counts a training step; --time times inference: choose one", 2)
         if args.time and args.coverage:
             raise CliError(
                 "--time and --coverage cannot be combined: coverage slows every layer", 2

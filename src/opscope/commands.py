@@ -24,6 +24,7 @@ from opscope.compare import (
     profile_model,
     sort_summaries,
     time_model,
+    train_model,
 )
 from opscope.format import format_shape, plural
 from opscope.report import ModuleTotal, Report
@@ -119,7 +120,11 @@ class Profiled:
 
 def _profile(args: argparse.Namespace, model: ZooModel) -> int:
     inputs = _inputs(args, model)
-    if args.time:
+    if args.train:
+        report, _, described = train_model(
+            model, inputs, args.device, optimizer=args.optimizer or "sgd"
+        )
+    elif args.time:
         repeat, warmup = args.repeat or 5, 1 if args.warmup is None else args.warmup
         report, _, described = time_model(model, inputs, args.device, repeat=repeat, warmup=warmup)
     else:

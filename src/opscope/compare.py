@@ -163,6 +163,63 @@ def time_model(
     return ModelRun(median_timing(reports), sum(p.numel() for p in net.parameters()), described)
 
 
+OPTIMIZERS = ("sgd", "adamw")
+"""The optimizers a training step can take (``--optimizer``)."""
+
+
+def _scalar_loss(output: Any) -> torch.Tensor:
+    """A scalar to differentiate, from any output: the sum of the means of its floating-point
+    tensors (a logits tensor, a tuple with auxiliary outputs, a dict)."""
+    tensors = [value for value in _floats(output)]
+    if not tensors:
+        raise ModelError("the model's output has no floating-point tensor to train on", "no loss")
+    return sum((tensor.mean() for tensor in tensors[1:]), tensors[0].mean())
+
+
+def _floats(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, dict) or hasattr(value, "values") and callable(value.values):
+        return [t for item in value.values() for t in _floats(item)]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _floats(item)]
+    return []
+
+
+def train_model(
+    model: zoo.ZooModel, inputs: Inputs = None, device: str = "meta", *, optimizer: str = "sgd"
+) -> ModelRun:
+    """Build ``model`` on ``device`` and profile one training step: the forward in training
+    mode, a scalar loss (:func:`_scalar_loss`), the backward pass and an optimizer step
+    (``sgd`` with momentum, or ``adamw``). The report's phases (``report.by_phase()``) say
+    what each costs.
+
+    Raises:
+        ModelError: the model cannot be built, or fails at these inputs.
+    """
+    net, example, described = prepare(model, inputs, device)
+    net.train()
+    parameters = [p for p in net.parameters() if p.requires_grad]
+    step = (
+        torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(parameters, lr=1e-3)
+    )
+    shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
+    with shortcuts, Profiler(net) as profiler:
+        try:
+            loss = _scalar_loss(net(*example.args, **example.kwargs))
+            loss.backward()
+            step.step()
+        except ModelError:
+            raise
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
+            reason = describe_failure(error, device)
+            message = f"{model.name} failed a training step at input {described}: {reason}"
+            raise ModelError(message, reason) from error
+    return ModelRun(profiler.report, sum(p.numel() for p in net.parameters()), described)
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """One row of a comparison.

@@ -16,9 +16,22 @@ from typing import Any
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from opscope.capture import OUTSIDE, LoggedCall, LoggedOp, ShapeAndDtype
+from opscope.capture import (
+    OPTIMIZER,
+    OUTSIDE,
+    PHASES,
+    LoggedCall,
+    LoggedOp,
+    ShapeAndDtype,
+)
 from opscope.formulas.registry import Call, Formula, TensorMeta, formula_macs, op_formula_for
-from opscope.records import FUNCTIONAL, FunctionalOps, LayerRecord
+from opscope.records import (
+    FUNCTIONAL,
+    OPTIMIZER_NAME,
+    OUTSIDE_NAME,
+    FunctionalOps,
+    LayerRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class _Functional:
 
     scope: int
     scope_call: int
+    phase: int
     ops: int = 0
     macs: int = 0
     calls: int = 0
@@ -189,7 +203,7 @@ class Counter:
         Raises:
             FormulaError: the formula returned something other than a count.
         """
-        index, inputs, outputs, training, batch = logged
+        index, inputs, outputs, training, batch, _ = logged
         site = self.sites[index]
         call = Call(
             tuple(tuple(shape) for shape, _ in inputs),
@@ -212,7 +226,16 @@ class Counter:
         return call, ops * batch, _checked(found[1], macs, where) * batch, None
 
     def _scope_name(self, scope: int) -> tuple[str, str]:
-        return ("(outside the model)", "-") if scope == OUTSIDE else self.scopes[scope]
+        """The name and type of a scope, of a counted module (in the backward pass), or of
+        the block's own work."""
+        if scope == OUTSIDE:
+            return OUTSIDE_NAME, "-"
+        if scope == OPTIMIZER:
+            return OPTIMIZER_NAME, "Optimizer"
+        if scope < 0:  # a site's code, -3 - index
+            site = self.sites[-3 - scope]
+            return site.name, site.module_type
+        return self.scopes[scope]
 
     def count_op(self, logged: LoggedOp) -> tuple[int, int, str] | None:
         """The operator call's exact operations, MACs and formula family; None when it has no
@@ -264,6 +287,7 @@ class Counter:
             output_bytes=tensor_bytes(logged[2]) * count,
             param_bytes=description.param_bytes * count,
             uncounted=uncounted,
+            phase=PHASES[logged[5]],
         )
 
     def _functional_record(self, work: _Functional, index: int) -> LayerRecord:
@@ -289,6 +313,7 @@ class Counter:
             calls=1 if work.scope_call else work.calls,
             input_bytes=work.input_bytes,
             output_bytes=work.output_bytes,
+            phase=PHASES[work.phase],
         )
 
     def totals(
@@ -342,11 +367,10 @@ class Counter:
                     continue
                 if not found[0] and not found[1]:
                     continue  # no arithmetic (a view, a copy): nothing to show
-                work = functional.get((logged.scope, scope_call))
+                key = (logged.scope, scope_call, logged.phase)
+                work = functional.get(key)
                 if work is None:
-                    work = functional[logged.scope, scope_call] = _Functional(
-                        logged.scope, scope_call
-                    )
+                    work = functional[key] = _Functional(*key)
                     slots.append(work)
                 read, written = _op_bytes(logged)
                 work.ops += found[0] * count
@@ -365,12 +389,12 @@ class Counter:
             record = self._module_record(logged, counted[code], count, calls_per_site[index])
             time_ns = next(module_times, None)
             slots.append(replace(record, time_ns=time_ns) if time_ns is not None else record)
-        calls_per_scope: Tally[int] = Tally()
+        calls_per_scope: Tally[tuple[int, int]] = Tally()
         records = []
         for slot in slots:
             if isinstance(slot, _Functional):
-                calls_per_scope[slot.scope] += 1
-                slot = self._functional_record(slot, calls_per_scope[slot.scope])
+                calls_per_scope[slot.scope, slot.phase] += 1
+                slot = self._functional_record(slot, calls_per_scope[slot.scope, slot.phase])
             records.append(slot)
         idle = tuple(
             (site.name, site.module_type, self._user(index))

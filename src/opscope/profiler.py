@@ -81,6 +81,7 @@ class _Block:
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
     params: int | None = None  # the model's, once known
+    optimizer_hooks: list[RemovableHandle] = field(default_factory=list)
     tracker: ModuleTracker = field(init=False)
     counter: Counter = field(init=False)
     mode: OpCapture | None = field(init=False)
@@ -202,6 +203,8 @@ class Profiler:
         try:
             self._hook_tree("", self._model, block, formula_of)
             self._watch = register_module_module_registration_hook(self._on_registration)
+            if block.mode is not None:
+                block.optimizer_hooks += block.tracker.optimizer_hooks()
             if block.probe is not None:
                 block.probe.start()
             if block.mode is not None:  # above the probe: it sees each operator first
@@ -232,6 +235,9 @@ class Profiler:
                 self._watch.remove()
                 self._watch = None
             block.tracker.detach()
+            for handle in block.optimizer_hooks:
+                handle.remove()
+            block.optimizer_hooks.clear()
             self._active = False
 
     def _on_registration(self, parent: nn.Module, name: str, child: nn.Module | None) -> None:

@@ -11,6 +11,10 @@ from opscope.formulas.registry import Shape, config_type_named
 
 FUNCTIONAL = "functional"
 """The family of the work a module did outside counted modules (ATen operators)."""
+OUTSIDE_NAME = "(outside the model)"
+"""The name of the work run in the block while no module of the model ran."""
+OPTIMIZER_NAME = "(optimizer step)"
+"""The name of the work an optimizer's ``step()`` ran in the block."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class LayerRecord:
         time_spread_ns: over repeated runs, the spread (max - min) of the call's duration.
         uncounted: why the call could not be counted (its formula failed on it: a nested
             tensor has no single shape), its ``ops`` then 0; None for a counted call.
+        phase: ``"forward"``; ``"backward"`` for the gradients a module's autograd nodes
+            computed (counted by operators, one record per module and block);
+            ``"recompute"`` for a forward recomputed in the backward pass (activation
+            checkpointing); ``"step"`` for an optimizer's step.
     """
 
     name: str
@@ -87,6 +95,7 @@ class LayerRecord:
     time_ns: int | None = None
     time_spread_ns: int | None = None
     uncounted: str | None = None
+    phase: str = "forward"
 
     @property
     def throughput(self) -> float | None:
@@ -155,6 +164,7 @@ class LayerRecord:
             time_ns=self.time_ns,
             time_spread_ns=self.time_spread_ns,
             uncounted=self.uncounted,
+            phase=self.phase,
         )
         return row
 
@@ -200,6 +210,7 @@ class LayerRecord:
             time_ns=row.get("time_ns"),
             time_spread_ns=row.get("time_spread_ns"),
             uncounted=row.get("uncounted"),
+            phase=row.get("phase", "forward"),
         )
 
 
@@ -207,7 +218,7 @@ _RECORD_KEYS = frozenset(
     {
         "name", "type", "family", "call_index", "training", "input_shape", "output_shape",
         "input_shapes", "output_shapes", "config_type", "params", "ops", "macs", "calls", "input_bytes",
-        "output_bytes", "param_bytes", "time_ns", "time_spread_ns", "uncounted",
+        "output_bytes", "param_bytes", "time_ns", "time_spread_ns", "uncounted", "phase",
     }
 )  # fmt: skip
 """The keys :meth:`LayerRecord.to_dict` writes besides the config's settings."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opscope import exports
 from opscope.choices import SORT_ORDERS, SortOrder
-from opscope.records import FunctionalOps, LayerRecord
+from opscope.records import OPTIMIZER_NAME, OUTSIDE_NAME, FunctionalOps, LayerRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -69,8 +69,8 @@ class ModuleTotal:
     """One node of the per-module tree: a module and everything that ran inside it.
 
     Attributes:
-        path: the module's qualified name (``""`` for the model); :data:`OUTSIDE_PATH` for
-            the work of the block outside the model.
+        path: the module's qualified name (``""`` for the model); one of
+            :data:`BLOCK_PATHS` for the block's work outside the model.
         module_type: its class name.
         depth: 0 for the model, 1 for its children, ...
         calls: the counted calls inside it (module calls, and calls of modules with
@@ -89,8 +89,8 @@ class ModuleTotal:
     params: int
 
 
-OUTSIDE_PATH = "(outside the model)"
-"""The name of the work run in the block while no module of the model ran."""
+BLOCK_PATHS = (OUTSIDE_NAME, OPTIMIZER_NAME)
+"""The names of the block's own work, outside the model: nodes of their own in the tree."""
 
 
 def _ancestors(path: str) -> list[str]:
@@ -180,7 +180,7 @@ class Report:
         order = {info.path: position for position, info in enumerate(self.modules)}
         totals: dict[str, list[int]] = {}  # path: [calls, ops, macs]
         for record in self.records:
-            paths = [OUTSIDE_PATH] if record.name == OUTSIDE_PATH else _ancestors(record.name)
+            paths = [record.name] if record.name in BLOCK_PATHS else _ancestors(record.name)
             for path in paths:
                 total = totals.setdefault(path, [0, 0, 0])
                 total[0] += record.calls
@@ -193,15 +193,15 @@ class Report:
         shown = [
             path
             for path in totals
-            if path == OUTSIDE_PATH or depth is None or len(_ancestors(path)) - 1 <= depth
+            if path in BLOCK_PATHS or depth is None or len(_ancestors(path)) - 1 <= depth
         ]
-        shown.sort(key=lambda path: (path == OUTSIDE_PATH, order.get(path, len(order)), path))
+        shown.sort(key=lambda path: (path in BLOCK_PATHS, order.get(path, len(order)), path))
         types = {record.name: record.module_type for record in self.records}
         return [
             ModuleTotal(
                 path=path,
                 module_type=known[path].module_type if path in known else types.get(path, "-"),
-                depth=1 if path == OUTSIDE_PATH else len(_ancestors(path)) - 1,
+                depth=1 if path in BLOCK_PATHS else len(_ancestors(path)) - 1,
                 calls=totals[path][0],
                 ops=totals[path][1],
                 macs=totals[path][2],
@@ -230,6 +230,18 @@ class Report:
 
         return report_fragment(self)
 
+    def by_phase(self) -> dict[str, tuple[int, int]]:
+        """Operations and MACs of each phase that ran, in order: ``forward``, ``backward``
+        (gradients), ``recompute`` (checkpointed forwards run again in the backward pass),
+        ``step`` (an optimizer's step); they add up to :attr:`total_ops`."""
+        totals: dict[str, list[int]] = {}
+        for record in self.records:
+            total = totals.setdefault(record.phase, [0, 0])
+            total[0] += record.ops
+            total[1] += record.macs
+        order = ("forward", "backward", "recompute", "step")
+        return {phase: (totals[phase][0], totals[phase][1]) for phase in order if phase in totals}
+
     def by_type(self) -> list[TypeSummary]:
         """Calls and operations per module type, and per operator family of the functional
         work (``"matmul (functional)"``, counting operator calls), heaviest first."""
@@ -241,11 +253,14 @@ class Report:
             ops[name] = ops.get(name, 0) + work
 
         for record in self.records:
+            phase = "functional" if record.phase == "forward" else record.phase
             if isinstance(record.config, FunctionalOps):
                 for family, count, work in record.config.families:
-                    add(f"{family} (functional)", count, work)
-            else:
+                    add(f"{family} ({phase})", count, work)
+            elif record.phase == "forward":
                 add(record.module_type, record.calls, record.ops)
+            else:
+                add(f"{record.module_type} ({phase})", record.calls, record.ops)
         summaries = [TypeSummary(name, calls[name], ops[name]) for name in calls]
         return sorted(summaries, key=lambda summary: -summary.ops)
 

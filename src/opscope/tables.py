@@ -126,13 +126,14 @@ def layer_label(record: LayerRecord, repeated: bool) -> str:
     called again, ``×5`` for a summary record of five calls."""
     name = record.name or "(model)"
     label = f"{name} #{record.call_index}" if repeated else name
-    return f"{label} ×{record.calls}" if record.calls > 1 else label
+    label = f"{label} ×{record.calls}" if record.calls > 1 else label
+    return label if record.phase == "forward" else f"{label} [{record.phase}]"
 
 
 def layer_labels(records: Sequence[LayerRecord]) -> list[str]:
     """:func:`layer_label` of every record, numbered where a module ran more than once."""
-    repeated = {record.name for record in records if record.call_index > 1}
-    return [layer_label(record, record.name in repeated) for record in records]
+    repeated = {(r.name, r.phase) for r in records if r.call_index > 1}
+    return [layer_label(record, (record.name, record.phase) in repeated) for record in records]
 
 
 def type_label(record: LayerRecord) -> str:
@@ -363,6 +364,10 @@ def notes(report: Report) -> list[str]:
                     "(FlopCounterMode); the rest ran in work it did not count (operators "
                     "without a formula, or outside counted modules with functional=False)."
                 )
+    phases = report.by_phase()
+    if set(phases) - {"forward"}:
+        parts = [f"{phase} {format_count(ops)}" for phase, (ops, _) in phases.items()]
+        lines.append(f"Operations by phase: {', '.join(parts)} (report.by_phase()).")
     failed = [record for record in report.records if record.uncounted]
     if failed:
         first = failed[0]
