@@ -59,10 +59,6 @@ LOSS_REASON = (
 
 NOT_SUPPORTED_YET: Mapping[str, str] = MappingProxyType(
     {
-        "RMSNorm": (
-            "arithmetic with no formula yet: a root-mean-square normalisation, for the norm "
-            "family (its rms_norm / _fused_rms_norm operators are not registered either)"
-        ),
         "CrossMapLRN2d": (
             "a legacy Lua Torch cross-channel LRN run as a Python autograd Function, not "
             "LocalResponseNorm's arithmetic (LocalResponseNorm is counted)"
