@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-from formulas.op_harness import count_ops
-from formulas.scalar_oracle import Counted, Tally, maximum, norm, total
+from formulas.op_harness import count_ops, flop_counter_flops
+from formulas.scalar_oracle import Counted, Tally, maximum, norm, sqrt, total
 from helpers import profiled_ops
 from torch import nn
 
@@ -18,6 +18,7 @@ from opscope import Profiler
 from opscope.formulas.distance import (
     CosineSimilarityConfig,
     PairwiseDistanceConfig,
+    cdist_ops,
     cosine_similarity_ops,
     pairwise_distance_ops,
     pdist_ops,
@@ -129,6 +130,91 @@ def test_pdist_equals_a_brute_force_count(order: float, grad_mode: str) -> None:
     assert counts.ops == tally.ops == pdist_ops(5, 3, order)
 
 
+def brute_force_cdist(
+    x1: torch.Tensor, x2: torch.Tensor, order: float, mm: bool
+) -> tuple[torch.Tensor, int]:
+    """torch's cdist on 3-D inputs (batch dims broadcast first): every distance directly, or,
+    with ``mm``, as ``_euclidean_dist`` computes them: the squared norms, the rows
+    ``[-2 x1, |x1|^2, 1]`` and ``[x2, 1, |x2|^2]``, their dot products, clamped at 0, rooted."""
+    batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    a, b = x1.expand(*batch, *x1.shape[-2:]), x2.expand(*batch, *x2.shape[-2:])
+    tally = Tally()
+    values = []
+    for left, right in zip(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), strict=True):
+        rows1, rows2 = vectors(left, 1, tally), vectors(right, 1, tally)
+        if mm:
+            rows1 = [[u * -2 for u in row] + [total([u * u for u in row]), 1.0] for row in rows1]
+            rows2 = [[*row, 1.0, total([v * v for v in row])] for row in rows2]
+            values += [
+                sqrt(maximum(total([u * v for u, v in zip(p, q, strict=True)]), 0.0)).value
+                for p in rows1
+                for q in rows2
+            ]
+        else:
+            values += [
+                norm([u - v for u, v in zip(p, q, strict=True)], order).value
+                for p in rows1
+                for q in rows2
+            ]
+    shape = (*batch, x1.shape[-2], x2.shape[-2])
+    return torch.tensor(values, dtype=x1.dtype).reshape(shape), tally.ops
+
+
+CDIST_SHAPES = [((3, 4), (5, 4)), ((2, 3, 4), (2, 5, 4)), ((1, 3, 2), (2, 4, 2)), ((4, 1), (2, 1))]
+
+
+@pytest.mark.parametrize("order", [order for order in ORDERS if order >= 0])  # as torch
+@pytest.mark.parametrize("shape1, shape2", CDIST_SHAPES)
+@pytest.mark.parametrize("grad_mode", ["inference_mode", "no_grad"])
+def test_cdist_equals_a_brute_force_count(
+    order: float, shape1: tuple[int, ...], shape2: tuple[int, ...], grad_mode: str
+) -> None:
+    x1, x2 = random_pair(shape1, shape2)
+    expected, brute_ops = brute_force_cdist(x1, x2, order, mm=False)
+    torch.testing.assert_close(torch.cdist(x1, x2, order), expected)
+    counts = count_ops(lambda: torch.cdist(x1, x2, order), grad_mode)
+    assert not counts.uncounted and counts.macs == 0
+    assert counts.ops == brute_ops == cdist_ops(shape1, shape2, order, None)
+
+
+@pytest.mark.parametrize(
+    "shape1, shape2, mode",
+    [
+        ((30, 3), (4, 3), "use_mm_for_euclid_dist_if_necessary"),  # more than 25 rows
+        ((2, 3, 4), (2, 5, 4), "use_mm_for_euclid_dist"),
+        ((1, 3, 2), (2, 26, 2), "use_mm_for_euclid_dist_if_necessary"),  # a broadcast batch
+    ],
+)
+@pytest.mark.parametrize("grad_mode", ["inference_mode", "no_grad"])
+def test_cdist_by_matrix_product_equals_a_brute_force_count(
+    shape1: tuple[int, ...], shape2: tuple[int, ...], mode: str, grad_mode: str
+) -> None:
+    x1, x2 = random_pair(shape1, shape2)
+    expected, brute_ops = brute_force_cdist(x1, x2, 2.0, mm=True)
+    torch.testing.assert_close(torch.cdist(x1, x2, compute_mode=mode), expected)
+    counts = count_ops(lambda: torch.cdist(x1, x2, compute_mode=mode), grad_mode)
+    assert not counts.uncounted and counts.macs == 0
+    assert counts.ops == brute_ops
+    direct = count_ops(lambda: torch.cdist(x1, x2, compute_mode="donot_use_mm_for_euclid_dist"))
+    assert direct.ops == brute_force_cdist(x1, x2, 2.0, mm=False)[1]
+
+
+def test_cdist_operators_called_directly() -> None:
+    """``_cdist_forward`` takes the product path itself on large inputs in the default mode;
+    ``_euclidean_dist`` norms its arguments as given (a broadcast batch once);
+    ``FlopCounterMode`` counts none of them: 0 MACs."""
+    x1, x2 = random_pair((30, 3), (4, 3))
+    forward = count_ops(lambda: torch.ops.aten._cdist_forward(x1, x2, 2.0, None))
+    assert forward.ops == brute_force_cdist(x1, x2, 2.0, mm=True)[1]
+    a, b = random_pair((1, 3, 2), (4, 5, 2))
+    counts = count_ops(lambda: torch.ops.aten._euclidean_dist(a, b))
+    squares_a, squares_b = 3 * (2 + 1), 4 * 5 * (2 + 1)  # per row: M squares, M - 1 additions
+    products = 4 * 3 * 5 * (2 * (2 + 2) - 1 + 2)  # B * P * R: dot of M + 2, clamp, root
+    assert counts.ops == squares_a + 3 * 2 + squares_b + products  # + the -2 scaling of a
+    assert counts.macs == 0 == flop_counter_flops(lambda: torch.ops.aten._euclidean_dist(a, b))
+    assert flop_counter_flops(lambda: torch.cdist(x1, x2)) == 0
+
+
 def test_hand_computed() -> None:
     # 8D + 1 per output
     assert cosine_similarity_ops((2, 3), (2, 3), dim=1) == 2 * (8 * 3 + 1)
@@ -139,6 +225,13 @@ def test_hand_computed() -> None:
     # 3 pairs of 2-vectors: 2 subtractions and 2 * 2 for each 2-norm
     assert pdist_ops(3, 2, norm=2.0) == 3 * (2 + 4)
     assert pdist_ops(1, 4, norm=2.0) == 0
+    # cdist: 15 pairs of 4-vectors, directly (4 + 8 each); nothing for empty or 0-wide rows
+    assert cdist_ops((3, 4), (5, 4), norm=2.0, compute_mode=None) == 15 * 12
+    assert cdist_ops((3, 4), (5, 4), norm=1.0, compute_mode=1) == 15 * (4 + 3)
+    assert cdist_ops((0, 4), (5, 4), 2.0, None) == cdist_ops((3, 0), (5, 0), 2.0, None) == 0
+    # by matrix product (30 rows): norms 30 * (3 * 4 - 1) + 5 * (2 * 4 - 1), then 150 * 13
+    assert cdist_ops((30, 4), (5, 4), 2.0, None) == 330 + 35 + 150 * 13
+    assert cdist_ops((30, 4), (5, 4), 2.0, 2) == 150 * 12
 
 
 def test_configs_in_records() -> None:

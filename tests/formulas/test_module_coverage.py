@@ -51,37 +51,31 @@ NO_FORWARD: frozenset[str] = frozenset(
 """Base classes and parameter holders that define no ``forward``: calling one raises. (RNN,
 LSTM, GRU and their cells, the subclasses of the two recurrent bases, have formulas.)"""
 
-LOSS_REASON = (
-    "a loss: not counted as a module yet (each needs its own formula: logs, margins, "
-    "reductions); computed inside a profiled block, its ATen operators are counted where the "
-    "op registry knows them and reported as uncounted where it does not"
-)
-
 NOT_SUPPORTED_YET: Mapping[str, str] = MappingProxyType(
     {
-        "RMSNorm": (
-            "arithmetic with no formula yet: a root-mean-square normalisation, for the norm "
-            "family (its rms_norm / _fused_rms_norm operators are not registered either)"
-        ),
         "CrossMapLRN2d": (
             "a legacy Lua Torch cross-channel LRN run as a Python autograd Function, not "
             "LocalResponseNorm's arithmetic (LocalResponseNorm is counted)"
         ),
-        **dict.fromkeys(
-            [
-                "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss",
-                "CrossEntropyLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
-                "KLDivLoss", "L1Loss", "MSELoss", "MarginRankingLoss", "MultiLabelMarginLoss",
-                "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss", "NLLLoss2d",
-                "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss", "TripletMarginLoss",
-                "TripletMarginWithDistanceLoss",
-                # holds a Linear, but passes its weights to a fused functional call
-                "LinearCrossEntropyLoss",
-            ],
-            LOSS_REASON,
+        "CTCLoss": (
+            "its forward recursion over the blank-extended targets allows a transition only "
+            "between different labels, so its work depends on the target labels and lengths "
+            "(values, not shapes); its operators are counted at the op level where known"
+        ),
+        "MultiLabelMarginLoss": (
+            "it sums over (target, non-target) class pairs, and how many classes a row lists "
+            "before its -1 is in the target's values, not its shape"
+        ),
+        "TripletMarginWithDistanceLoss": (
+            "it takes any Python distance function, whose work no formula of shapes can know; "
+            "its operators (pairwise_distance by default) are counted exactly at the op level"
+        ),
+        "LinearCrossEntropyLoss": (
+            "holds a Linear but passes its weights to a fused, optionally chunked functional "
+            "call; its operators (the product, the cross entropy) are counted at the op level"
         ),
     }
-)  # fmt: skip
+)
 """Module types with arithmetic and no formula yet, each with the reason. A model that uses
 one lists it among its uncounted modules."""
 

@@ -147,6 +147,11 @@ HAND_COMPUTED = {
     # normalized_shape (3, 5) on (2, 3, 5): S = 2; on (3, 5) alone: S = 1
     "ln 2 dims": (evaluate(nn.LayerNorm((3, 5))), (2, 3, 5), 5 * 30 + 2 * 2 + 2 * 30),
     "ln unbatched": (evaluate(nn.LayerNorm((3, 5))), (3, 5), 5 * 15 + 2 * 1 + 2 * 15),
+    # RMSNorm(5) on (2, 3, 5): T = 30, S = 6: 3T + 3S, + T with the weight
+    "rms": (evaluate(nn.RMSNorm(5)), (2, 3, 5), 3 * 30 + 3 * 6 + 30),
+    "rms train": (train(nn.RMSNorm(5, eps=1e-3)), (2, 3, 5), 3 * 30 + 3 * 6 + 30),
+    "rms no affine": (evaluate(nn.RMSNorm(5, elementwise_affine=False)), (2, 3, 5), 3 * 30 + 18),
+    "rms 2 dims": (evaluate(nn.RMSNorm((3, 5))), (2, 3, 5), 3 * 30 + 3 * 2 + 30),
     # GroupNorm(2, 4) on (2, 4, 3): T = 24, S = 2 * 2
     "gn": (evaluate(nn.GroupNorm(2, 4)), (2, 4, 3), 5 * 24 + 2 * 4 + 2 * 24),
     "gn train": (train(nn.GroupNorm(2, 4)), (2, 4, 3), 5 * 24 + 2 * 4 + 2 * 24),
@@ -617,4 +622,50 @@ def test_local_response_norm_brute_force(
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     c = Counted()
     y = reference_lrn(c, flat(x), shape, module)
+    check(module, x, c.ops, y)
+
+
+def reference_rms_norm(
+    c: Counted, x: Sequence[float], size: int, weight: Sequence[float] | None, eps: float
+) -> list[float]:
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over consecutive sets of ``size`` values, as
+    torch evaluates it: ``rsqrt`` a square root and a reciprocal."""
+    y = []
+    for start in range(0, len(x), size):
+        values = x[start : start + size]
+        mean = c.mean([c.pow(value, 2) for value in values])
+        reciprocal = c.div(1.0, c.sqrt(c.add(mean, eps)))
+        for i, value in enumerate(values):
+            scaled = c.mul(value, reciprocal)
+            y.append(scaled if weight is None else c.mul(scaled, weight[i]))
+    return y
+
+
+@SETTINGS
+@given(
+    shape=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    normalized_dims=st.integers(1, 4),
+    elementwise_affine=st.booleans(),
+    eps=st.sampled_from([None, 1e-3]),
+    training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_rms_norm_brute_force(
+    shape: list[int],
+    normalized_dims: int,
+    elementwise_affine: bool,
+    eps: float | None,
+    training: bool,
+    seed: int,
+) -> None:
+    normalized_shape = shape[len(shape) - min(normalized_dims, len(shape)) :]
+    module = nn.RMSNorm(normalized_shape, eps=eps, elementwise_affine=elementwise_affine)
+    module.train(training).double()
+    generator = torch.Generator().manual_seed(seed)
+    if module.weight is not None:
+        module.weight.data.copy_(torch.randn(module.weight.shape, generator=generator))
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    c = Counted()
+    used_eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = reference_rms_norm(c, flat(x), math.prod(normalized_shape), flat(module.weight), used_eps)
     check(module, x, c.ops, y)

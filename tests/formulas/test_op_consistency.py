@@ -131,6 +131,11 @@ CASES: dict[str, Case] = {
     "LayerNorm": Case(lambda: nn.LayerNorm(5), randn(2, 3, 5)),
     "LayerNorm(2 dims, no bias)": Case(lambda: nn.LayerNorm((3, 5), bias=False), randn(2, 3, 5)),
     "LayerNorm(no affine)": Case(lambda: nn.LayerNorm(5, elementwise_affine=False), randn(4, 5)),
+    "RMSNorm": Case(lambda: nn.RMSNorm(5), randn(2, 3, 5)),
+    "RMSNorm(2 dims, no affine, eps)": Case(
+        lambda: nn.RMSNorm((3, 5), eps=1e-3, elementwise_affine=False), randn(2, 3, 5)
+    ),
+    "RMSNorm(train)": Case(lambda: nn.RMSNorm(4), randn(3, 4), training=True),
     "GroupNorm": Case(lambda: nn.GroupNorm(2, 4), randn(3, 4, 5)),
     "GroupNorm(no affine)": Case(lambda: nn.GroupNorm(4, 4, affine=False), randn(1, 4, 2, 2)),
     # instance_norm decomposes into a batch norm of the reshaped input: inference mode only

@@ -1,6 +1,6 @@
-"""Distances: cosine similarity, pairwise distance, pdist, counted as torch computes them.
+"""Distances: cosine similarity, pairwise distance, pdist, cdist, counted as torch computes them.
 
-None of them has a kernel of its own except ``pdist``: ``cosine_similarity`` and
+None of them has a kernel of its own except ``pdist`` and ``cdist``: ``cosine_similarity`` and
 ``pairwise_distance`` are compositions of ATen operators (norms, divisions, products, sums),
 the only implementation on every device, so their count is the count of those operators, and
 the module, its functional form, and the operators it decomposes into agree exactly.
@@ -17,8 +17,17 @@ the module, its functional form, and the operators it decomposes into agree exac
 * ``torch.pdist(x, p)`` (``_pdist_forward``): for each of the ``N (N - 1) / 2`` pairs of rows
   of an ``(N, M)`` input, ``M`` subtractions and the ``p``-norm of the differences.
 
-The ATen operators ``cosine_similarity``, ``pairwise_distance``, ``pdist`` and
-``_pdist_forward`` are counted by the same functions (``family="distance"``).
+* ``torch.cdist(x1, x2, p)``, as torch computes it: each of the ``B * P * R`` distances
+  between the rows of ``(*, P, M)`` and ``(*, R, M)`` directly (``_cdist_forward``: ``M``
+  subtractions and the ``p``-norm, like ``pdist``), or, for ``p = 2`` on more than 25 rows or
+  with ``compute_mode='use_mm_for_euclid_dist'``, through a matrix product
+  (``_euclidean_dist``: squared norms, ``[-2 x1, |x1|^2, 1] @ [x2, 1, |x2|^2]^T``, a clamp at 0
+  and a square root).
+
+The ATen operators ``cosine_similarity``, ``pairwise_distance``, ``pdist``,
+``_pdist_forward``, ``cdist``, ``_cdist_forward`` and ``_euclidean_dist`` are counted by the
+same functions (``family="distance"``), with 0 MACs: ``FlopCounterMode`` counts none of them
+(not even the product inside ``_euclidean_dist``, an operator that does not decompose).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from opscope.formulas.linear import matmul_ops
 from opscope.formulas.reduction import OPS_PER_GROUP, reduction_ops, vector_norm_per_group
 from opscope.formulas.registry import Call, OpCall, Shape, aten_ops, register, register_op
 
@@ -84,21 +94,101 @@ def pairwise_distance_ops(x1: Sequence[int], x2: Sequence[int], norm: float) -> 
     return 2 * numel + reduction_ops(numel, groups, vector_norm_per_group(norm))
 
 
+def pair_distances_ops(pairs: int, length: int, norm: float) -> int:
+    """Operations of ``pairs`` distances between two vectors of ``length`` elements, each
+    computed directly: ``length`` subtractions, then the ``p``-norm of the differences::
+
+        ops = pairs * (length + norm_p(length))
+
+    >>> pair_distances_ops(10, 3, norm=2.0)  # 10 pairs, 3 + 6 each
+    90
+    """
+    elements = pairs * length
+    return elements + reduction_ops(elements, pairs, vector_norm_per_group(norm))
+
+
 def pdist_ops(rows: int, length: int, norm: float) -> int:
     """Operations of ``torch.pdist`` on ``rows`` vectors of ``length`` elements, one distance
-    per pair of rows (``P = rows * (rows - 1) / 2``)::
+    per pair of rows (``P = rows * (rows - 1) / 2``): :func:`pair_distances_ops`::
 
         ops = P * (length + norm_p(length))
-
-    ``length`` subtractions per pair, then the ``p``-norm of the differences.
 
     Example (pdist of (5, 3), p = 2: 10 pairs, 3 + 6 each):
         >>> pdist_ops(5, 3, norm=2.0)
         90
     """
-    pairs = rows * (rows - 1) // 2
-    elements = pairs * length
-    return elements + reduction_ops(elements, pairs, vector_norm_per_group(norm))
+    return pair_distances_ops(rows * (rows - 1) // 2, length, norm)
+
+
+MM_FOR_EUCLID_ROWS = 25
+"""``cdist``'s default mode computes ``p = 2`` distances with a matrix product when either
+input has more rows than this."""
+
+
+def uses_mm_for_euclid(norm: float, compute_mode: int | None, rows1: int, rows2: int) -> bool:
+    """Whether ``cdist`` computes its distances with a matrix product (``_euclidean_dist``):
+    ``p = 2`` and ``compute_mode`` 1 (``'use_mm_for_euclid_dist'``), or the default (``None``
+    or 0, ``'use_mm_for_euclid_dist_if_necessary'``) on more than 25 rows; mode 2
+    (``'donot_use_mm_for_euclid_dist'``) never does.
+
+    >>> uses_mm_for_euclid(2.0, None, 30, 5), uses_mm_for_euclid(2.0, 2, 30, 5)
+    (True, False)
+    """
+    mode = compute_mode or 0
+    large = rows1 > MM_FOR_EUCLID_ROWS or rows2 > MM_FOR_EUCLID_ROWS
+    return norm == 2 and (mode == 1 or (mode == 0 and large))
+
+
+def euclidean_dist_ops(x1: Sequence[int], x2: Sequence[int]) -> int:
+    """Operations of ``_euclidean_dist(x1, x2)``, the matrix-product form of the ``p = 2``
+    distances between the ``P`` rows of ``x1`` ``(*, P, M)`` and the ``R`` rows of ``x2``
+    ``(*, R, M)`` (their batch dims broadcast to ``B`` pairs of matrices), as torch computes
+    it: ``x1_ = [-2 x1, |x1|^2, 1]``, ``x2_ = [x2, 1, |x2|^2]``, then
+    ``sqrt(clamp_min(x1_ @ x2_^T, 0))``::
+
+        ops = numel(x1) * 3 - rows(x1)    squares, their sums, the -2 scaling
+            + numel(x2) * 2 - rows(x2)    squares, their sums
+            + B * P * R * (2(M + 2) - 1)  the product (the padding's 1s and norms included)
+            + B * P * R * 2               the clamp at 0 and the square root
+
+    with ``numel`` and ``rows`` those of the arguments as given (a broadcast batch is not
+    normed twice).
+
+    Example (30 rows against 5 rows of 4: 30 * 11 + 5 * 7 + 150 * 13):
+        >>> euclidean_dist_ops((30, 4), (5, 4))
+        2315
+    """
+    batch = math.prod(_broadcast(x1[:-2], x2[:-2]))
+    rows1, rows2, length = x1[-2], x2[-2], x1[-1]
+    norms = sum(
+        math.prod(shape)
+        + reduction_ops(math.prod(shape), math.prod(shape[:-1]), OPS_PER_GROUP["sum"])
+        for shape in (x1, x2)
+    )
+    outputs = batch * rows1 * rows2
+    return norms + math.prod(x1) + batch * matmul_ops(rows1, length + 2, rows2) + 2 * outputs
+
+
+def cdist_ops(x1: Sequence[int], x2: Sequence[int], norm: float, compute_mode: int | None) -> int:
+    """Operations of ``torch.cdist(x1, x2, p=norm)`` on ``(*, P, M)`` and ``(*, R, M)`` (batch
+    dims broadcast to ``B``), by the path torch takes (:func:`uses_mm_for_euclid`): the
+    matrix-product form :func:`euclidean_dist_ops` on the broadcast inputs, or each of the
+    ``B * P * R`` distances directly (:func:`pair_distances_ops`)::
+
+        direct:  ops = B * P * R * (M + norm_p(M))
+
+    (0 for an empty output, and for ``M = 0``, whose distances torch fills with 0).
+
+    >>> cdist_ops((3, 4), (5, 4), 2.0, None), cdist_ops((30, 4), (5, 4), 2.0, None)
+    (180, 2315)
+    """
+    batch = math.prod(_broadcast(x1[:-2], x2[:-2]))
+    rows1, rows2, length = x1[-2], x2[-2], x1[-1]
+    if not batch * rows1 * rows2 * length:
+        return 0
+    if uses_mm_for_euclid(norm, compute_mode, rows1, rows2):
+        return euclidean_dist_ops((batch, rows1, length), (batch, rows2, length))
+    return pair_distances_ops(batch * rows1 * rows2, length, norm)
 
 
 @dataclass(frozen=True)
@@ -163,3 +253,20 @@ def count_pdist_op(call: OpCall) -> int:
     :func:`pdist_ops`."""
     rows, length = call.input
     return pdist_ops(rows, length, float(call.arg(1, "p", 2.0)))
+
+
+@register_op(*aten_ops("cdist", "_cdist_forward"), family="distance")
+def count_cdist_op(call: OpCall) -> int:
+    """``cdist(x1, x2, p=2, compute_mode=None)`` / ``_cdist_forward(x1, x2, p, compute_mode)``:
+    :func:`cdist_ops`, whichever path the call takes. 0 MACs: ``FlopCounterMode`` counts
+    neither operator (nor the product inside ``_euclidean_dist``, which does not decompose)."""
+    return cdist_ops(
+        call.input, call.args[1].shape, float(call.arg(2, "p", 2.0)), call.arg(3, "compute_mode")
+    )
+
+
+@register_op(*aten_ops("_euclidean_dist"), family="distance")
+def count_euclidean_dist_op(call: OpCall) -> int:
+    """``_euclidean_dist(x1, x2)``, what ``cdist`` runs for ``p = 2`` on large inputs:
+    :func:`euclidean_dist_ops`. 0 MACs, as ``FlopCounterMode`` counts it."""
+    return euclidean_dist_ops(call.input, call.args[1].shape)

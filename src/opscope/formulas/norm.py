@@ -1,4 +1,5 @@
-"""Normalisation layers: BatchNorm, InstanceNorm, LayerNorm, GroupNorm, LocalResponseNorm.
+"""Normalisation layers: BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm,
+LocalResponseNorm.
 
 Every mean/variance normalisation is counted the same way (``docs/formulas/norm.md``). With
 ``T`` the number of elements of the call and ``S`` the number of (mean, variance) pairs it
@@ -29,6 +30,11 @@ computed iff the call says ``training`` (or, for ``_batch_norm_no_update``, has 
 statistics), and a training call given running statistics updates them.
 ``LocalResponseNorm`` has no operator of its own: ``F.local_response_norm`` runs as ``pad``,
 ``avg_pool``, ``mul``, ``pow``, ``add`` and ``div``, each counted by its own family.
+
+``RMSNorm`` normalises by a root mean square, with no mean subtracted and no bias: it is
+counted as torch evaluates it, ``x * rsqrt(mean(x^2) + eps) * weight``
+(:func:`rms_norm_ops`), so that the module, ``rms_norm`` / ``_fused_rms_norm`` and the
+operators they decompose into (``pow``, ``mean``, ``add``, ``rsqrt``, ``mul``) count the same.
 """
 
 from __future__ import annotations
@@ -149,8 +155,30 @@ class InstanceNormConfig(RunningStatsConfig):
 
 
 @dataclass(frozen=True)
-class LayerNormConfig:
-    """The static settings of a ``torch.nn.LayerNorm``.
+class RMSNormConfig:
+    """The static settings of a ``torch.nn.RMSNorm`` (``eps`` changes values, not the count:
+    it is added whatever it is, ``None`` meaning the dtype's machine epsilon).
+
+    Attributes:
+        normalized_shape: the trailing dimensions each root mean square is taken over.
+        elementwise_affine: whether the module has a weight (it never has a bias).
+    """
+
+    normalized_shape: tuple[int, ...]
+    elementwise_affine: bool
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> RMSNormConfig:
+        """Read the settings of a ``torch.nn.RMSNorm`` module."""
+        return cls(
+            normalized_shape=tuple(module.normalized_shape),
+            elementwise_affine=module.weight is not None,
+        )
+
+
+@dataclass(frozen=True)
+class LayerNormConfig(RMSNormConfig):
+    """The static settings of a ``torch.nn.LayerNorm``: an RMSNorm's, and a bias.
 
     Attributes:
         normalized_shape: the trailing dimensions each mean and variance is taken over.
@@ -158,18 +186,13 @@ class LayerNormConfig:
         bias: whether it also has a bias (``bias=False`` drops it in torch >= 2.1).
     """
 
-    normalized_shape: tuple[int, ...]
-    elementwise_affine: bool
     bias: bool
 
     @classmethod
     def from_module(cls, module: nn.Module) -> LayerNormConfig:
         """Read the settings of a ``torch.nn.LayerNorm`` module."""
-        return cls(
-            normalized_shape=tuple(module.normalized_shape),
-            elementwise_affine=module.weight is not None,
-            bias=module.bias is not None,
-        )
+        base = RMSNormConfig.from_module(module)
+        return cls(base.normalized_shape, base.elementwise_affine, bias=module.bias is not None)
 
 
 @dataclass(frozen=True)
@@ -271,6 +294,51 @@ def count_layer_norm(config: LayerNormConfig, call: Call) -> int:
     )
 
 
+RMS_NORM_OPS_PER_SET = 3
+"""Per root mean square: adding ``eps``, then ``rsqrt``, a square root and a reciprocal (the
+element-wise family's 2)."""
+
+
+def rms_norm_ops(*, elements: int, stat_sets: int, weight: bool) -> int:
+    """Exact operations of an RMS normalisation of ``T = elements`` values in ``S =
+    stat_sets`` sets of ``M = T / S``, ``y = x * rsqrt(mean(x^2) + eps) (* weight)``, as
+    torch evaluates it::
+
+        ops = 3T + 3S (+ T with a weight)
+
+    Per set: ``M`` squares, the mean (``M - 1`` additions, 1 division), ``+ eps`` and
+    ``rsqrt`` (a square root and a reciprocal, :data:`RMS_NORM_OPS_PER_SET` in all); per
+    element, one multiplication by the reciprocal and one by the weight.
+
+    Example (RMSNorm(8) on (2, 3, 8): T = 48, S = 6):
+        >>> rms_norm_ops(elements=48, stat_sets=6, weight=True)
+        210
+    """
+    return 3 * elements + RMS_NORM_OPS_PER_SET * stat_sets + (elements if weight else 0)
+
+
+def sets_of(elements: int, normalized: int) -> int:
+    """How many sets of ``normalized`` trailing values ``elements`` values form (0 for an
+    empty set: nothing is normalised).
+
+    >>> sets_of(48, 8), sets_of(0, 0)
+    (6, 0)
+    """
+    return elements // normalized if normalized else 0
+
+
+@register(nn.RMSNorm, describe=RMSNormConfig.from_module)
+def count_rms_norm(config: RMSNormConfig, call: Call) -> int:
+    """Operations of one ``RMSNorm`` call: :func:`rms_norm_ops` with one set per position of
+    the leading dimensions (those before ``normalized_shape``), train and eval alike."""
+    elements = math.prod(call.input)
+    return rms_norm_ops(
+        elements=elements,
+        stat_sets=sets_of(elements, math.prod(config.normalized_shape)),
+        weight=config.elementwise_affine,
+    )
+
+
 @register(nn.GroupNorm, describe=GroupNormConfig.from_module)
 def count_group_norm(config: GroupNormConfig, call: Call) -> int:
     """Operations of one ``GroupNorm`` call on ``(N, C, *)``: one (mean, variance) pair per
@@ -349,13 +417,25 @@ def count_layer_norm_op(call: OpCall) -> int:
     """``layer_norm(input, normalized_shape, weight, bias, eps)`` (and ``native_layer_norm``):
     one (mean, variance) pair per position of the leading dimensions, as
     :func:`count_layer_norm`."""
-    shape = call.input
-    elements = math.prod(shape)
+    elements = math.prod(call.input)
     normalized = math.prod(call.arg(1, "normalized_shape"))
     return _affine_ops(
-        call, elements=elements, stat_sets=elements // normalized if normalized else 0,
+        call, elements=elements, stat_sets=sets_of(elements, normalized),
         batch_stats=True, weight_index=2,
     )  # fmt: skip
+
+
+@register_op(*aten_ops("rms_norm", "_fused_rms_norm"), family="norm")
+def count_rms_norm_op(call: OpCall) -> int:
+    """``rms_norm(input, normalized_shape, weight=None, eps=None)`` and ``_fused_rms_norm``
+    (the same arguments; it also returns the reciprocals it computed): :func:`rms_norm_ops`,
+    the weight counted iff given, as :func:`count_rms_norm`."""
+    elements = math.prod(call.input)
+    return rms_norm_ops(
+        elements=elements,
+        stat_sets=sets_of(elements, math.prod(call.arg(1, "normalized_shape"))),
+        weight=call.tensor(2, "weight") is not None,
+    )
 
 
 @register_op(aten.group_norm, family="norm")
