@@ -19,7 +19,7 @@ MODELS = catalogue.list_models(task="classification")
 
 
 def measured(model: zoo.ZooModel) -> tuple[str, int, int, int, tuple, int, int]:
-    report, params, _ = profile_model(model, zoo.published_input(model), "meta", coverage=True)
+    report, params, *_ = profile_model(model, zoo.published_input(model), "meta", coverage=True)
     coverage = report.coverage
     return (model.name, report.total_macs, coverage.total_flops, coverage.counted_flops,
             report.uncounted_ops, report.total_params, params)  # fmt: skip
@@ -61,6 +61,6 @@ def test_the_probe_agrees_with_flop_counter_mode_alone(sweep: dict[str, tuple], 
 def test_swin_and_maxvit_count_at_least_the_flop_counter_equivalent(sweep) -> None:
     for name in ("swin_t", "maxvit_t"):
         model = zoo.ZooModel(name, "classification")
-        report, params, _ = profile_model(model, zoo.published_input(model), "meta")
+        report, params, *_ = profile_model(model, zoo.published_input(model), "meta")
         assert report.total_ops >= sweep[name][1]  # everything, beyond the products
         assert report.total_params == params  # swin_t: 28.3 M, its Linear layers included

@@ -22,8 +22,8 @@ DOZEN = [
 @pytest.mark.parametrize("name", DOZEN)
 def test_meta_build_and_run_equal_a_cpu_run(name: str) -> None:
     model = zoo.ZooModel(name, "classification")
-    on_meta, meta_params, _ = profile_model(model, (1, 3, 224, 224), "meta")
-    on_cpu, cpu_params, _ = profile_model(model, (1, 3, 224, 224), "cpu")
+    on_meta, meta_params, *_ = profile_model(model, (1, 3, 224, 224), "meta")
+    on_cpu, cpu_params, *_ = profile_model(model, (1, 3, 224, 224), "cpu")
     assert on_meta.records == on_cpu.records
     assert meta_params == cpu_params
     assert len(on_cpu.records) > 0
@@ -68,7 +68,7 @@ def test_factories_by_path(tmp_path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     (model,) = catalogue.resolve(["my_models:tiny"])
     assert model.task == "custom"
-    report, params, _ = profile_model(model, (1, 3, 8, 8))
+    report, params, *_ = profile_model(model, (1, 3, 8, 8))
     assert report.total_ops == 4 * 6 * 6 * (2 * 3 * 9)
     assert params == 4 * 3 * 9 + 4
     for name, message in [

@@ -60,6 +60,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     if not _is_ascii_number(text):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
@@ -160,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --train: the optimizer whose step is counted (sgd, with momentum)",
     )
     profile.add_argument(
+        "--peak-flops",
+        type=_positive_float,
+        metavar="F",
+        help="with --train --time: the device's peak FLOP/s, for the model FLOPs utilisation "
+        "(default: known for some GPUs)",
+    )
+    profile.add_argument(
         "--depth",
         type=_non_negative_int,
         metavar="D",
@@ -241,8 +258,8 @@ def check(args: argparse.Namespace) -> None:
             raise CliError(f"--{timing[0]} goes with --time", 2)
         if args.optimizer and not args.train:
             raise CliError("--optimizer goes with --train", 2)
-        if args.train and args.time:
-            raise CliError("--train counts a training step; --time times inference: choose one", 2)
+        if args.peak_flops is not None and not (args.train and args.time):
+            raise CliError("--peak-flops goes with --train --time", 2)
         if args.time and args.coverage:
             raise CliError(
                 "--time and --coverage cannot be combined: coverage slows every layer", 2

@@ -26,7 +26,7 @@ from opscope.compare import (
     time_model,
     train_model,
 )
-from opscope.format import format_shape, plural
+from opscope.format import format_count, format_shape, format_time, plural
 from opscope.report import ModuleTotal, Report
 from opscope.tables import Document, comparison_grid, report_document
 from opscope.terminal import ComparisonTable, LayerTable
@@ -96,6 +96,8 @@ class Profiled:
     inputs: str
     device: str
     report: Report
+    measured: tuple[str, ...] = ()
+    """Lines about what was measured on the device (a training step's time)."""
 
     @property
     def heading(self) -> str:
@@ -111,8 +113,9 @@ class Profiled:
     @property
     def notes(self) -> tuple[str, ...]:
         if self.model.task not in DATA_DEPENDENT_TASKS or self.device == "meta":
-            return ()
+            return self.measured
         return (
+            *self.measured,
             "The count depends on the input's values and the weights (how many proposals and "
             "detections the model keeps): the same --seed gives the same count.",
         )
@@ -120,22 +123,52 @@ class Profiled:
 
 def _profile(args: argparse.Namespace, model: ZooModel) -> int:
     inputs = _inputs(args, model)
+    repeat, warmup = args.repeat or 5, 1 if args.warmup is None else args.warmup
     if args.train:
-        report, _, described = train_model(
-            model, inputs, args.device, optimizer=args.optimizer or "sgd"
-        )
+        run = train_model(
+            model, inputs, args.device, optimizer=args.optimizer or "sgd",
+            repeat=repeat if args.time else 0, warmup=warmup,
+        )  # fmt: skip
     elif args.time:
-        repeat, warmup = args.repeat or 5, 1 if args.warmup is None else args.warmup
-        report, _, described = time_model(model, inputs, args.device, repeat=repeat, warmup=warmup)
+        run = time_model(model, inputs, args.device, repeat=repeat, warmup=warmup)
     else:
-        report, _, described = profile_model(model, inputs, args.device, coverage=args.coverage)
-    profiled = Profiled(model, described, args.device, report)
+        run = profile_model(model, inputs, args.device, coverage=args.coverage)
+    report = run.report
+    notes = () if run.seconds is None else (_step_note(report, run.seconds, repeat, _peak(args)),)
+    profiled = Profiled(model, run.inputs, args.device, report, notes)
     _emit(args, PROFILE_WRITERS[args.format](profiled, args))
     if args.plot:
         _write_plot(
             args.plot, plots.plot_layers, report, title=f"{model.name}: operations per layer"
         )
     return 0
+
+
+KNOWN_PEAKS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+"""Dense BF16/FP16 tensor-core peaks (FLOP/s), by a piece of the CUDA device's name."""
+
+
+def _peak(args: argparse.Namespace) -> float | None:
+    """The peak FLOP/s to compare a step with: ``--peak-flops``, else a known GPU's."""
+    if args.peak_flops is not None or args.device != "cuda":
+        return args.peak_flops
+    name = torch.cuda.get_device_name()
+    return next((peak for piece, peak in KNOWN_PEAKS.items() if piece in name), None)
+
+
+def _step_note(report: Report, seconds: float, repeat: int, peak: float | None) -> str:
+    """A training step's time, its achieved operations per second and, given the device's
+    peak, the model FLOPs utilisation (2 × MACs per second over the peak)."""
+    text = (
+        f"One training step: {format_time(round(seconds * 1e9))} (median of {repeat}, "
+        f"unprofiled), {format_count(round(report.total_ops / seconds))} ops/s"
+    )
+    if peak is None:
+        return text + "; give --peak-flops for the model FLOPs utilisation."
+    utilisation = 2 * report.total_macs / seconds / peak
+    return (
+        text + f"; model FLOPs utilisation {utilisation:.1%} of {format_count(round(peak))}FLOP/s."
+    )
 
 
 def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:

@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import re
 import signal
+import statistics
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -43,6 +45,8 @@ class ModelRun(NamedTuple):
     params: int
     inputs: str
     """The inputs that ran, as ``--input`` writes them (``1×3×224×224``, ``ids=1×128:int64``)."""
+    seconds: float | None = None
+    """A training step's median wall time over timed steps run unprofiled, when asked."""
 
 
 def describe_failure(error: BaseException, device: str) -> str:
@@ -187,12 +191,20 @@ def _floats(value: Any) -> list[torch.Tensor]:
 
 
 def train_model(
-    model: zoo.ZooModel, inputs: Inputs = None, device: str = "meta", *, optimizer: str = "sgd"
+    model: zoo.ZooModel,
+    inputs: Inputs = None,
+    device: str = "meta",
+    *,
+    optimizer: str = "sgd",
+    repeat: int = 0,
+    warmup: int = 1,
 ) -> ModelRun:
     """Build ``model`` on ``device`` and profile one training step: the forward in training
     mode, a scalar loss (:func:`_scalar_loss`), the backward pass and an optimizer step
     (``sgd`` with momentum, or ``adamw``). The report's phases (``report.by_phase()``) say
-    what each costs.
+    what each costs. With ``repeat``, ``warmup + repeat`` more steps run unprofiled on a real
+    device and the median wall time of the last ``repeat`` is ``seconds`` (CUDA
+    synchronised around each step).
 
     Raises:
         ModelError: the model cannot be built, or fails at these inputs.
@@ -205,19 +217,41 @@ def train_model(
         if optimizer == "sgd"
         else torch.optim.AdamW(parameters, lr=1e-3)
     )
+
+    def train_step() -> None:
+        _scalar_loss(net(*example.args, **example.kwargs)).backward()
+        step.step()
+        step.zero_grad()
+
     shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
     with shortcuts, Profiler(net) as profiler:
         try:
-            loss = _scalar_loss(net(*example.args, **example.kwargs))
-            loss.backward()
-            step.step()
+            train_step()
         except ModelError:
             raise
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
             reason = describe_failure(error, device)
             message = f"{model.name} failed a training step at input {described}: {reason}"
             raise ModelError(message, reason) from error
-    return ModelRun(profiler.report, sum(p.numel() for p in net.parameters()), described)
+    seconds = _median_seconds(train_step, device, repeat, warmup) if repeat else None
+    params = sum(p.numel() for p in net.parameters())
+    return ModelRun(profiler.report, params, described, seconds)
+
+
+def _median_seconds(run: Callable[[], None], device: str, repeat: int, warmup: int) -> float:
+    """The median wall time of ``repeat`` calls of ``run`` after ``warmup`` more."""
+    cuda = torch.device(device).type == "cuda"
+    times = []
+    for index in range(warmup + repeat):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 @dataclass(frozen=True)
@@ -276,7 +310,7 @@ def summarize(
     counts: tuple[int | float | None, ...] = (None,) * 6
     error = None
     try:
-        report, params, described = profile_model(model, inputs, device, coverage=coverage)
+        report, params, described, _ = profile_model(model, inputs, device, coverage=coverage)
         conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
         measured = report.coverage.share if report.coverage else None
         conv_ops = report.ops_of("Conv2d")
