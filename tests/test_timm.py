@@ -128,4 +128,3 @@ def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert [line.split() for line in lines[2:]] == [
         ["timm:convnext_tiny", "classification"], ["timm:convnext_tiny_hnf", "classification"]
     ]  # fmt: skip
-

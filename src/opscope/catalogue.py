@@ -1,6 +1,7 @@
-"""The names opscope knows: torchvision's models, timm's (``timm:convnext_tiny``) and users'
-factories, found without importing torch or those libraries, so that the command line
-answers ``--help``, ``list`` and an unknown name at once.
+"""The names opscope knows: torchvision's models, timm's (``timm:convnext_tiny``), Hugging Face
+transformers' model types (``hf:bert``) and users' factories, found without importing torch
+or those libraries, so that the command line answers ``--help``, ``list`` and an unknown name
+at once.
 
 Each library's names are read from its source files, never imported, and equal its own list
 (tests check each):
@@ -10,9 +11,12 @@ Each library's names are read from its source files, never imported, and equal i
 * timm registers each architecture with a bare ``@register_model`` line above its ``def``,
   found with a regular expression (parsing timm's hundred files with :mod:`ast` takes
   seconds, the expression a tenth of one): the same names as ``timm.list_models()``.
+* transformers' ``AutoModel`` builds the model types of ``MODEL_MAPPING_NAMES``, a literal in
+  ``transformers/models/auto/modeling_auto.py``, read with :mod:`ast`; the other mappings of
+  that file (masked LM, image classification, speech, ...) say each type's task.
 
-timm is an optional extra: naming one of its models without it installed raises
-:class:`MissingExtra`, which says what to install.
+timm and transformers are optional extras: naming one of their models without it installed
+raises :class:`MissingExtra`, which says what to install.
 """
 
 from __future__ import annotations
@@ -34,14 +38,29 @@ being the package itself)."""
 CUSTOM = "custom"
 """The task, and the source, of a user's own factory."""
 TORCHVISION = "torchvision"
-SOURCES = (TORCHVISION, "timm")
+SOURCES = (TORCHVISION, "timm", "hf")
 """Where named models come from; a name other than torchvision's carries its source as a
-prefix: ``timm:resnet50``."""
-EXTRAS = {"timm": ("timm", "timm")}
+prefix: ``timm:resnet50``, ``hf:bert``."""
+EXTRAS = {"timm": ("timm", "timm"), "hf": ("transformers", "hf")}
 """Each optional source's package, and the opscope extra that installs it."""
 TIMM_TASK = "classification"
 """The task of every timm model: an image classifier (the head timm builds by default)."""
-LISTED_TASKS = TASKS
+HF_TASKS = {
+    "audio": ("CTC", "AUDIO_CLASSIFICATION", "SPEECH_SEQ_2_SEQ", "AUDIO_XVECTOR",
+              "AUDIO_FRAME_CLASSIFICATION"),
+    "multimodal": ("IMAGE_TEXT_TO_TEXT", "ZERO_SHOT_IMAGE_CLASSIFICATION",
+                   "VISUAL_QUESTION_ANSWERING", "DOCUMENT_QUESTION_ANSWERING",
+                   "ZERO_SHOT_OBJECT_DETECTION"),
+    "vision": ("IMAGE", "IMAGE_CLASSIFICATION", "OBJECT_DETECTION", "SEMANTIC_SEGMENTATION",
+               "UNIVERSAL_SEGMENTATION", "DEPTH_ESTIMATION", "VIDEO_CLASSIFICATION", "BACKBONE"),
+    "seq2seq": ("SEQ_TO_SEQ_CAUSAL_LM",),
+    "text": ("CAUSAL_LM", "MASKED_LM", "SEQUENCE_CLASSIFICATION", "TOKEN_CLASSIFICATION",
+             "QUESTION_ANSWERING", "TEXT_ENCODING", "PRETRAINING"),
+}  # fmt: skip
+"""A transformers model type's task, by the first ``MODEL_FOR_<KIND>_MAPPING_NAMES`` of
+``modeling_auto.py`` that holds it (in this order); a type in none of them is ``other``."""
+HF_OTHER = "other"
+LISTED_TASKS = (*TASKS, *HF_TASKS, HF_OTHER)
 """Every task ``opscope list --task`` can filter by, over all sources."""
 _GLOB_CHARACTERS = "*?["
 # timm's registrations: '@register_model' alone on its line, other decorators, then the def.
@@ -62,10 +81,11 @@ class ZooModel:
     """A model opscope can build by name.
 
     Attributes:
-        name: the torchvision name (``"resnet50"``), a timm name with its source
-            (``"timm:resnet50"``), or ``"package.module:callable"``.
-        task: one of :data:`TASKS` (timm's models: ``classification``), or :data:`CUSTOM`
-            for a user's factory.
+        name: the torchvision name (``"resnet50"``), a timm or transformers name with its
+            source (``"timm:resnet50"``, ``"hf:bert"``), or ``"package.module:callable"``.
+        task: one of :data:`TASKS` (timm's models: ``classification``), a transformers
+            model type's task (:data:`HF_TASKS`, or ``other``), or :data:`CUSTOM` for a
+            user's factory.
     """
 
     name: str
@@ -96,7 +116,7 @@ def split_source(name: str) -> tuple[str, str]:
 
 
 def source_of(name: str) -> str:
-    """The source of a model name: :data:`TORCHVISION`, ``timm`` or :data:`CUSTOM`."""
+    """The source of a model name: :data:`TORCHVISION`, ``timm``, ``hf`` or :data:`CUSTOM`."""
     return split_source(name)[0]
 
 
@@ -151,7 +171,7 @@ def require(source: str) -> Path:
 
 def library(source: str) -> str:
     """The package ``source``'s models come from, and its installed version if it has one:
-    ``torchvision 0.29.1``, ``timm 1.0.31``."""
+    ``torchvision 0.29.1``, ``transformers 5.24.0``."""
     package = TORCHVISION if source == TORCHVISION else EXTRAS[source][0]
     try:
         return f"{package} {importlib.metadata.version(package)}"
@@ -166,11 +186,13 @@ def catalogue(source: str = TORCHVISION) -> dict[str, str]:
     Empty without torchvision, for torchvision.
 
     Raises:
-        MissingExtra: ``timm`` without its library.
+        MissingExtra: ``timm`` or ``hf`` without its library.
         ValueError: an unknown source.
     """
     if source == "timm":
         return _timm_catalogue(require(source))
+    if source == "hf":
+        return _hf_catalogue(require(source))
     if source != TORCHVISION:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
     folder = _package_folder(TORCHVISION)
@@ -196,6 +218,35 @@ def _timm_catalogue(package: Path) -> dict[str, str]:
     return dict.fromkeys(sorted(names), TIMM_TASK)
 
 
+def _literal_mappings(path: Path) -> dict[str, dict[str, object]]:
+    """The ``NAME = OrderedDict([...])`` literals of a transformers auto-mapping file."""
+    found: dict[str, dict[str, object]] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        target = node.targets[0]
+        if len(node.targets) != 1 or not isinstance(target, ast.Name) or not node.value.args:
+            continue
+        try:
+            found[target.id] = dict(ast.literal_eval(node.value.args[0]))
+        except (ValueError, TypeError):  # built from other mappings: not a literal
+            continue
+    return found
+
+
+def _hf_catalogue(package: Path) -> dict[str, str]:
+    """The model types ``AutoModel.from_config`` builds, and each one's task."""
+    mappings = _literal_mappings(package / "models" / "auto" / "modeling_auto.py")
+
+    def task(model_type: str) -> str:
+        for name, kinds in HF_TASKS.items():
+            if any(model_type in mappings.get(f"MODEL_FOR_{k}_MAPPING_NAMES", {}) for k in kinds):
+                return name
+        return HF_OTHER
+
+    return {model_type: task(model_type) for model_type in sorted(mappings["MODEL_MAPPING_NAMES"])}
+
+
 def _is_glob(pattern: str) -> bool:
     return any(char in pattern for char in _GLOB_CHARACTERS)
 
@@ -209,7 +260,7 @@ def list_models(
     models' names carry it (``timm:resnet18``).
 
     Raises:
-        MissingExtra: ``timm`` without its library.
+        MissingExtra: ``timm`` or ``hf`` without its library.
 
     Example:
         >>> [m.name for m in list_models("resnet1*")]
@@ -233,8 +284,8 @@ def list_models(
 
 
 def is_factory_path(name: str) -> bool:
-    """``package.module:callable`` names a user's own model factory (``timm:`` names timm's
-    models)."""
+    """``package.module:callable`` names a user's own model factory (``timm:`` and ``hf:``
+    name models of those libraries)."""
     return source_of(name) == CUSTOM
 
 
@@ -257,7 +308,7 @@ def resolve(patterns: Sequence[str]) -> list[ZooModel]:
     Raises:
         ZooError: a name that is not known, with the closest known names; a glob that
             matches nothing; a malformed factory path.
-        MissingExtra: a ``timm:`` name without timm.
+        MissingExtra: a ``timm:`` or ``hf:`` name without that library.
     """
     resolved: dict[str, ZooModel] = {}
     for pattern in patterns:

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="the per-layer table of one model")
     profile.add_argument(
         "model",
-        help="torchvision model name, timm:NAME, or package.module:callable",
+        help="torchvision model name, timm:NAME, hf:MODEL_TYPE, or package.module:callable",
     )
     add_common(profile)
     profile.add_argument("--sort", choices=SORT_ORDERS, help="row order: order (default), ops")
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         nargs="*",
         metavar="MODEL",
-        help="names, globs ('resnet*', 'timm:resnet*') or package.module:callable",
+        help="names, globs ('resnet*', 'timm:resnet*'), hf:MODEL_TYPE or package.module:callable",
     )
     comparison.add_argument(
         "--all", action="store_true", help="every torchvision classification model"
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         default=catalogue.TORCHVISION,
         choices=catalogue.SOURCES,
-        help="whose models: torchvision (default), timm (timm:NAME)",
+        help="whose models: torchvision (default), timm (timm:NAME), hf (hf:MODEL_TYPE)",
     )
     return parser  # fmt: skip
 

@@ -58,6 +58,12 @@ def describe_failure(error: BaseException, device: str) -> str:
         operator = re.search(r"for (torch\.[\w.]+\(\))", message)
         what = operator.group(1) if operator else "an operator"
         return f"{what} needs tensor values, which the meta device has not: try --device cpu"
+    reading = re.search(r"([\w.]+\(\)) cannot be called on meta tensors", message)
+    if device == "meta" and reading:  # a model that reads a value: mask.all(), x.item()
+        return (
+            f"the model reads tensor values ({reading.group(1)}), which the meta device has "
+            "not: try --device cpu"
+        )
     return message
 
 
@@ -84,14 +90,15 @@ def prepare(
 ) -> tuple[torch.nn.Module, zoo.Example, str]:
     """Build ``model`` and its forward's arguments: ``inputs`` when given, else its factory's
     example, else its default inputs (:func:`opscope.zoo.default_inputs`); and their
-    description. The model is built for the first positional input's size.
+    description. The model is built for the first positional input's size, or else the
+    first keyword input's (a transformers model's ``pixel_values``).
 
     Raises:
         ModelError: the model cannot be built.
     """
     specs = _specs(inputs)
     positional = [spec.shape for spec in specs or () if spec.name is None]
-    hint = positional[0] if positional else None
+    hint = positional[0] if positional else specs[0].shape if specs else None
     try:
         net, given = zoo.instantiate(model, device, hint)
     except zoo.ZooError:

@@ -1,5 +1,5 @@
-"""The model zoo: torchvision's models by name, timm's (through :mod:`opscope.libraries`),
-or a user's own factory, built cheaply and without weights.
+"""The model zoo: torchvision's models by name, timm's and transformers' (through
+:mod:`opscope.libraries`), or a user's own factory, built cheaply and without weights.
 
 Counting needs shapes only, so models are built on the ``meta`` device by default (see
 :mod:`opscope.meta`): no weight initialisation and no memory.
@@ -23,7 +23,7 @@ from opscope.catalogue import CUSTOM, TORCHVISION, ZooError, ZooModel
 from opscope.inputs import InputSpec
 from opscope.meta import build_on_meta
 
-LIBRARY_SOURCES = ("timm",)
+LIBRARY_SOURCES = ("timm", "hf")
 """The sources built by :mod:`opscope.libraries`: no published figures, their own inputs."""
 
 DEFAULT_INPUTS: dict[str, tuple[int, ...]] = {
@@ -101,9 +101,13 @@ def published_metrics(model: ZooModel) -> PublishedMetrics:
 
 def default_inputs(model: ZooModel) -> list[InputSpec]:
     """What ``model`` runs on when no input is given: a timm model one image at its
-    pretrained configuration's size, any other the one input of :func:`default_input`."""
+    pretrained configuration's size, a transformers model the inputs its forward takes
+    (:func:`opscope.libraries.hf_inputs`), any other the one input of :func:`default_input`.
+    """
     if model.source == "timm":
         return [InputSpec(libraries.timm_input(model.architecture))]
+    if model.source == "hf":
+        return libraries.hf_inputs(model.architecture)
     return [InputSpec(default_input(model))]
 
 
@@ -118,8 +122,10 @@ def default_input(model: ZooModel) -> tuple[int, ...]:
 
 
 def published_inputs(model: ZooModel) -> list[InputSpec]:
-    """What ``model`` runs on with ``--published-size``: one input of
-    :func:`published_input`."""
+    """What ``model`` runs on with ``--published-size``: :func:`published_input` for an image
+    model, a transformers model's default inputs (they have no published size)."""
+    if model.source == "hf":
+        return default_inputs(model)
     return [InputSpec(published_input(model))]
 
 
@@ -147,6 +153,8 @@ def _factory(
 ) -> Callable[[], nn.Module]:
     if model.source == "timm":
         return libraries.timm_factory(model.architecture, input_shape)
+    if model.source == "hf":
+        return libraries.hf_factory(model.architecture, input_shape)
     if model.source == TORCHVISION:
         builder = torchvision.models.get_model_builder(model.name)
         # No download, ever: detection and segmentation builders fetch backbone weights
@@ -207,19 +215,19 @@ def instantiate(
     device: str | torch.device = "meta",
     input_shape: Sequence[int] | None = None,
 ) -> tuple[nn.Module, Example | None]:
-    """Build ``model`` with ``weights=None`` (timm: ``pretrained=False``) on ``device``, in
-    eval mode, and the example input its factory gave, if any (a user's factory may return
-    ``(model, example_inputs)``: a tensor, a tuple of arguments or a dict of keyword
-    arguments).
+    """Build ``model`` with ``weights=None`` (timm: ``pretrained=False``; transformers: its
+    default configuration) on ``device``, in eval mode, and the example input its factory
+    gave, if any (a user's factory may return ``(model, example_inputs)``: a tensor, a tuple
+    of arguments or a dict of keyword arguments).
 
-    An architecture built for one image size (the vision transformers, MaxViT, timm's
-    fixed-size models) is built for the height and width of ``input_shape`` when given, as
-    torchvision does for weights published at another size. On ``meta`` nothing is
-    initialised or allocated (:func:`opscope.meta.build_on_meta`).
+    An architecture built for one image size (the vision transformers, MaxViT, timm's and
+    transformers' fixed-size models) is built for the height and width of ``input_shape``
+    when given, as torchvision does for weights published at another size. On ``meta``
+    nothing is initialised or allocated (:func:`opscope.meta.build_on_meta`).
 
     Raises:
         ZooError: the factory cannot be imported, or does not return a ``torch.nn.Module``.
-        MissingExtra: a timm model without timm.
+        MissingExtra: a timm or transformers model without that library.
     """
     image_size = (
         (input_shape[-2], input_shape[-1]) if input_shape and len(input_shape) > 1 else None
@@ -260,6 +268,8 @@ def _tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
         return torch.empty(spec.shape, dtype=dtype, device=device)
     if dtype.is_floating_point:
         return torch.randn(spec.shape, dtype=dtype, device=device)
+    if spec.name is not None and spec.name.endswith("mask"):  # attention_mask: nothing masked
+        return torch.ones(spec.shape, dtype=dtype, device=device)
     return torch.zeros(spec.shape, dtype=dtype, device=device)  # a valid token id
 
 
