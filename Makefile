@@ -29,13 +29,13 @@ bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev,plot,pandas,bench]'
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev,plot,pandas,timm,hf,bench]'
 	touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev,plot,pandas]'
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev,plot,pandas,timm,hf]'
 	touch $(STAMP)
 
 clean:

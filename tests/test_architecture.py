@@ -27,6 +27,7 @@ LAYERS = (
     "opscope.distributed",
     "opscope.profiler",
     "opscope.meta",
+    "opscope.libraries",
     "opscope.zoo",
     "opscope.compare",
     "opscope.tables",

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -169,11 +170,17 @@ def test_meta_equals_cpu_through_the_cli(capsys) -> None:
 def test_list(capsys) -> None:
     code, out, _ = run(capsys, "list", "efficientnet_b?")
     assert code == 0
-    assert [line.split() for line in out.strip().splitlines()[1:]] == [
+    lines = out.strip().splitlines()
+    assert lines[0] == f"8 models from torchvision {version('torchvision')}"  # the default source
+    assert [line.split() for line in lines[2:]] == [
         [f"efficientnet_b{i}", "classification"] for i in range(8)
     ]
     code, out, _ = run(capsys, "list", "--task", "video")
     assert "r3d_18" in out and "resnet18" not in out
+    code, _, err = run(capsys, "list", "resnet", "--task", "video")
+    assert (code, err) == (2, "opscope: error: no torchvision model matching 'resnet' has the task 'video'\n")
+    code, _, err = run(capsys, "list", "--source", "keras")
+    assert code == 2 and "invalid choice: 'keras'" in err
 
 
 def test_user_factory(capsys, tmp_path: Path, monkeypatch) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from opscope import catalogue
 from opscope.choices import COMPARE_SORTS, FORMATS, SORT_ORDERS, plot_format
+from opscope.format import plural
 from opscope.inputs import InputSpec, parse_input
 from opscope.version import __version__
 
@@ -153,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     profile = commands.add_parser("profile", help="the per-layer table of one model")
-    profile.add_argument("model", help="torchvision model name, or package.module:callable")
+    profile.add_argument(
+        "model",
+        help="torchvision model name, timm:NAME, hf:MODEL_TYPE, or package.module:callable",
+    )
     add_common(profile)
     profile.add_argument("--sort", choices=SORT_ORDERS, help="row order: order (default), ops")
     profile.add_argument(
@@ -208,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         nargs="*",
         metavar="MODEL",
-        help="names, globs ('resnet*') or package.module:callable",
+        help="names, globs ('resnet*', 'timm:resnet*'), hf:MODEL_TYPE or package.module:callable",
     )
     comparison.add_argument(
         "--all", action="store_true", help="every torchvision classification model"
@@ -220,7 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "pattern", nargs="?", help="part of a name ('resnet') or a glob ('efficientnet_b?')"
     )
-    listing.add_argument("--task", choices=catalogue.TASKS)
+    listing.add_argument("--task", choices=catalogue.LISTED_TASKS)
+    listing.add_argument(
+        "--source",
+        default=catalogue.TORCHVISION,
+        choices=catalogue.SOURCES,
+        help="whose models: torchvision (default), timm (timm:NAME), hf (hf:MODEL_TYPE)",
+    )
     return parser  # fmt: skip
 
 
@@ -297,13 +307,20 @@ def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    models = catalogue.list_models(args.pattern, args.task)
+    models = catalogue.list_models(args.pattern, args.task, args.source)
+    if not models and args.task:
+        matching = f"matching {args.pattern!r} " if args.pattern else ""
+        raise CliError(f"no {args.source} model {matching}has the task {args.task!r}", 2)
     if not models:
-        raise CliError(catalogue.unknown_message(args.pattern or ""), 2)
+        raise CliError(catalogue.unknown_message(catalogue.qualified(args.source, args.pattern)), 2)
+    console = Console()
+    console.print(
+        f"{plural(len(models), 'model')} from {catalogue.library(args.source)}", highlight=False
+    )
     table = Table("Model", "Task", box=None, show_edge=False, pad_edge=False)
     for model in models:
         table.add_row(model.name, model.task)
-    Console().print(table)
+    console.print(table)
     return 0
 
 
@@ -321,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from opscope import commands  # loads torch: only once the arguments are known good
 
         return commands.run(args, models)
+    except catalogue.MissingExtra as error:  # the name may be right: install, and it works
+        return _fail(str(error), 1)
     except catalogue.ZooError as error:
         return _fail(str(error), 2)
     except CliError as error:

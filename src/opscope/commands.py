@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, models: list[ZooModel]) -> int:
 
 
 def _inputs(args: argparse.Namespace, model: ZooModel) -> Any:
-    return zoo.published_input(model) if args.published_size else args.input
+    return zoo.published_inputs(model) if args.published_size else args.input
 
 
 def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:

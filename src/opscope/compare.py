@@ -18,7 +18,6 @@ from torch.nn.parameter import is_lazy
 
 from opscope import zoo
 from opscope.choices import COMPARE_SORTS, CompareSort
-from opscope.format import format_shape
 from opscope.inputs import InputSpec, describe_inputs
 from opscope.meta import MetaShortcuts
 from opscope.profiler import Profiler
@@ -63,6 +62,12 @@ def describe_failure(error: BaseException, device: str) -> str:
         operator = re.search(r"for (torch\.[\w.]+\(\))", message)
         what = operator.group(1) if operator else "an operator"
         return f"{what} needs tensor values, which the meta device has not: try --device cpu"
+    reading = re.search(r"([\w.]+\(\)) cannot be called on meta tensors", message)
+    if device == "meta" and reading:  # a model that reads a value: mask.all(), x.item()
+        return (
+            f"the model reads tensor values ({reading.group(1)}), which the meta device has "
+            "not: try --device cpu"
+        )
     return message
 
 
@@ -88,14 +93,16 @@ def prepare(
     model: zoo.ZooModel, inputs: Inputs, device: str
 ) -> tuple[torch.nn.Module, zoo.Example, str]:
     """Build ``model`` and its forward's arguments: ``inputs`` when given, else its factory's
-    example, else the task's default input; and their description.
+    example, else its default inputs (:func:`opscope.zoo.default_inputs`); and their
+    description. The model is built for the first positional input's size, or else the
+    first keyword input's (a transformers model's ``pixel_values``).
 
     Raises:
         ModelError: the model cannot be built.
     """
     specs = _specs(inputs)
     positional = [spec.shape for spec in specs or () if spec.name is None]
-    hint = positional[0] if positional else None
+    hint = positional[0] if positional else specs[0].shape if specs else None
     try:
         net, given = zoo.instantiate(model, device, hint)
     except zoo.ZooError:
@@ -107,7 +114,7 @@ def prepare(
         ) from error
     if specs is None and given is not None:
         return net, given, _described(given)
-    specs = specs or [InputSpec(zoo.default_input(model))]
+    specs = specs or zoo.default_inputs(model)
     return net, zoo.example_input(model, specs, device), describe_inputs(specs)
 
 
@@ -305,11 +312,13 @@ def summarize(
 ) -> ModelSummary:
     """Profile ``model`` into one comparison row; a failure becomes the row's ``error``."""
     specs = _specs(inputs)
-    shape = specs[0].shape if specs else zoo.default_input(model)
-    described = describe_inputs(specs) if specs else format_shape(shape)
+    shape: tuple[int, ...] = ()
+    described = ""
     counts: tuple[int | float | None, ...] = (None,) * 6
     error = None
     try:
+        specs = specs or zoo.default_inputs(model)
+        shape, described = specs[0].shape, describe_inputs(specs)
         report, params, described, _ = profile_model(model, inputs, device, coverage=coverage)
         conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
         measured = report.coverage.share if report.coverage else None
@@ -349,7 +358,8 @@ def compare(
     ``on_done`` is called as each model finishes (for a progress bar). An interrupt stops the
     workers at once.
     """
-    chosen = [zoo.published_input(model) if published_size else inputs for model in models]
+    zoo.preload(models)
+    chosen = [zoo.published_inputs(model) if published_size else inputs for model in models]
     tasks = [(model, shape, device, coverage) for model, shape in zip(models, chosen)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
     pool = None

@@ -1,4 +1,5 @@
-"""The model zoo: torchvision's models by name, or a user's own factory, built cheaply.
+"""The model zoo: torchvision's models by name, timm's and transformers' (through
+:mod:`opscope.libraries`), or a user's own factory, built cheaply and without weights.
 
 Counting needs shapes only, so models are built on the ``meta`` device by default (see
 :mod:`opscope.meta`): no weight initialisation and no memory.
@@ -17,9 +18,13 @@ import torch
 import torchvision
 from torch import nn
 
-from opscope.catalogue import CUSTOM, ZooError, ZooModel
+from opscope import libraries
+from opscope.catalogue import CUSTOM, TORCHVISION, ZooError, ZooModel
 from opscope.inputs import InputSpec
 from opscope.meta import build_on_meta
+
+LIBRARY_SOURCES = ("timm", "hf")
+"""The sources built by :mod:`opscope.libraries`: no published figures, their own inputs."""
 
 DEFAULT_INPUTS: dict[str, tuple[int, ...]] = {
     "classification": (1, 3, 224, 224),
@@ -72,8 +77,9 @@ class PublishedMetrics:
 
 
 def published_metrics(model: ZooModel) -> PublishedMetrics:
-    """torchvision's published quality figure and GFLOPS of ``model``'s default weights."""
-    if model.task == CUSTOM:
+    """torchvision's published quality figure and GFLOPS of ``model``'s default weights
+    (nothing for other sources, whose figures opscope does not ship)."""
+    if model.source != TORCHVISION:
         return PublishedMetrics()
     try:
         weights = torchvision.models.get_model_weights(model.name).DEFAULT
@@ -93,16 +99,42 @@ def published_metrics(model: ZooModel) -> PublishedMetrics:
     return PublishedMetrics(*found, gflops=meta.get("_ops"), size=size)
 
 
+def default_inputs(model: ZooModel) -> list[InputSpec]:
+    """What ``model`` runs on when no input is given: a timm model one image at its
+    pretrained configuration's size, a transformers model the inputs its forward takes
+    (:func:`opscope.libraries.hf_inputs`), any other the one input of :func:`default_input`.
+    """
+    if model.source == "timm":
+        return [InputSpec(libraries.timm_input(model.architecture))]
+    if model.source == "hf":
+        return libraries.hf_inputs(model.architecture)
+    return [InputSpec(default_input(model))]
+
+
 def default_input(model: ZooModel) -> tuple[int, ...]:
-    """The task's default input; a video model's frames get its weights' size."""
+    """The shape of the model's first default input: its task's default input (a video
+    model's frames at its weights' size), or the first of :func:`default_inputs`."""
+    if model.source in LIBRARY_SOURCES:
+        return default_inputs(model)[0].shape
     shape = DEFAULT_INPUTS[model.task]
     size = published_metrics(model).size if model.task == "video" else None
     return (*shape[:-2], size, size) if size else shape
 
 
+def published_inputs(model: ZooModel) -> list[InputSpec]:
+    """What ``model`` runs on with ``--published-size``: :func:`published_input` for an image
+    model, a transformers model's default inputs (they have no published size)."""
+    if model.source == "hf":
+        return default_inputs(model)
+    return [InputSpec(published_input(model))]
+
+
 def published_input(model: ZooModel) -> tuple[int, ...]:
     """The input its published figures were measured at: the task's default input with the
-    weights' size as height and width (the default when torchvision does not say)."""
+    weights' size as height and width (the default when torchvision does not say; a timm
+    model's pretrained configuration gives its own)."""
+    if model.source in LIBRARY_SOURCES:
+        return default_input(model)
     shape = DEFAULT_INPUTS[model.task]
     size = published_metrics(model).size
     return (*shape[:-2], size, size) if size else default_input(model)
@@ -116,8 +148,14 @@ _SIZED_BUILDERS = {
 }
 
 
-def _factory(model: ZooModel, image_size: tuple[int, int] | None) -> Callable[[], nn.Module]:
-    if model.task != "custom":
+def _factory(
+    model: ZooModel, image_size: tuple[int, int] | None, input_shape: Sequence[int] | None
+) -> Callable[[], nn.Module]:
+    if model.source == "timm":
+        return libraries.timm_factory(model.architecture, input_shape)
+    if model.source == "hf":
+        return libraries.hf_factory(model.architecture, input_shape)
+    if model.source == TORCHVISION:
         builder = torchvision.models.get_model_builder(model.name)
         # No download, ever: detection and segmentation builders fetch backbone weights
         # unless told not to.
@@ -177,22 +215,24 @@ def instantiate(
     device: str | torch.device = "meta",
     input_shape: Sequence[int] | None = None,
 ) -> tuple[nn.Module, Example | None]:
-    """Build ``model`` with ``weights=None`` on ``device``, in eval mode, and the example
-    input its factory gave, if any (a user's factory may return ``(model, example_inputs)``:
-    a tensor, a tuple of arguments or a dict of keyword arguments).
+    """Build ``model`` with ``weights=None`` (timm: ``pretrained=False``; transformers: its
+    default configuration) on ``device``, in eval mode, and the example input its factory
+    gave, if any (a user's factory may return ``(model, example_inputs)``: a tensor, a tuple
+    of arguments or a dict of keyword arguments).
 
-    An architecture built for one image size (the vision transformers, MaxViT) is built for
-    the height and width of ``input_shape`` when given, as torchvision does for weights
-    published at another size. On ``meta`` nothing is initialised or allocated
-    (:func:`opscope.meta.build_on_meta`).
+    An architecture built for one image size (the vision transformers, MaxViT, timm's and
+    transformers' fixed-size models) is built for the height and width of ``input_shape``
+    when given, as torchvision does for weights published at another size. On ``meta``
+    nothing is initialised or allocated (:func:`opscope.meta.build_on_meta`).
 
     Raises:
         ZooError: the factory cannot be imported, or does not return a ``torch.nn.Module``.
+        MissingExtra: a timm or transformers model without that library.
     """
     image_size = (
         (input_shape[-2], input_shape[-1]) if input_shape and len(input_shape) > 1 else None
     )
-    factory = _factory(model, image_size)
+    factory = _factory(model, image_size, input_shape)
     with warnings.catch_warnings():
         # torchvision warns about its default initialisation, which weights=None does not use
         warnings.filterwarnings("ignore", "The default weight initialization", FutureWarning)
@@ -228,7 +268,9 @@ def _tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
         return torch.empty(spec.shape, dtype=dtype, device=device)
     if dtype.is_floating_point:
         return torch.randn(spec.shape, dtype=dtype, device=device)
-    return torch.zeros(spec.shape, dtype=dtype, device=device)  # a valid token id, a false mask
+    if spec.name is not None and spec.name.endswith("mask"):  # attention_mask: nothing masked
+        return torch.ones(spec.shape, dtype=dtype, device=device)
+    return torch.zeros(spec.shape, dtype=dtype, device=device)  # a valid token id
 
 
 def example_input(
@@ -250,3 +292,14 @@ def example_input(
         if model.task == "optical_flow":
             return Example((args[0], args[0]), {})
     return Example(args, kwargs)
+
+
+def preload(models: Sequence[ZooModel]) -> None:
+    """Import the libraries ``models`` come from, once, before worker processes fork from
+    this one (each would import them again otherwise).
+
+    Raises:
+        MissingExtra: a library is not installed.
+    """
+    for source in sorted({model.source for model in models} & set(LIBRARY_SOURCES)):
+        libraries.load(source)
