@@ -55,7 +55,7 @@ def test_names_resolve_with_their_source() -> None:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_macs_are_flop_counter_modes_and_every_op_is_counted(name: str) -> None:
     model = zoo.ZooModel(f"timm:{name}", "classification")
-    report, params, _ = profile_model(model)
+    report, params, *_ = profile_model(model)
     net, example, _ = prepare(model, None, "meta")
     with torch.no_grad(), FlopCounterMode(display=False) as flops:  # alone, on the same model
         net(*example.args)
