@@ -65,6 +65,14 @@ class Counted:
         self.tally.ops += 1
         return self.value < self._lift(other)
 
+    def __ge__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value >= self._lift(other)
+
+    def __le__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value <= self._lift(other)
+
     def __neg__(self) -> Counted:  # a sign flip: free
         return Counted(-self.value, self.tally)
 
@@ -89,6 +97,24 @@ def evaluate(
         result = definition(*(Counted(float(s), tally) for s in scalars))
         values.append(result.value if isinstance(result, Counted) else float(result))
     return torch.tensor(values).reshape(shape), tally.ops
+
+
+def evaluate_costliest(
+    definition: Callable[..., Counted | float], operands: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """``definition`` evaluated at every element of the operands' broadcast shape, each
+    element with its own tally: the result (float64), and the costliest element's count times
+    the number of elements, what a piecewise definition is charged whatever the values."""
+    shape = torch.broadcast_shapes(*(operand.shape for operand in operands))
+    expanded = [operand.expand(shape).reshape(-1).tolist() for operand in operands]
+    values, costs = [], [0]
+    for scalars in zip(*expanded):
+        tally = Tally()
+        result = definition(*(Counted(float(s), tally) for s in scalars))
+        values.append(result.value if isinstance(result, Counted) else float(result))
+        costs.append(tally.ops)
+    result = torch.tensor(values, dtype=torch.float64).reshape(shape)
+    return result, max(costs) * math.prod(shape)
 
 
 def exp(x: Counted) -> Counted:
@@ -165,3 +191,15 @@ def norm(values: list[Counted], order: float) -> Counted:
     return total([m.apply(lambda v: v**order) for m in magnitudes]).apply(
         lambda v: v ** (1 / order)
     )
+
+
+def tanh(x: Counted) -> Counted:
+    return x.apply(math.tanh)
+
+
+def erf(x: Counted) -> Counted:
+    return x.apply(math.erf)
+
+
+def log1p(x: Counted) -> Counted:
+    return x.apply(math.log1p)
