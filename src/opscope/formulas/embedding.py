@@ -177,3 +177,19 @@ def count_embedding_bag_op(call: OpCall) -> int:
         dim,
         weighted=call.tensor(6, "per_sample_weights") is not None,
     )
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+
+@register_op(*aten_ops("embedding_dense_backward"), family="embedding")
+def count_embedding_dense_backward(call: OpCall) -> int:
+    """``embedding_dense_backward(grad_output, indices, num_weights, padding_idx,
+    scale_grad_by_freq)``: the gradient of each of the ``n = numel(indices)`` lookups, a row of
+    ``D`` values, added into the weight's gradient at its row (``n * D`` additions, the first
+    into the zeroed gradient included: which rows repeat is data), each row first scaled by
+    ``1 / frequency`` with ``scale_grad_by_freq`` (``n * D`` multiplications). Lookups of
+    ``padding_idx``, which torch skips, are counted like the others (an upper bound, as for the
+    forward's renormalisation)."""
+    looked_up = math.prod(call.args[0].shape)
+    return looked_up * (1 + int(bool(call.arg(4, "scale_grad_by_freq", False))))
