@@ -202,3 +202,23 @@ def test_lp_pool_backward_is_counted_through_its_parts() -> None:
     assert not backward.uncounted
     assert backward.by_op["aten.avg_pool2d_backward.default"] == 8 + 32  # 8 outputs, windows of 4
     assert math.prod(x.shape) == 32
+
+
+@pytest.mark.parametrize(
+    "module, added",
+    [
+        (nn.ReflectionPad2d(1), 2 * 6 * 6),  # every output gradient added into its source
+        (nn.ReplicationPad1d(2), 2 * 4 * 8),
+        (nn.ConstantPad2d(1, 0.5), 0),  # a slice of the gradient
+        (nn.ZeroPad2d((1, 0, 2, 0)), 0),
+    ],
+)
+def test_padding_backward(module: nn.Module, added: int) -> None:
+    x = (
+        torch.randn(2, 4, 4, requires_grad=True)
+        if isinstance(module, nn.ReplicationPad1d)
+        else (torch.randn(1, 2, 4, 4, requires_grad=True))
+    )
+    backward = count_step(module, x)["backward"]
+    assert not backward.uncounted
+    assert backward.ops == added
