@@ -117,20 +117,14 @@ def evaluate_costliest(
     return result, max(costs) * math.prod(shape)
 
 
-def exp(x: Counted) -> Counted:
-    return x.apply(math.exp)
+def elementary(function: Callable[[float], float]) -> Callable[[Counted], Counted]:
+    """``function`` as one counted evaluation."""
+    return lambda x: x.apply(function)
 
 
-def log(x: Counted) -> Counted:
-    return x.apply(math.log)
-
-
-def sqrt(x: Counted) -> Counted:
-    return x.apply(math.sqrt)
-
-
-def floor(x: Counted) -> Counted:
-    return x.apply(math.floor)
+exp, log, sqrt, floor, tanh, erf, log1p = map(
+    elementary, (math.exp, math.log, math.sqrt, math.floor, math.tanh, math.erf, math.log1p)
+)
 
 
 def maximum(a: Counted, b: Any) -> Counted:
@@ -191,15 +185,3 @@ def norm(values: list[Counted], order: float) -> Counted:
     return total([m.apply(lambda v: v**order) for m in magnitudes]).apply(
         lambda v: v ** (1 / order)
     )
-
-
-def tanh(x: Counted) -> Counted:
-    return x.apply(math.tanh)
-
-
-def erf(x: Counted) -> Counted:
-    return x.apply(math.erf)
-
-
-def log1p(x: Counted) -> Counted:
-    return x.apply(math.log1p)

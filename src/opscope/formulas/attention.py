@@ -101,15 +101,27 @@ def attention_ops(
         >>> attention_ops(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5, masks=1)
         546
     """
-    scores = query_len * key_len
     per_pair = (
-        query_len * head_dim
-        + matmul_ops(query_len, head_dim, key_len)
-        + masks * scores
+        scores_ops(query_len=query_len, key_len=key_len, head_dim=head_dim, masks=masks)
         + softmax_ops((query_len, key_len), -1)
         + matmul_ops(query_len, key_len, value_dim)
     )
     return batch * per_pair
+
+
+def scores_ops(*, query_len: int, key_len: int, head_dim: int, masks: int) -> int:
+    """The masked scores of one (batch, head) pair, as the forward and the backward (which
+    recomputes them) evaluate them: the query scaled (``L * E``), ``q k^T`` (``L * S * (2E -
+    1)``) and one addition per score per mask.
+
+    >>> scores_ops(query_len=3, key_len=4, head_dim=5, masks=1)
+    135
+    """
+    return (
+        query_len * head_dim
+        + matmul_ops(query_len, head_dim, key_len)
+        + masks * query_len * key_len
+    )
 
 
 def attention_macs(
@@ -367,9 +379,7 @@ def attention_backward_ops(
     """
     scores = query_len * key_len
     per_pair = (
-        query_len * head_dim
-        + matmul_ops(query_len, head_dim, key_len)
-        + masks * scores
+        scores_ops(query_len=query_len, key_len=key_len, head_dim=head_dim, masks=masks)
         + 2 * scores
         + matmul_ops(key_len, query_len, value_dim)
         + matmul_ops(query_len, value_dim, key_len)
