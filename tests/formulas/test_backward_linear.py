@@ -56,3 +56,31 @@ def test_product_backward_macs(batch: list[int], m: int, k: int, n: int, how: st
     backward = count_step(Product(), a, b)["backward"]
     assert not backward.uncounted
     assert 2 * backward.macs == flop_counter_phases(Product(), a, b)["backward"]
+
+
+def test_bilinear_backward_runs_trilinear_with_the_gradient() -> None:
+    """``nn.Bilinear(3, 5, 7)`` on ``N = 2``: its backward runs ``_trilinear`` once per
+    gradient, the gradient in place of that operand, each evaluated as torch's ``_trilinear``
+    does (per output feature ``o`` of the 7, then, where the feature is summed over, the 7
+    partial results added):
+
+    * ``x1``: ``g * W_o`` (30 products), summed with ``x2`` over ``in2`` (6 dot products of 5:
+      54), for every ``o``; the 7 partial ``(2, 3)`` results added: ``7 * 84 + 6 * 6``;
+    * ``W``: ``g * x1`` (6), then summed with ``x2`` over the batch (15 dot products of 2: 45),
+      for every ``o``: ``7 * 51``;
+    * ``x2``: ``x1`` with ``W_o`` over ``in1`` (10 dot products of 3: 50), times ``g`` (10),
+      for every ``o``; the 7 partial ``(2, 5)`` results added: ``7 * 60 + 6 * 10``;
+    * the bias: 7 sums of 2."""
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bilinear = nn.Bilinear(3, 5, 7)
+
+        def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+            return self.bilinear(x1, x2)
+
+    x1, x2 = torch.randn(2, 3, requires_grad=True), torch.randn(2, 5, requires_grad=True)
+    backward = count_step(Pair(), x1, x2)["backward"]
+    assert not backward.uncounted
+    assert backward.ops == (7 * 84 + 36) + 7 * 51 + (7 * 60 + 60) + 7
