@@ -222,3 +222,31 @@ def test_padding_backward(module: nn.Module, added: int) -> None:
     backward = count_step(module, x)["backward"]
     assert not backward.uncounted
     assert backward.ops == added
+
+
+@pytest.mark.parametrize(
+    "mode, weighted, expected",
+    [
+        # 6 lookups in 2 bags, D = 4
+        ("sum", False, 6 * 4),  # each lookup's bag gradient added at its row
+        ("sum", True, 6 * 4 * 2 + 6 * 7),  # times its weight; the weights' gradient: 6 dots of 4
+        ("mean", False, 6 * 4 * 2),  # divided by the bag's size first
+        ("max", False, 2 * 4),  # each bag's gradient at its maximal rows, per column
+    ],
+)
+def test_embedding_bag_backward(mode: str, weighted: bool, expected: int) -> None:
+    bag = nn.EmbeddingBag(10, 4, mode=mode)
+    offsets = torch.tensor([0, 2])
+    weights = torch.rand(6, requires_grad=True) if weighted else None
+
+    class Bags(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = bag
+
+        def forward(self, indices: torch.Tensor) -> torch.Tensor:
+            return self.bag(indices, offsets, per_sample_weights=weights)
+
+    backward = count_step(Bags(), torch.tensor([1, 2, 3, 4, 4, 1]))["backward"]
+    assert not backward.uncounted
+    assert backward.ops == expected
