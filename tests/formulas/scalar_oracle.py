@@ -65,6 +65,14 @@ class Counted:
         self.tally.ops += 1
         return self.value < self._lift(other)
 
+    def __ge__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value >= self._lift(other)
+
+    def __le__(self, other: Any) -> bool:
+        self.tally.ops += 1
+        return self.value <= self._lift(other)
+
     def __neg__(self) -> Counted:  # a sign flip: free
         return Counted(-self.value, self.tally)
 
@@ -91,20 +99,32 @@ def evaluate(
     return torch.tensor(values).reshape(shape), tally.ops
 
 
-def exp(x: Counted) -> Counted:
-    return x.apply(math.exp)
+def evaluate_costliest(
+    definition: Callable[..., Counted | float], operands: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """``definition`` evaluated at every element of the operands' broadcast shape, each
+    element with its own tally: the result (float64), and the costliest element's count times
+    the number of elements, what a piecewise definition is charged whatever the values."""
+    shape = torch.broadcast_shapes(*(operand.shape for operand in operands))
+    expanded = [operand.expand(shape).reshape(-1).tolist() for operand in operands]
+    values, costs = [], [0]
+    for scalars in zip(*expanded):
+        tally = Tally()
+        result = definition(*(Counted(float(s), tally) for s in scalars))
+        values.append(result.value if isinstance(result, Counted) else float(result))
+        costs.append(tally.ops)
+    result = torch.tensor(values, dtype=torch.float64).reshape(shape)
+    return result, max(costs) * math.prod(shape)
 
 
-def log(x: Counted) -> Counted:
-    return x.apply(math.log)
+def elementary(function: Callable[[float], float]) -> Callable[[Counted], Counted]:
+    """``function`` as one counted evaluation."""
+    return lambda x: x.apply(function)
 
 
-def sqrt(x: Counted) -> Counted:
-    return x.apply(math.sqrt)
-
-
-def floor(x: Counted) -> Counted:
-    return x.apply(math.floor)
+exp, log, sqrt, floor, tanh, erf, log1p = map(
+    elementary, (math.exp, math.log, math.sqrt, math.floor, math.tanh, math.erf, math.log1p)
+)
 
 
 def maximum(a: Counted, b: Any) -> Counted:

@@ -317,3 +317,141 @@ def count_softmax_op(call: OpCall) -> int:
 def count_log_softmax_op(call: OpCall) -> int:
     """``log_softmax(self, dim)`` / ``_log_softmax``: :func:`log_softmax_ops`."""
     return log_softmax_ops(call.input, call.arg(1, "dim"))
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+BACKWARD_OPS_PER_ELEMENT: Mapping[str, int] = MappingProxyType(
+    {
+        # g the incoming gradient, x the forward's input, y its output.
+        "threshold_backward": 1,  # ReLU, Threshold: g if x > threshold else 0: 1 comparison
+        "hardtanh_backward": 2,  # Hardtanh, ReLU6: g if min < x < max else 0: 2 comparisons
+        "hardshrink_backward": 2,  # 0 if -lambd <= x <= lambd else g: 2 comparisons
+        "softshrink_backward": 2,  # the same selection: 2 comparisons
+        "leaky_relu_backward": 2,  # g if x > 0 else g * negative_slope: 1 cmp + 1 mul
+        "sigmoid_backward": 3,  # g * (1 - y) * y: 1 sub + 2 mul
+        "tanh_backward": 3,  # g * (1 - y * y): 2 mul + 1 sub
+        # s = 1 / (1 + exp(-x)): exp, add, div; g * s * (1 + x * (1 - s)): 3 mul, sub, add
+        "silu_backward": 8,
+        # s as SiLU's (3), t = tanh(log1p(exp(x))) (3 functions);
+        # g * (t + x * s * (1 - t * t)): 4 mul, sub, add
+        "mish_backward": 12,
+        "hardsigmoid_backward": 3,  # g / 6 if -3 < x < 3 else 0: 2 cmp + 1 mul by 1/6
+        # 0 if x <= -3, g if x >= 3, g * (x / 3 + 1/2) between: 2 cmp + div, add, mul
+        "hardswish_backward": 5,
+        # z = exp(beta * x); g if beta * x > threshold else g * z / (z + 1): mul (shared by the
+        # test and exp), cmp, exp, mul, add, div
+        "softplus_backward": 6,
+        # b = exp(-|x|), saved by the forward: (m - s * b / (1 + b)) * g with m, s = 1, 1 or
+        # 0, -1 picked by x < 0: cmp, add, div, sub, mul (s only flips a sign)
+        "log_sigmoid_backward": 5,
+    }
+)
+"""Operations per element of each element-wise activation's backward operator, by ATen name:
+the derivative as the kernel evaluates it, times the incoming gradient (the reasons are in
+``docs/formulas/activation.md``, "Backward pass")."""
+
+for _name, _cost in BACKWARD_OPS_PER_ELEMENT.items():
+    register_op(*aten_ops(_name), family="activation")(per_element(_cost))
+
+GELU_BACKWARD_OPS_PER_ELEMENT: Mapping[str, int] = MappingProxyType(
+    {
+        # g * (cdf + x * pdf), cdf = 0.5 * (1 + erf(x / sqrt(2))): mul, erf, add, mul;
+        # pdf = exp(-x * x / 2) / sqrt(2 pi): mul, mul, exp, mul; then mul, add, mul
+        "none": 11,
+        # t = tanh(b * (x + k * x**3)): x**2, x**3 (one mul more), mul, add, mul, tanh;
+        # 0.5 * (1 + t): add, mul; 0.5 * x: mul; (1 - t * t): mul, sub;
+        # b * (1 + 3k * x**2): mul, add, mul; the two products: 2 mul; then add, mul by g
+        "tanh": 18,
+    }
+)
+"""Operations per element of ``gelu_backward``, by its ``approximate`` argument."""
+
+
+@register_op(*aten_ops("gelu_backward"), family="activation")
+def count_gelu_backward(call: OpCall) -> int:
+    """``gelu_backward(grad_output, self, approximate='none')``:
+    :data:`GELU_BACKWARD_OPS_PER_ELEMENT` per element."""
+    approximate = call.arg(2, "approximate", "none")
+    return elementwise_ops(call.output, GELU_BACKWARD_OPS_PER_ELEMENT[approximate])
+
+
+ELU_BACKWARD_OPS_PER_ELEMENT = 4
+"""``elu_backward`` from the input ``x``, ``x <= 0``: ``g * c * exp(x)`` with ``c = alpha *
+scale * input_scale`` a per-call constant: 1 comparison, exp, 2 multiplications (``x > 0``
+costs at most ``g * scale``)."""
+
+
+@register_op(*aten_ops("elu_backward"), family="activation")
+def count_elu_backward(call: OpCall) -> int:
+    """``elu_backward(grad_output, alpha, scale, input_scale, is_result, self_or_result)``:
+    from the input, :data:`ELU_BACKWARD_OPS_PER_ELEMENT`; from the output ``y`` (after an
+    in-place ELU), ``g * input_scale * (y + alpha * scale)`` below 0: 1 comparison, 1 addition,
+    1 multiplication by ``g``, one less. As the forward's :func:`count_elu_op` counts them, a
+    multiplication by ``input_scale`` (CELU's ``1 / alpha``) costs 1 more when it is not 1;
+    ``scale`` and ``alpha`` fold into the constant."""
+    scaled = int(call.arg(3, "input_scale", 1) != 1)
+    from_result = bool(call.arg(4, "is_result", False))
+    return elementwise_ops(call.output, ELU_BACKWARD_OPS_PER_ELEMENT - from_result + scaled)
+
+
+@register_op(*aten_ops("rrelu_with_noise_backward"), family="activation")
+def count_rrelu_backward(call: OpCall) -> int:
+    """``rrelu_with_noise_backward(grad_output, self, noise, lower, upper, training, ...)``:
+    in training (``upper > lower``) ``g * noise``, the slopes drawn by the forward (1 for a
+    positive input), 1 multiplication per element; otherwise the leaky ReLU's backward with the
+    mean slope, 2."""
+    drawn = call.arg(5, "training", False) and call.arg(4, "upper") > call.arg(3, "lower")
+    return elementwise_ops(
+        call.output, 1 if drawn else BACKWARD_OPS_PER_ELEMENT["leaky_relu_backward"]
+    )
+
+
+PRELU_BACKWARD_OPS_PER_ELEMENT = 3
+"""``_prelu_kernel_backward``: per element, ``x > 0`` (1 comparison) picks ``g`` or
+``weight * g`` for the input's gradient and ``0`` or ``x * g`` for the weight's (2
+multiplications); summing the weight's over the broadcast dims is a separate ``sum``."""
+
+
+@register_op(*aten_ops("_prelu_kernel_backward"), family="activation")
+def count_prelu_backward(call: OpCall) -> int:
+    """``_prelu_kernel_backward(grad_output, self, weight)``:
+    :data:`PRELU_BACKWARD_OPS_PER_ELEMENT` per element of the input."""
+    return elementwise_ops(call.args[1].shape, PRELU_BACKWARD_OPS_PER_ELEMENT)
+
+
+def softmax_backward_ops(shape: Shape, dim: int | None) -> int:
+    """Exact operations of the backward of a softmax or a log-softmax over ``shape`` along
+    ``dim``, from the output ``y`` and its gradient ``g``, per row of length ``S``:
+
+    * softmax: ``y_i * (g_i - sum_j g_j * y_j)``: ``S`` products, ``S - 1`` additions, ``S``
+      subtractions, ``S`` products;
+    * log-softmax: ``g_i - exp(y_i) * sum_j g_j``: ``S - 1`` additions, ``S`` exponentials,
+      ``S`` products, ``S`` subtractions::
+
+        ops = R * (4S - 1)        (0 for an empty row)
+
+    >>> softmax_backward_ops((2, 5, 3), dim=1)  # 6 rows of 5: 6 * 19
+    114
+    """
+    rows, length = _rows_and_length(shape, dim)
+    return rows * (4 * length - 1) if length else 0
+
+
+@register_op(*aten_ops("_softmax_backward_data", "_log_softmax_backward_data"), family="softmax")
+def count_softmax_backward(call: OpCall) -> int:
+    """``_softmax_backward_data(grad_output, output, dim, input_dtype)`` (and the log-softmax
+    one): :func:`softmax_backward_ops`."""
+    return softmax_backward_ops(call.input, call.arg(2, "dim"))
+
+
+GLU_BACKWARD_OPS_PER_OUTPUT = 8
+"""``glu_backward``, per element of the forward's output ``a * s``, ``s = sigmoid(b)``: ``s``
+(3), ``g * s`` for ``a``'s gradient (1), ``(1 - s) * s * a * g`` for ``b``'s (4)."""
+
+
+@register_op(*aten_ops("glu_backward"), family="activation")
+def count_glu_backward(call: OpCall) -> int:
+    """``glu_backward(grad_output, self, dim)``: :data:`GLU_BACKWARD_OPS_PER_OUTPUT` per
+    element of ``grad_output`` (half the input along ``dim``)."""
+    return elementwise_ops(call.input, GLU_BACKWARD_OPS_PER_OUTPUT)

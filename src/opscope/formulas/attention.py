@@ -34,6 +34,7 @@ from torch import nn
 from opscope.formulas.activation import GELU_OPS_PER_ELEMENT, OPS_PER_ELEMENT, softmax_ops
 from opscope.formulas.linear import linear_ops, matmul_ops
 from opscope.formulas.norm import normalization_ops
+from opscope.formulas.reduction import OPS_PER_GROUP, reduction_ops
 from opscope.formulas.registry import (
     AnyTensorMeta,
     Call,
@@ -100,15 +101,27 @@ def attention_ops(
         >>> attention_ops(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5, masks=1)
         546
     """
-    scores = query_len * key_len
     per_pair = (
-        query_len * head_dim
-        + matmul_ops(query_len, head_dim, key_len)
-        + masks * scores
+        scores_ops(query_len=query_len, key_len=key_len, head_dim=head_dim, masks=masks)
         + softmax_ops((query_len, key_len), -1)
         + matmul_ops(query_len, key_len, value_dim)
     )
     return batch * per_pair
+
+
+def scores_ops(*, query_len: int, key_len: int, head_dim: int, masks: int) -> int:
+    """The masked scores of one (batch, head) pair, as the forward and the backward (which
+    recomputes them) evaluate them: the query scaled (``L * E``), ``q k^T`` (``L * S * (2E -
+    1)``) and one addition per score per mask.
+
+    >>> scores_ops(query_len=3, key_len=4, head_dim=5, masks=1)
+    135
+    """
+    return (
+        query_len * head_dim
+        + matmul_ops(query_len, head_dim, key_len)
+        + masks * query_len * key_len
+    )
 
 
 def attention_macs(
@@ -337,6 +350,127 @@ ATTENTION_LAYOUTS: dict[str, AttentionLayout] = {
 (the flash attention for CPU takes its mask by keyword only, hence position 99)."""
 
 for _name, _layout in ATTENTION_LAYOUTS.items():
+    register_op(*aten_ops(_name), family="attention", macs=_layout.macs)(_layout.count)
+
+
+def attention_backward_ops(
+    *, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int, masks: int = 0
+) -> int:
+    """Exact operations of the backward of ``softmax(q k^T * scale + mask) v`` (the fused
+    kernels' algorithm: the weights recomputed from the saved log-sum-exp ``lse``) over ``batch``
+    (batch, head) pairs, given the output ``o`` and its gradient ``do``::
+
+        query scaling   L * E               (q * scale, as the forward)
+        scores          L * S * (2E - 1)    (q k^T)
+        masks           masks * L * S
+        weights         2 * L * S           p = exp(s - lse)
+        grad v          S * Ev * (2L - 1)   p^T do
+        grad p          L * S * (2Ev - 1)   do v^T
+        row terms       L * (2Ev - 1)       D = sum(do * o) per query
+        grad scores     2 * L * S           ds = p * (dp - D)
+        grad q          L * E * 2S          (ds k) * scale
+        grad k          S * E * (2L - 1)    ds^T (q * scale)
+
+    ``ops = batch * (sum of the terms)``; dropout, like the forward's, is not counted.
+
+    Example (2 pairs, 3 queries, 4 keys, E = Ev = 5, no mask):
+        >>> attention_backward_ops(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5)
+        1252
+    """
+    scores = query_len * key_len
+    per_pair = (
+        scores_ops(query_len=query_len, key_len=key_len, head_dim=head_dim, masks=masks)
+        + 2 * scores
+        + matmul_ops(key_len, query_len, value_dim)
+        + matmul_ops(query_len, value_dim, key_len)
+        + matmul_ops(query_len, value_dim, 1)
+        + 2 * scores
+        + matmul_ops(query_len, key_len, head_dim)
+        + query_len * head_dim
+        + matmul_ops(key_len, query_len, head_dim)
+    )
+    return batch * per_pair
+
+
+def attention_backward_macs(
+    *, batch: int, query_len: int, key_len: int, head_dim: int, value_dim: int
+) -> int:
+    """Multiply-accumulates of the backward's five products (scores, ``grad p``, ``grad v``,
+    ``grad q``, ``grad k``), ``FlopCounterMode``'s ``sdpa_backward_flop_count`` halved::
+
+        macs = batch * L * S * (3E + 2Ev)
+
+    >>> attention_backward_macs(batch=2, query_len=3, key_len=4, head_dim=5, value_dim=5)
+    600
+    """
+    return batch * query_len * key_len * (3 * head_dim + 2 * value_dim)
+
+
+@dataclass(frozen=True)
+class BackwardLayout:
+    """Where an attention backward operator takes what its count needs: ``forward``, the
+    :class:`AttentionLayout` of its arguments after ``grad_out`` (``query``, ``key``, ``value``
+    first, like the forward's), and, for a kernel that can return the gradient of the additive
+    mask, the positions (in those arguments) of the mask and of what asks for its gradient
+    (a ``grad_input_mask`` list, or a ``bias_requires_grad`` flag)."""
+
+    forward: AttentionLayout
+    bias: int | None = None
+    bias_wanted: tuple[int, str] | None = None
+
+    def _forward_call(self, call: OpCall) -> OpCall:
+        return OpCall(call.args[1:], call.kwargs, call.outputs)
+
+    def count(self, call: OpCall) -> int:
+        """:func:`attention_backward_ops` on the call, plus, when the mask's gradient is asked
+        for, the sum of the scores' gradients over the dims the mask is broadcast along."""
+        forward = self._forward_call(call)
+        sizes = self.forward.sizes(forward)
+        ops = attention_backward_ops(**sizes, masks=int(self.forward.masked(forward)))
+        bias = forward.tensor(self.bias, "attn_bias") if self.bias is not None else None
+        if bias is not None and self._bias_wanted(forward):
+            scores = sizes["batch"] * sizes["query_len"] * sizes["key_len"]
+            ops += reduction_ops(scores, math.prod(bias.shape), OPS_PER_GROUP["sum"])
+        return ops
+
+    def _bias_wanted(self, forward: OpCall) -> bool:
+        wanted = forward.arg(*self.bias_wanted) if self.bias_wanted is not None else False
+        return bool(wanted[3] if isinstance(wanted, tuple) else wanted)
+
+    def macs(self, call: OpCall) -> int:
+        """:func:`attention_backward_macs` on the call."""
+        return attention_backward_macs(**self.forward.sizes(self._forward_call(call)))
+
+
+ATTENTION_BACKWARD_LAYOUTS: dict[str, BackwardLayout] = {
+    "_scaled_dot_product_flash_attention_for_cpu_backward": BackwardLayout(
+        AttentionLayout((99, "attn_mask"), (6, "is_causal"))
+    ),
+    "_scaled_dot_product_flash_attention_backward": BackwardLayout(
+        AttentionLayout(None, (10, "is_causal"))
+    ),
+    "_scaled_dot_product_efficient_attention_backward": BackwardLayout(
+        AttentionLayout((3, "attn_bias"), (10, "is_causal")), 3, (9, "grad_input_mask")
+    ),
+    "_scaled_dot_product_cudnn_attention_backward": BackwardLayout(
+        AttentionLayout((7, "attn_bias"), (13, "is_causal"))
+    ),
+    "_scaled_dot_product_fused_attention_overrideable_backward": BackwardLayout(
+        AttentionLayout((3, "attn_bias"), (12, "is_causal")), 3, (4, "grad_input_mask")
+    ),
+    "_flash_attention_backward": BackwardLayout(
+        AttentionLayout(None, (10, "is_causal"), True, nested=5)
+    ),
+    "_efficient_attention_backward": BackwardLayout(
+        AttentionLayout((3, "bias"), (13, "custom_mask_type"), True, nested=5),
+        3,
+        (14, "bias_requires_grad"),
+    ),
+}
+"""Every attention backward operator counted, by ATen name, with argument positions counted
+after ``grad_out`` (the CPU flash kernel takes its mask by keyword only, hence position 99)."""
+
+for _name, _layout in ATTENTION_BACKWARD_LAYOUTS.items():
     register_op(*aten_ops(_name), family="attention", macs=_layout.macs)(_layout.count)
 
 

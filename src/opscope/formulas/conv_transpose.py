@@ -36,11 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import nn
 
-from opscope.formulas.conv import ConvConfig, conv_op_macs, count_conv_op
+from opscope.formulas.conv import ConvConfig, conv_macs, conv_op_macs, conv_ops, count_conv_op
 from opscope.formulas.pooling import per_axis
+from opscope.formulas.reduction import OPS_PER_GROUP, reduction_ops
 from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
+
+aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
@@ -316,3 +320,162 @@ register_op(
     family="conv",
     macs=_pick(_CONVOLUTION_TRANSPOSED.macs, conv_op_macs),
 )(_pick(_CONVOLUTION_TRANSPOSED.count, _convolution_count))
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvBackwardSizes:
+    """What ``convolution_backward`` computes, read from its arguments: the shapes of
+    ``grad_output`` ``(N, Cg, *Pg)``, ``input`` ``(N, Ci, *Pi)`` and ``weight``, the forward's
+    settings and ``output_mask``, which gradients are wanted (input, weight, bias)."""
+
+    grad_output: tuple[int, ...]
+    input: tuple[int, ...]
+    weight: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    transposed: bool
+    groups: int
+    output_mask: tuple[bool, bool, bool]
+
+    @classmethod
+    def of(cls, call: OpCall) -> ConvBackwardSizes:
+        """``convolution_backward(grad_output, input, weight, bias_sizes, stride, padding,
+        dilation, transposed, output_padding, groups, output_mask)``."""
+        weight = call.args[2].shape
+        dims = len(weight) - 2
+        return cls(
+            grad_output=call.args[0].shape,
+            input=call.args[1].shape,
+            weight=weight,
+            stride=per_axis(call.arg(4, "stride"), dims),
+            padding=per_axis(call.arg(5, "padding"), dims),
+            dilation=per_axis(call.arg(6, "dilation"), dims),
+            transposed=bool(call.arg(7, "transposed")),
+            groups=int(call.arg(9, "groups")),
+            output_mask=tuple(bool(wanted) for wanted in call.arg(10, "output_mask")),
+        )
+
+    def grad_input_sizes(self) -> dict[str, object]:
+        """The arguments of the convolution whose output is ``grad_input``: its input is
+        ``grad_output``, its output ``grad_input``, with the forward's kernel and settings
+        (for :func:`conv_transpose_ops` when the forward is a plain convolution, and for
+        :func:`~opscope.formulas.conv.conv_ops` when it is transposed; each takes the
+        arguments it needs)."""
+        dims = len(self.weight) - 2
+        return {
+            "batch": math.prod(self.grad_output[: -dims - 1]),
+            "in_channels": self.grad_output[-dims - 1],
+            "out_channels": self.input[-dims - 1],
+            "input_size": self.grad_output[-dims:],
+            "output_size": self.input[-dims:],
+            "kernel_size": self.weight[2:],
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+    def weight_products(self) -> int:
+        """``N * P``: the products summed into each weight gradient, one per sample and
+        position of the side that is not upsampled (the output of a convolution, the input of
+        a transposed one), padded positions included as in the forward convolution."""
+        dims = len(self.weight) - 2
+        small = self.input if self.transposed else self.grad_output
+        return math.prod(self.grad_output[: -dims - 1]) * math.prod(small[-dims:])
+
+
+def convolution_backward_ops(sizes: ConvBackwardSizes) -> int:
+    """Exact operations of one ``convolution_backward`` call: the gradients ``output_mask``
+    asks for, each the convolution it is, counted as opscope counts that convolution's forward.
+
+    * ``grad_input``: the transposed convolution of ``grad_output`` with the weight for a
+      plain convolution (:func:`conv_transpose_ops`, bias-free: only the products that land
+      inside the input, exactly), the plain convolution of ``grad_output`` with the weight
+      for a transposed one (:func:`~opscope.formulas.conv.conv_ops`, bias-free);
+    * ``grad_weight``: the correlation of the input with ``grad_output``: every weight element
+      a dot product of ``N * P`` pairs (:meth:`ConvBackwardSizes.weight_products`),
+      ``numel(weight) * (2 * N * P - 1)``;
+    * ``grad_bias``: the sum of ``grad_output`` over the batch and the positions,
+      ``Cg * (N * Pg - 1)`` additions.
+
+    Example (Conv2d(3, 8, 3, padding=1) on 1x3x4x4: for grad_input, 10 of the 4 * 3
+    (position, tap) pairs of an axis land inside the input, so 8 * 100 products reach each of
+    the 3 input planes of 16 elements; grad_weight is 216 dot products of 16 pairs, grad_bias
+    8 sums of 16):
+        >>> sizes = ConvBackwardSizes((1, 8, 4, 4), (1, 3, 4, 4), (8, 3, 3, 3), (1, 1), (1, 1),
+        ...                           (1, 1), False, 1, (True, True, True))
+        >>> convolution_backward_ops(sizes) == (2 * 8 * 3 * 100 - 48) + 216 * 31 + 8 * 15
+        True
+    """
+    grad_input, grad_weight, grad_bias = sizes.output_mask
+    ops = 0
+    if grad_input:
+        arguments = sizes.grad_input_sizes()
+        if sizes.transposed:
+            ops += conv_ops(**_conv_arguments(arguments), bias=False)
+        else:
+            ops += conv_transpose_ops(**arguments, bias=False)
+    if grad_weight:
+        ops += math.prod(sizes.weight) * max(2 * sizes.weight_products() - 1, 0)
+    if grad_bias:
+        grad_output = sizes.grad_output
+        channels = grad_output[-(len(sizes.weight) - 1)]
+        ops += reduction_ops(math.prod(grad_output), channels, OPS_PER_GROUP["sum"])
+    return ops
+
+
+def convolution_backward_macs(sizes: ConvBackwardSizes) -> int:
+    """Multiply-accumulates of one ``convolution_backward`` call, as ``FlopCounterMode``
+    counts them (``conv_backward_flop``, halved), so that the identity MACs = FLOPs / 2 holds
+    for the backward pass too:
+
+    * ``grad_input``: the forward's products, ``N * Cg * Pg * (Ci / groups) * prod(kernel)``
+      for a plain convolution (:func:`conv_transpose_macs`), ``N * Ci * Pi * (Cg / groups) *
+      prod(kernel)`` for a transposed one (:func:`~opscope.formulas.conv.conv_macs`);
+    * ``grad_weight``: ``N * P * Cg * Ci * prod(kernel)``, ``P`` as in
+      :meth:`ConvBackwardSizes.weight_products`. ``FlopCounterMode`` counts this correlation
+      as if it were not grouped: ``groups`` times the ``N * P * numel(weight)`` products
+      computed (:func:`convolution_backward_ops` counts those);
+    * ``grad_bias``: none (a sum).
+
+    >>> sizes = ConvBackwardSizes((1, 8, 4, 4), (1, 8, 4, 4), (8, 1, 3, 3), (1, 1), (1, 1),
+    ...                           (1, 1), False, 8, (True, True, False))
+    >>> convolution_backward_macs(sizes)  # depthwise: 1152 for grad_input, 8 x 1152 for weight
+    10368
+    """
+    grad_input, grad_weight, _ = sizes.output_mask
+    macs = 0
+    if grad_input:
+        arguments = sizes.grad_input_sizes()
+        if sizes.transposed:
+            macs += conv_macs(**_conv_arguments(arguments))
+        else:
+            macs += conv_transpose_macs(**arguments)
+    if grad_weight:
+        channels = sizes.grad_output[-(len(sizes.weight) - 1)] * sizes.input[1]
+        macs += sizes.weight_products() * channels * math.prod(sizes.weight[2:])
+    return macs
+
+
+def _conv_arguments(arguments: dict[str, object]) -> dict[str, object]:
+    """The :func:`~opscope.formulas.conv.conv_ops` arguments among those of a transposed
+    convolution (a plain convolution's count reads no input size, stride, padding or
+    dilation: they enter through its output size)."""
+    unused = ("input_size", "stride", "padding", "dilation")
+    return {name: value for name, value in arguments.items() if name not in unused}
+
+
+def convolution_backward_op_macs(call: OpCall) -> int:
+    """:func:`convolution_backward_macs` of a ``convolution_backward`` call."""
+    return convolution_backward_macs(ConvBackwardSizes.of(call))
+
+
+@register_op(aten.convolution_backward, family="conv", macs=convolution_backward_op_macs)
+def count_convolution_backward(call: OpCall) -> int:
+    """``convolution_backward(...)``, what autograd runs for every convolution (plain or
+    transposed, any rank): :func:`convolution_backward_ops`."""
+    return convolution_backward_ops(ConvBackwardSizes.of(call))

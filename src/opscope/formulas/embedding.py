@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 
 from torch import nn
@@ -177,3 +178,62 @@ def count_embedding_bag_op(call: OpCall) -> int:
         dim,
         weighted=call.tensor(6, "per_sample_weights") is not None,
     )
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+
+@register_op(*aten_ops("embedding_dense_backward"), family="embedding")
+def count_embedding_dense_backward(call: OpCall) -> int:
+    """``embedding_dense_backward(grad_output, indices, num_weights, padding_idx,
+    scale_grad_by_freq)``: the gradient of each of the ``n = numel(indices)`` lookups, a row of
+    ``D`` values, added into the weight's gradient at its row (``n * D`` additions, the first
+    into the zeroed gradient included: which rows repeat is data), each row first scaled by
+    ``1 / frequency`` with ``scale_grad_by_freq`` (``n * D`` multiplications). Lookups of
+    ``padding_idx``, which torch skips, are counted like the others (an upper bound, as for the
+    forward's renormalisation)."""
+    looked_up = math.prod(call.args[0].shape)
+    return looked_up * (1 + int(bool(call.arg(4, "scale_grad_by_freq", False))))
+
+
+def count_embedding_bag_backward(positions: tuple[int, int, int], call: OpCall) -> int:
+    """The backward of an embedding bag for the weight, its ``scale_grad_by_freq``, ``mode``
+    and ``per_sample_weights`` at ``positions``: the gradient of each bag, ``D`` values, added
+    into the weight's gradient at the rows the bag reduced, into the zeroed gradient, as
+    :func:`count_embedding_dense_backward` does:
+
+    * ``'sum'``, ``'mean'``: at each of the ``n`` looked-up rows, ``n * D`` additions; first
+      divided by the bag's size for ``'mean'``, multiplied by the lookup's weight with
+      ``per_sample_weights`` and by ``1 / frequency`` with ``scale_grad_by_freq`` (``n * D``
+      operations each);
+    * ``'max'``: at each bag's maximal row, per column: ``B * D`` additions.
+    """
+    bags, dim = call.input
+    scale_by_freq, mode, weights = (
+        call.arg(index, name)
+        for index, name in zip(positions, ("scale_grad_by_freq", "mode", "per_sample_weights"))
+    )
+    if OP_MODES[int(mode)] == "max":
+        return bags * dim
+    scalings = int(OP_MODES[int(mode)] == "mean") + int(weights is not None)
+    return math.prod(call.args[1].shape) * dim * (1 + scalings + int(bool(scale_by_freq)))
+
+
+# _embedding_bag_backward(grad, indices, offsets, offset2bag, bag_size, maximum_indices,
+# num_weights, scale_grad_by_freq, mode, sparse, per_sample_weights, padding_idx)
+register_op(*aten_ops("_embedding_bag_backward"), family="embedding")(
+    partial(count_embedding_bag_backward, (7, 8, 10))
+)
+# _embedding_bag_dense_backward(grad, indices, offset2bag, bag_size, maximum_indices,
+# num_weights, scale_grad_by_freq, mode, per_sample_weights, padding_idx)
+register_op(*aten_ops("_embedding_bag_dense_backward"), family="embedding")(
+    partial(count_embedding_bag_backward, (6, 7, 8))
+)
+
+
+@register_op(*aten_ops("_embedding_bag_per_sample_weights_backward"), family="embedding")
+def count_embedding_bag_weights_backward(call: OpCall) -> int:
+    """``_embedding_bag_per_sample_weights_backward(grad, weight, indices, offsets,
+    offset2bag, mode, padding_idx)``: the gradient of each lookup's weight, the dot product of
+    its bag's gradient with its row, ``n`` dot products of ``D`` pairs."""
+    return math.prod(call.args[2].shape) * max(2 * call.input[-1] - 1, 0)

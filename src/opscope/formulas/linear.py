@@ -21,6 +21,7 @@ strides as well as shapes, and the views it adds cost nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -270,16 +271,81 @@ def count_bilinear_op(call: OpCall) -> int:
     )
 
 
+def _sumproduct_pair_ops(
+    left: list[int], right: list[int], sum_dims: set[int]
+) -> tuple[int, list[int]]:
+    """Operations and output shape of torch's ``sumproduct_pair(left, right, sum_dims,
+    keepdim=True)`` on two tensors of the same rank: a dim summed over that only one side has
+    (size > 1) is summed on that side first (``size - 1`` additions per sum); then every output
+    element is a dot product over the dims both sides have, ``K`` pairs (a plain product when
+    ``K = 1``)."""
+    left, right = list(left), list(right)
+    ops, contracted = 0, 1
+    for dim in sorted(sum_dims):
+        if left[dim] != 1 and right[dim] != 1:
+            contracted *= left[dim]
+        else:
+            side = left if left[dim] != 1 else right
+            ops += math.prod(side) - math.prod(side) // side[dim]
+            side[dim] = 1
+    shape = [1 if dim in sum_dims else max(a, b) for dim, (a, b) in enumerate(zip(left, right))]
+    return ops + math.prod(shape) * (2 * contracted - 1), shape
+
+
+def trilinear_ops(
+    shapes: Sequence[Sequence[int]],
+    expands: Sequence[Sequence[int]],
+    sumdim: Sequence[int],
+    unroll_dim: int = 1,
+) -> int:
+    """Exact operations of ``_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim,
+    unroll_dim)``, the product of three tensors (each unsqueezed at its ``expand`` dims) summed
+    over ``sumdim``, as torch evaluates it: for each of the ``U`` slices along ``unroll_dim``,
+    ``i1 * i2`` summed over the ``sumdim`` dims ``i3`` lacks, then times ``i3`` summed over the
+    others (:func:`_sumproduct_pair_ops` each); when ``unroll_dim`` is itself summed over, the
+    ``U`` partial results are added (``(U - 1) * numel`` additions).
+
+    ``nn.Bilinear``'s forward is ``_trilinear(x1, weight, x2, [1, 3], [0], [1, 2], [2, 3])``,
+    :func:`bilinear_ops` without the bias; its backward runs ``_trilinear`` three times more,
+    the gradient in place of one operand.
+
+    >>> trilinear_ops([(2, 3), (7, 3, 5), (2, 5)], [[1, 3], [0], [1, 2]], [2, 3])  # Bilinear
+    476
+    >>> bilinear_ops(batch=2, in1_features=3, in2_features=5, out_features=7, bias=False)
+    476
+    """
+    if any(not math.prod(shape) for shape in shapes):
+        return 0
+    total = len(shapes[0]) + len(expands[0])
+
+    def unsqueezed(shape: Sequence[int], expand: Sequence[int]) -> list[int]:
+        sizes = iter(shape)
+        return [1 if dim in expand else next(sizes) for dim in range(total)]
+
+    first, second, third = (unsqueezed(s, e) for s, e in zip(shapes, expands, strict=True))
+    # the unrolled size, as torch reads it: from the last operand not expanded there
+    unroll = next(
+        o[unroll_dim] for o, e in zip((third, second, first), expands[::-1]) if unroll_dim not in e
+    )
+    for operand in (first, second, third):  # one slice along the unrolled dim
+        operand[unroll_dim] = 1
+    summed = set(sumdim) - {unroll_dim}
+    left = {dim for dim in summed if dim in expands[2]}
+    pair_ops, pair = _sumproduct_pair_ops(first, second, left)
+    triple_ops, result = _sumproduct_pair_ops(pair, third, summed - left)
+    accumulation = (unroll - 1) * math.prod(result) if unroll_dim in sumdim else 0
+    return unroll * (pair_ops + triple_ops) + accumulation
+
+
 @register_op(aten._trilinear, family="matmul")
 def count_trilinear(call: OpCall) -> int:
-    """``_trilinear(x1, weight, x2, ...)`` as ``bilinear`` calls it, ``x1`` of ``(N, in1)``,
-    ``weight`` of ``(out, in1, in2)``, ``x2`` of ``(N, in2)``: :func:`bilinear_ops` without
-    the bias (``bilinear`` adds it with a separate ``add``). 0 MACs."""
-    out_features, in1_features, in2_features = call.args[1].shape
-    return bilinear_ops(
-        batch=call.input[0],
-        in1_features=in1_features,
-        in2_features=in2_features,
-        out_features=out_features,
-        bias=False,
+    """``_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim=1)``, as
+    ``bilinear`` calls it (``x1``, ``weight``, ``x2``: :func:`bilinear_ops` without the bias,
+    which ``bilinear`` adds with a separate ``add``) and as its backward calls it:
+    :func:`trilinear_ops`. 0 MACs."""
+    return trilinear_ops(
+        [meta.shape for meta in call.args[:3]],
+        [call.arg(3, "expand1"), call.arg(4, "expand2"), call.arg(5, "expand3")],
+        call.arg(6, "sumdim"),
+        call.arg(7, "unroll_dim", 1),
     )

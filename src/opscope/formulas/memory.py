@@ -101,13 +101,33 @@ into a nested tensor (the lengths read from the mask are index arithmetic, and c
 that the mask is left-aligned is a test on the mask, not on the data), a nested tensor
 padded back, and the queries on its sizes, strides and offsets."""
 
+BACKWARD_OPS: tuple[str, ...] = (
+    "select_backward", "slice_backward", "diagonal_backward",
+    "value_selecting_reduction_backward",
+)  # fmt: skip
+"""Backward operators that only place a gradient into zeros: the gradient of a selection, a
+slice or a diagonal (a view's), and of ``max(dim)`` / ``min(dim)`` / ``median(dim)``..., whose
+gradient goes to the saved index of each output."""
+
 ZERO_OP_NAMES: tuple[str, ...] = (
-    VIEW_OPS + COPY_OPS + CREATION_OPS + INDEXING_OPS + METADATA_OPS + NESTED_OPS
+    VIEW_OPS + COPY_OPS + CREATION_OPS + INDEXING_OPS + METADATA_OPS + NESTED_OPS + BACKWARD_OPS
 )
 """Every ``torch.ops.aten`` operator name this module registers with 0 operations (plus
 ``scatter``/``index_put`` when they do not accumulate)."""
 
 register_zero_ops(*aten_ops(*ZERO_OP_NAMES), torch.ops.prim.layout, torch.ops.prim.device)
+PROFILER_OPS: tuple[torch._ops.OpOverloadPacket, ...] = tuple(
+    packet
+    for packet in (
+        getattr(torch.ops.profiler, name, None)
+        for name in ("_record_function_enter", "_record_function_enter_new",
+                     "_record_function_exit")
+    )
+    if isinstance(packet, torch._ops.OpOverloadPacket)
+)  # fmt: skip
+"""The profiler's markers (``torch.profiler.record_function``, which every optimizer step
+opens): they record a name and a time, no arithmetic."""
+register_zero_ops(*PROFILER_OPS)
 register_zero_ops(*aten_ops("scatter", "scatter_"))  # scatter's reduce overloads: below
 
 
@@ -134,6 +154,22 @@ def count_scatter_accumulate(call: OpCall) -> int:
     division per element of the result."""
     divisions = math.prod(call.output) if call.arg(4, "reduce") == "mean" else 0
     return math.prod(call.args[2].shape) + divisions
+
+
+PADDING_BACKWARD_OPS: tuple[str, ...] = tuple(
+    f"{mode}_pad{dims}d_backward" for mode in ("reflection", "replication") for dims in (1, 2, 3)
+)
+"""The backward of the reflection and replication paddings: each output element's gradient
+added into the input element it copied (a border element receives several)."""
+
+
+@register_op(*aten_ops("unfold_backward", *PADDING_BACKWARD_OPS), family="memory")
+def count_scatter_backward(call: OpCall) -> int:
+    """``unfold_backward(grad_in, input_sizes, dim, size, step)``, the gradient of
+    ``Tensor.unfold``, and the padding backward (:data:`PADDING_BACKWARD_OPS`): each element of
+    the incoming gradient added into place in the zeroed input gradient, one addition per
+    element of the first argument (the kernels' scatter, as the pooling backward is counted)."""
+    return math.prod(call.input)
 
 
 @register_op(*aten_ops("index_add", "index_add_"), family="memory")

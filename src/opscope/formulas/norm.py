@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from opscope.formulas.reduction import OPS_PER_GROUP, reduction_ops
 from opscope.formulas.registry import Call, OpCall, aten_ops, register, register_op
 
 aten = torch.ops.aten
@@ -536,3 +537,162 @@ def count_instance_norm_op(call: OpCall) -> int:
     if batch_stats and _running_stats(call):
         ops += running_update_ops(channels=channels, averaged=batch)
     return ops
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+RUNNING_INVSTD_OPS = 3
+"""``1 / sqrt(running_var + eps)``, per channel, that an eval-mode batch norm's backward
+works out (its forward divides by ``sqrt(running_var + eps)`` instead): add, sqrt, division."""
+
+
+def _sums(elements: int, groups: int) -> int:
+    """The additions of summing ``elements`` values into ``groups`` equal groups."""
+    return reduction_ops(elements, groups, OPS_PER_GROUP["sum"])
+
+
+def normalization_backward_ops(
+    *,
+    elements: int,
+    stat_sets: int,
+    parameters: int,
+    batch_stats: bool,
+    weight: bool,
+    weight_per_set: bool,
+    wanted: tuple[bool, bool, bool],
+) -> int:
+    """Exact operations of the backward of a mean/variance normalisation of ``T = elements``
+    values in ``S = stat_sets`` sets of ``M = T / S``, whose affine parameters have ``P =
+    parameters`` elements, for the gradients ``wanted`` (input, weight, bias).
+
+    With ``g`` the incoming gradient, ``xc = x - mean`` and ``r = 1 / sqrt(var + eps)`` (saved by
+    the forward), batch statistics give, per set::
+
+        grad_input = (gh - sum(gh) / M - xc * sum(xc * gh) * r * r / M) * r      gh = g * weight
+
+    and running statistics (an eval-mode batch norm) ``grad_input = g * r * weight``, ``r``
+    worked out from the running variance (:data:`RUNNING_INVSTD_OPS` per channel). The weight's
+    gradient is ``sum(g * xc * r)``, the bias's ``sum(g)``, over every element each parameter
+    touches. Counted with every shared sub-expression once:
+
+    * a batch norm's weight is one per set (``weight_per_set``), so it factors out of the sums:
+      ``sum(g)`` (``T - S``) serves the input and the bias, ``sum(xc * g)`` (``3T - S``: centring,
+      product, sum) the input and the weight; then, per set, ``sum(xc * g) * r * r / M`` (3),
+      ``sum(g) / M`` (1) and ``r * weight`` (1 with a weight); per element 4
+      (``xc * k``, two subtractions, the scale). The weight's gradient is ``sum(xc * g) * r``
+      (``S``);
+    * a layer or group norm's weight varies inside a set: ``gh = g * weight`` (``T``), then the
+      same sums over ``gh`` and 4 per element (the last multiplication is by ``r``), ``4S`` per
+      set; its weight's gradient multiplies ``xc`` (shared) by ``r`` and ``g`` and sums
+      (``3T - P`` with the centring), its bias's sums ``g`` (``T - P``).
+
+    Example (a training BatchNorm2d(3) on (2, 3, 4, 4), every gradient: T = 96, S = 3):
+        >>> normalization_backward_ops(elements=96, stat_sets=3, parameters=3,
+        ...     batch_stats=True, weight=True, weight_per_set=True, wanted=(True, True, True))
+        780
+        >>> (96 - 3) + (3 * 96 - 3) + 5 * 3 + 4 * 96 + 3
+        780
+    """
+    if not elements:
+        return 0
+    grad_input, grad_weight, grad_bias = wanted
+    dot = 2 * elements + _sums(elements, stat_sets)  # centring, products and their sums
+    if not batch_stats:  # running statistics: a batch norm in eval mode
+        ops = stat_sets * RUNNING_INVSTD_OPS if grad_input or grad_weight else 0
+        if grad_input:
+            ops += elements + (stat_sets if weight else 0)
+        if grad_weight:
+            ops += dot + stat_sets
+        return ops + (_sums(elements, stat_sets) if grad_bias else 0)
+    if weight_per_set:
+        ops = _sums(elements, stat_sets) if grad_input or grad_bias else 0
+        ops += dot if grad_input or grad_weight else 0
+        if grad_input:
+            ops += 4 * stat_sets + (stat_sets if weight else 0) + 4 * elements
+        return ops + (stat_sets if grad_weight else 0)
+    ops = 0
+    if grad_input:
+        scaled = elements if weight else 0  # g * weight
+        ops += scaled + _sums(elements, stat_sets) + dot + 4 * stat_sets + 4 * elements
+    if grad_weight:  # xc (unless shared) * r * g, summed per parameter
+        ops += (0 if grad_input else elements) + 2 * elements + _sums(elements, parameters)
+    return ops + (_sums(elements, parameters) if grad_bias else 0)
+
+
+def _wanted(call: OpCall, index: int, name: str = "output_mask") -> tuple[bool, bool, bool]:
+    mask = call.arg(index, name)
+    return (True, True, True) if mask is None else tuple(bool(wanted) for wanted in mask)
+
+
+def batch_norm_backward_op_ops(
+    call: OpCall, *, input_index: int, batch_stats: bool, wanted: tuple[bool, bool, bool]
+) -> int:
+    """A batch norm's backward on the input ``(N, C, *)`` at argument ``input_index``, the
+    weight at argument 2: :func:`normalization_backward_ops` with one set per channel."""
+    shape = call.args[input_index].shape
+    channels = shape[1]
+    return normalization_backward_ops(
+        elements=math.prod(shape), stat_sets=channels, parameters=channels,
+        batch_stats=batch_stats, weight=call.tensor(2, "weight") is not None,
+        weight_per_set=True, wanted=wanted,
+    )  # fmt: skip
+
+
+@register_op(aten.native_batch_norm_backward, family="norm")
+def count_native_batch_norm_backward(call: OpCall) -> int:
+    """``native_batch_norm_backward(grad_out, input, weight, running_mean, running_var,
+    save_mean, save_invstd, train, eps, output_mask)``, the backward of every batch norm on the
+    CPU (``_native_batch_norm_legit`` and instance norm included): batch statistics iff
+    ``train``."""
+    return batch_norm_backward_op_ops(
+        call, input_index=1, batch_stats=bool(call.arg(7, "train")), wanted=_wanted(call, 9)
+    )
+
+
+@register_op(*aten_ops("batch_norm_backward"), family="norm")
+def count_batch_norm_backward(call: OpCall) -> int:
+    """``batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+    save_var, update, eps, output_mask, reserve)``, the backward of ``_batch_norm_with_update``
+    and ``_batch_norm_no_update``: batch statistics when the forward updated the running ones,
+    or had none."""
+    batch_stats = bool(call.arg(7, "update")) or call.tensor(4, "running_var") is None
+    return batch_norm_backward_op_ops(
+        call, input_index=1, batch_stats=batch_stats, wanted=_wanted(call, 9)
+    )
+
+
+@register_op(*aten_ops("cudnn_batch_norm_backward", "miopen_batch_norm_backward"), family="norm")
+def count_cudnn_batch_norm_backward(call: OpCall) -> int:
+    """``cudnn_batch_norm_backward(input, grad_output, weight, running_mean, running_var,
+    save_mean, save_var, epsilon, ...)`` (and miopen's): a training batch norm's three
+    gradients."""
+    return batch_norm_backward_op_ops(
+        call, input_index=0, batch_stats=True, wanted=(True, True, True)
+    )
+
+
+@register_op(aten.native_layer_norm_backward, family="norm")
+def count_native_layer_norm_backward(call: OpCall) -> int:
+    """``native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight,
+    bias, output_mask)``: one set per position of the leading dimensions, the weight and bias
+    of ``prod(normalized_shape)`` elements."""
+    elements = math.prod(call.args[1].shape)
+    normalized = math.prod(call.arg(2, "normalized_shape"))
+    return normalization_backward_ops(
+        elements=elements, stat_sets=elements // normalized if normalized else 0,
+        parameters=normalized, batch_stats=True,
+        weight=call.tensor(5, "weight") is not None, weight_per_set=False,
+        wanted=_wanted(call, 7),
+    )  # fmt: skip
+
+
+@register_op(aten.native_group_norm_backward, family="norm")
+def count_native_group_norm_backward(call: OpCall) -> int:
+    """``native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group,
+    output_mask)``: ``N * group`` sets, a weight and bias per channel."""
+    return normalization_backward_ops(
+        elements=math.prod(call.args[1].shape),
+        stat_sets=call.arg(5, "N") * call.arg(8, "group"), parameters=call.arg(6, "C"),
+        batch_stats=True, weight=call.tensor(4, "weight") is not None, weight_per_set=False,
+        wanted=_wanted(call, 9),
+    )  # fmt: skip

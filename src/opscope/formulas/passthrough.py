@@ -88,3 +88,11 @@ DROPOUT_OPS: tuple[str, ...] = (
 as the mask draw, a multiplication and a division, which are counted.)"""
 
 register_zero_ops(*aten_ops(*DROPOUT_OPS), family="passthrough")
+
+DROPOUT_BACKWARD_OPS: tuple[str, ...] = ("native_dropout_backward",)
+"""``native_dropout_backward(grad_output, mask, scale)``, the backward of a training dropout:
+``grad_output * mask * scale``, the forward's mask and rescaling applied to the gradient. It is
+counted 0 like the forward it differentiates, so that a training step costs the same with and
+without dropout, as a forward does."""
+
+register_zero_ops(*aten_ops(*DROPOUT_BACKWARD_OPS), family="passthrough")

@@ -439,3 +439,50 @@ for _dims in (2, 3):
     register_op(*aten_ops(f"fractional_max_pool{_dims}d"), family="pool")(
         partial(count_fractional_max_pool_op, _dims)
     )
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+
+def forward_call(call: OpCall) -> OpCall:
+    """The forward call a pooling (or upsampling) backward operator differentiates: its
+    arguments after the incoming gradient ``grad_output`` (the forward's input, then its
+    settings, in the forward's order), and the gradient's shape as the output."""
+    return OpCall(call.args[1:], call.kwargs, (call.args[0].shape,))
+
+
+def count_scatter_backward(call: OpCall) -> int:
+    """A max pooling's backward (``max_pool2d_with_indices_backward``,
+    ``adaptive_max_pool2d_backward``, ``fractional_max_pool2d_backward``, and 3d): each output's
+    gradient added into the input's gradient at the saved argmax, one addition per element of
+    ``grad_output`` (which inputs receive several is data: the additions are those the kernel
+    does, the first into the zeroed gradient included).
+
+    >>> from opscope.formulas.registry import TensorMeta
+    >>> grad = TensorMeta((2, 3, 4, 4), None)
+    >>> count_scatter_backward(OpCall((grad, TensorMeta((2, 3, 8, 8), None)), (), ((2, 3, 8, 8),)))
+    96
+    """
+    return math.prod(call.args[0].shape)
+
+
+def count_avg_pool_backward(forward: Callable[[OpCall], int], call: OpCall) -> int:
+    """An average pooling's backward: each output's gradient divided by its divisor (1 per
+    output), then added to every input element of its window (the ``c`` of the forward's
+    window, :func:`avg_pool_ops`): ``numel(grad_output) + forward ops``, ``forward`` counting
+    the forward call (:func:`forward_call`)."""
+    return math.prod(call.args[0].shape) + forward(forward_call(call))
+
+
+for _dims in (2, 3):
+    register_op(
+        *aten_ops(f"max_pool{_dims}d_with_indices_backward", f"adaptive_max_pool{_dims}d_backward",
+                  f"fractional_max_pool{_dims}d_backward"),
+        family="pool",
+    )(count_scatter_backward)  # fmt: skip
+    register_op(*aten_ops(f"avg_pool{_dims}d_backward"), family="pool")(
+        partial(count_avg_pool_backward, partial(count_pool_op, "avg", _dims))
+    )
+    register_op(*aten_ops(f"_adaptive_avg_pool{_dims}d_backward"), family="pool")(
+        partial(count_avg_pool_backward, partial(count_adaptive_pool_op, "avg", _dims))
+    )

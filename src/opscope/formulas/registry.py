@@ -476,7 +476,8 @@ class OpFormula:
         family: the formula family, e.g. ``"matmul"``, ``"conv"``, ``"attention"``,
             ``"elementwise"``, ``"activation"``, ``"norm"``, ``"softmax"``, ``"pool"``,
             ``"interpolate"``, ``"reduction"``, ``"recurrent"``, ``"embedding"``, ``"fold"``,
-            ``"distance"``, ``"loss"``, ``"transformer"``, ``"memory"`` (no arithmetic).
+            ``"distance"``, ``"loss"``, ``"transformer"``, ``"foreach"`` (lists of tensors,
+            optimizer steps), ``"memory"`` (no arithmetic).
         count: exact operations of one call.
         macs: multiply-accumulates of its matrix, convolution and attention products (bias
             excluded); None for 0.

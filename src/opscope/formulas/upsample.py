@@ -123,3 +123,41 @@ def count_upsample_op(mode: str, call: OpCall) -> int:
 
 for _name, _mode in UPSAMPLE_OP_MODES.items():
     register_op(*aten_ops(_name), family="interpolate")(partial(count_upsample_op, _mode))
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+
+def upsample_backward_ops(mode: str, grad_output_shape: Sequence[int]) -> int:
+    """Operations of the backward of an upsampling in ``mode`` whose output gradient has
+    ``grad_output_shape``, ``(N, C, *spatial)``: each output's gradient is scattered back to
+    its taps, ``T^D`` of them (1 for nearest), each contribution multiplied by the tap's weight
+    (not for nearest) and added into the input's gradient::
+
+        nearest, nearest-exact:                 ops = numel(grad_output)
+        linear, bilinear, trilinear, bicubic:   ops = numel(grad_output) * 2 * T^D
+
+    A tap's weight, the product of its one-axis weights, depends only on the sizes (as the
+    forward's source coordinates and weights do), so forming it is not counted; every addition
+    into the zeroed input gradient is, as the kernel does them.
+
+    Example (bilinear 2x from 1x3x4x4 to 1x3x8x8: 192 output gradients, 4 taps each):
+        >>> upsample_backward_ops("bilinear", (1, 3, 8, 8))
+        1536
+    """
+    if mode in _COPY_MODES:
+        return math.prod(grad_output_shape)
+    spatial_dims = len(grad_output_shape) - 2
+    return math.prod(grad_output_shape) * 2 * _TAPS_PER_AXIS[mode] ** spatial_dims
+
+
+def count_upsample_backward_op(mode: str, call: OpCall) -> int:
+    """``upsample_*_backward(grad_output, output_size, input_size, ...)`` computing ``mode``:
+    :func:`upsample_backward_ops`."""
+    return upsample_backward_ops(mode, call.input)
+
+
+for _name, _mode in UPSAMPLE_OP_MODES.items():
+    register_op(*aten_ops(f"{_name}_backward"), family="interpolate")(
+        partial(count_upsample_backward_op, _mode)
+    )
