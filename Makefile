@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.opscope-installed
 BENCH_STAMP := $(VENV)/.opscope-bench-installed
 
-.PHONY: run test clean bench-overhead bench-peers bench-zoo bench-memory
+.PHONY: run test clean bench-overhead bench-peers bench-zoo bench-memory bench-training
 
 run: $(STAMP)
 	$(VENV)/bin/opscope profile resnet18
@@ -27,6 +27,9 @@ bench-zoo: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
+
+bench-training: $(STAMP)
+	$(PY) benchmarks/training.py
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev,plot,pandas,timm,hf,bench]'

@@ -278,8 +278,9 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"total_ops": int, "total_macs": int, "total_params": int, "layers":
-        [{...}, ...]}``, plus ``"by_type"``, ``"uncounted_modules"``, ``"uncounted_ops"`` and,
-        when measured, ``"coverage"``.
+        [{...}, ...]}``, plus ``"by_type"``, ``"by_phase"`` (``{"forward": {"ops": int, "macs":
+        int}, ...}``), ``"uncounted_modules"``, ``"uncounted_ops"`` and, when measured,
+        ``"coverage"``.
 
         Every count is the exact integer; shapes and tuples are lists.
         """
@@ -290,6 +291,9 @@ class Report:
             "model_params": self.params,
             "layers": [record.to_dict() for record in self.records],
             "by_type": [asdict(summary) for summary in self.by_type()],
+            "by_phase": {
+                phase: {"ops": ops, "macs": macs} for phase, (ops, macs) in self.by_phase().items()
+            },
             "hooked_modules": self.hooked_modules,
             "counted_types": None if self.counted_types is None else list(self.counted_types),
             "uncounted_modules": _named(self.uncounted_modules),

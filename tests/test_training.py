@@ -1,0 +1,180 @@
+"""A training step through the Profiler: the forward, the backward pass and the optimizer step
+each counted as its own phase, checked against ``FlopCounterMode`` (the MACs) and closed forms
+(gradient accumulation, SGD and AdamW steps), and the command line's ``--train``.
+
+The operator formulas of the backward pass and of the optimizers are tested one by one in
+``tests/formulas/test_backward_*.py`` and ``tests/formulas/test_optimizer.py``; these tests
+take whole models through the user's entry point.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from opscope import Profiler
+from opscope.cli import main
+from opscope.meta import build_on_meta
+from opscope.report import Report
+
+SIZE = 32  # small images: the same operators as at 224, a fraction of the time
+
+
+def resnet18(frozen: bool = False) -> nn.Module:
+    """resnet18 on meta in training mode; ``frozen``: its stem and first stage without
+    gradients (no weight gradient there, no input gradient for the first convolution)."""
+    model = build_on_meta(lambda: torchvision.models.resnet18(weights=None)).train()
+    if frozen:
+        for part in (model.conv1, model.bn1, model.layer1):
+            part.requires_grad_(False)
+    return model
+
+
+def batch() -> torch.Tensor:
+    return torch.empty(2, 3, SIZE, SIZE, device="meta")
+
+
+def trainable_elements(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def profiled_step(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Report:
+    with Profiler(model) as profiler:
+        model(batch()).sum().backward()
+        if optimizer is not None:
+            optimizer.step()
+    return profiler.report
+
+
+def flop_counter_phases(model: nn.Module) -> tuple[int, int]:
+    """``FlopCounterMode``'s FLOPs of the forward and of the backward of the same step."""
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        loss = model(batch()).sum()
+        forward = counter.get_total_flops()
+        loss.backward()
+    return forward, counter.get_total_flops() - forward
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen stem"])
+def test_each_phase_has_flop_counter_modes_macs_and_nothing_is_uncounted(frozen: bool) -> None:
+    model = resnet18(frozen)
+    report = profiled_step(model)
+    phases = report.by_phase()
+    forward_flops, backward_flops = flop_counter_phases(model)
+    assert list(phases) == ["forward", "backward"]
+    assert 2 * phases["forward"][1] == forward_flops
+    assert 2 * phases["backward"][1] == backward_flops
+    assert report.uncounted_ops == ()
+    assert sum(ops for ops, _ in phases.values()) == report.total_ops
+    assert sum(macs for _, macs in phases.values()) == report.total_macs
+
+
+def test_frozen_layers_cost_less_backward_and_the_same_forward() -> None:
+    trainable, frozen = profiled_step(resnet18()), profiled_step(resnet18(frozen=True))
+    assert frozen.by_phase()["forward"] == trainable.by_phase()["forward"]
+    assert frozen.by_phase()["backward"][0] < trainable.by_phase()["backward"][0]
+
+
+def test_an_accumulated_gradient_is_added_once_per_parameter_element() -> None:
+    """Two backward passes before a step: each computes the same gradients, and the second
+    adds its gradients into the first's, one addition per trainable element."""
+    model = resnet18()
+    once = profiled_step(model).by_phase()["backward"][0]
+    model.zero_grad(set_to_none=True)
+    with Profiler(model) as profiler:
+        for _ in range(2):
+            model(batch()).sum().backward()
+    assert profiler.report.by_phase()["backward"][0] == 2 * once + trainable_elements(model)
+
+
+def test_an_sgd_step_with_momentum_in_closed_form() -> None:
+    """SGD with momentum: the first step starts the buffer as a copy of the gradient and
+    updates each weight ``p - lr * buf`` (2 operations per element); later steps first update
+    the buffer ``momentum * buf + grad`` (2 more)."""
+    model = resnet18()
+    elements = trainable_elements(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    first = profiled_step(model, optimizer).by_phase()["step"]
+    optimizer.zero_grad()
+    second = profiled_step(model, optimizer).by_phase()["step"]
+    assert (first, second) == ((2 * elements, 0), (4 * elements, 0))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_an_adamw_step_in_closed_form(foreach: bool) -> None:
+    """AdamW (weight decay 0.01): 14 operations per trainable element and one per parameter
+    tensor (its step count), for the for-loop and the foreach implementations alike."""
+    model = resnet18(frozen=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, foreach=foreach)
+    report = profiled_step(model, optimizer)
+    assert report.by_phase()["step"] == (14 * trainable_elements(model) + len(trainable), 0)
+    assert [r.name for r in report.records if r.phase == "step"] == ["(optimizer step)"]
+    assert report.uncounted_ops == ()
+
+
+def test_the_step_is_counted_once_however_the_optimizer_is_hooked() -> None:
+    """The optimizer's step hooks are removed on exit: a step after the block is not
+    counted, and a second block counts its own step only."""
+    model = resnet18()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    report = profiled_step(model, optimizer)
+    optimizer.step()  # outside any profiler
+    again = profiled_step(model, optimizer)
+    assert (
+        report.by_phase()["step"] == again.by_phase()["step"] == (2 * trainable_elements(model), 0)
+    )
+
+
+def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) -> None:
+    size = f"2x3x{SIZE}x{SIZE}"
+    assert main(["profile", "resnet18", "--train", "--input", size, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    phases = data["by_phase"]
+    assert list(phases) == ["forward", "backward", "step"]
+    assert sum(phase["ops"] for phase in phases.values()) == data["total_ops"]
+    model = resnet18()
+    forward_flops, backward_flops = flop_counter_phases(model)
+    assert (2 * phases["forward"]["macs"], 2 * phases["backward"]["macs"]) == (
+        forward_flops,
+        backward_flops,
+    )
+    # The default optimizer: SGD with momentum, its first step (the buffer starts as a copy).
+    assert phases["step"] == {"ops": 2 * trainable_elements(model), "macs": 0}
+    assert Report.from_json(json.dumps(data)).by_phase() == {
+        name: (phase["ops"], phase["macs"]) for name, phase in phases.items()
+    }
+
+
+def test_a_timed_training_step_reports_its_utilisation(capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["profile", "resnet18", "--train", "--input", "2x3x32x32", "--device", "cpu"]
+    timed = ["--time", "--repeat", "1", "--warmup", "0", "--peak-flops", "1e12"]
+    assert main([*arguments, *timed]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the note is wrapped to the terminal
+    assert "Operations by phase: forward" in out and "step" in out
+    assert "One training step:" in out and "(median of 1, unprofiled)" in out
+    assert "model FLOPs utilisation" in out and "of 1.00 TFLOP/s" in out
+    assert main([*arguments, "--time", "--repeat", "1", "--warmup", "0"]) == 0
+    assert "give --peak-flops for the model FLOPs utilisation" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--optimizer", "adamw"], "--optimizer goes with --train"),
+        (["--train", "--peak-flops", "1e12"], "--peak-flops goes with --train --time"),
+    ],
+)
+def test_training_options_out_of_place_are_refused(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["profile", "resnet18", *extra]) == 2
+    assert message in capsys.readouterr().err
