@@ -13,7 +13,8 @@ from torch import nn
 
 from opscope import Profiler
 from opscope.format import format_count, format_share, share_bar
-from opscope.terminal import ComparisonTable
+from opscope.tables import Column, Grid
+from opscope.terminal import ComparisonTable, rich_table
 
 
 def printed(profiler: Profiler, width: int, **options) -> str:
@@ -180,7 +181,9 @@ def test_no_width_cuts_a_number_of_the_comparison() -> None:
     from opscope.catalogue import resolve
     from opscope.compare import compare
 
-    summaries = compare(resolve(["resnet18", "vit_h_14", "alexnet"]), coverage=True, published_size=True)
+    summaries = compare(
+        resolve(["resnet18", "vit_h_14", "alexnet"]), coverage=True, published_size=True
+    )
     summaries += compare(resolve(["alexnet"]), (1, 3, 16, 16))  # a failure: a Note column
     wide = Console(file=io.StringIO(), width=250, record=True, color_system=None)
     wide.print(ComparisonTable(summaries))
@@ -195,3 +198,24 @@ def test_no_width_cuts_a_number_of_the_comparison() -> None:
                 numbers = [cell for cell in cells[1:] if NUMBER.match(cell)]
                 assert all(number in reference[label] for number in numbers), (width, cells)
         assert "1016.72" in text or width < 100  # vit_h_14's published figure, whole
+
+
+def test_an_indented_name_is_never_wrapped() -> None:
+    """A tree's nested path keeps its indentation and its name on one line: a column that
+    matters less is left out first."""
+    name = "encoder.layer.0.attention.output.dense"
+    grid = Grid(
+        (Column("Module"), Column("Type", keep=60), Column("Ops", "right", whole=True)),
+        (("(model)", "BertModel", "22.4 G"), ("        " + name, "Linear", "1.18 M")),
+    )
+
+    def rendered(width: int) -> str:
+        console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+        console.print(rich_table(grid, width))
+        return console.export_text()
+
+    lines = rendered(60).splitlines()
+    assert any(line.startswith(f"        {name}") and line.endswith("1.18 M") for line in lines)
+    assert "Linear" not in rendered(60)  # the Type column made room
+    narrow = rendered(50)  # too narrow for the name: it wraps, no number is cut
+    assert "22.4 G" in narrow and "1.18 M" in narrow

@@ -58,8 +58,16 @@ def _least_width(grid: Grid, index: int) -> int:
     longest = max(map(len, cells))
     if grid.columns[index].whole:
         return longest
-    longest_word = max(len(word) for cell in cells for word in [*cell.split(), ""])
+    longest_word = max(map(_longest_word, cells))
     return max(longest_word, min(longest, NAME_WIDTH if index == 0 else TEXT_WIDTH))
+
+
+def _longest_word(cell: str) -> int:
+    """The longest word of ``cell``, its first counted with the indentation before it (a
+    tree's nesting), which wrapping would otherwise cut."""
+    words = cell.split() or [""]
+    indent = len(cell) - len(cell.lstrip())
+    return max(indent + len(words[0]), *map(len, words))
 
 
 def fit(grid: Grid, width: int) -> Grid:
@@ -85,12 +93,20 @@ def fit(grid: Grid, width: int) -> Grid:
 def _widths(grid: Grid, width: int) -> list[int]:
     """Each column's width in ``width`` characters: numbers and shapes their longest cell,
     text at least its longest word, then as much more of its longest cell as there is room
-    for, in column order."""
+    for, in column order. Where even that does not fit, text gives up the indentation
+    before its words (wrapped there) before any number is cut."""
     longest = [max(map(len, _cells(grid, index))) for index in range(len(grid.columns))]
     widths = [_least_width(grid, index) for index in range(len(grid.columns))]
     spare = width - sum(widths) - GAP * (len(widths) - 1)
     for index, column in enumerate(grid.columns):
-        if not column.whole and spare > 0:
+        if column.whole:
+            continue
+        if spare < 0:  # too narrow for all: down to the longest word, indentation aside
+            words = max(len(word) for cell in _cells(grid, index) for word in [*cell.split(), ""])
+            shrunk = max(words, widths[index] + spare)
+            spare += widths[index] - shrunk
+            widths[index] = shrunk
+        elif spare > 0:
             grown = min(longest[index], widths[index] + spare)
             spare -= grown - widths[index]
             widths[index] = grown
