@@ -132,6 +132,34 @@ def test_the_step_is_counted_once_however_the_optimizer_is_hooked() -> None:
     )
 
 
+def test_mixed_precision_counts_the_same_products() -> None:
+    """Under autocast (bfloat16 on the CPU) the casts are data movement (0 operations): the
+    forward counts what it counts in float32, and each phase's MACs are still
+    ``FlopCounterMode``'s FLOPs / 2."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)
+    )
+    x = torch.randn(2, 3, 8, 8)
+
+    def step(autocast: bool) -> tuple[int, int]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            output = model(x)
+        loss = output.float().sum()
+        forward = counter.get_total_flops()
+        loss.backward()
+        return forward, counter.get_total_flops() - forward
+
+    with Profiler(model) as mixed, FlopCounterMode(display=False) as counter:
+        forward_flops, backward_flops = step(autocast=True)
+    with Profiler(model) as full, FlopCounterMode(display=False) as counter:
+        step(autocast=False)
+    phases = mixed.report.by_phase()
+    assert mixed.report.uncounted_ops == ()
+    assert (2 * phases["forward"][1], 2 * phases["backward"][1]) == (forward_flops, backward_flops)
+    assert phases["forward"] == full.report.by_phase()["forward"]
+
+
 def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) -> None:
     size = f"2x3x{SIZE}x{SIZE}"
     assert main(["profile", "resnet18", "--train", "--input", size, "--format", "json"]) == 0
