@@ -148,10 +148,10 @@ def moduleprofiler_count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
 TOOLS = (
     Tool(
         "opscope",
-        "ops, bias; every family",
+        "ops, bias; everything",
         "exact multiplications + additions, bias counted (2M with bias, 2M - E without), every "
-        "layer family with a formula (convolutions, Linear, norms, activations, pooling, ...); "
-        "functional calls and `x + y` are not seen",
+        "module with a formula (convolutions, Linear, norms, activations, pooling, ...) and "
+        "every operator outside them (functional calls, `x + y`)",
         opscope_measure(None),
     ),
     Tool(
