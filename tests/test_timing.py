@@ -13,6 +13,7 @@ from torch import nn
 from opscope import Profiler, Report
 from opscope.cli import main
 from opscope.compare import time_model
+from opscope.records import OUTSIDE_NAME
 from opscope.report import median_timing
 from opscope.zoo import ZooModel
 from helpers import OpLog
@@ -107,3 +108,18 @@ def test_cuda_event_timing_synchronises_once_when_read() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(r.time_ns > 0 for r in p.records)  # resolved here, after one synchronisation
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backward_timing_never_waits_inside_the_block() -> None:
+    model = small().cuda().train()
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    model(x).sum().backward()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronisation inside the block raises
+    try:
+        with Profiler(model, timing=True) as p:
+            model(x).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    backward = [r for r in p.records if r.phase == "backward" and r.name != OUTSIDE_NAME]
+    assert backward and all(r.time_ns > 0 for r in backward)

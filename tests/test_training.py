@@ -10,6 +10,7 @@ take whole models through the user's entry point.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from opscope import Profiler
 from opscope.cli import main
 from opscope.meta import build_on_meta
+from opscope.records import OUTSIDE_NAME
 from opscope.report import Report
 
 SIZE = 32  # small images: the same operators as at 224, a fraction of the time
@@ -160,6 +162,26 @@ def test_mixed_precision_counts_the_same_products() -> None:
     assert phases["forward"] == full.report.by_phase()["forward"]
 
 
+def test_timing_gives_each_module_its_backward_time() -> None:
+    """With ``timing=True`` a module's backward record has the time of the autograd nodes
+    its forward made; together they fit inside the backward pass's wall time."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).train()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with Profiler(model, timing=True) as p:
+        loss = model(x).sum()
+        start = time.perf_counter_ns()
+        loss.backward()
+        wall = time.perf_counter_ns() - start
+    backward = [r for r in p.records if r.phase == "backward"]
+    owned = [r for r in backward if r.name != OUTSIDE_NAME]
+    assert owned and all(r.time_ns is not None and r.time_ns > 0 for r in owned)
+    assert sum(r.time_ns for r in owned) <= wall
+    assert all(r.throughput for r in owned if r.ops)
+    # The loss's sum() runs outside the model: its node has no module to be timed with.
+    assert all(r.time_ns is None for r in backward if r.name == OUTSIDE_NAME)
+
+
 def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) -> None:
     size = f"2x3x{SIZE}x{SIZE}"
     assert main(["profile", "resnet18", "--train", "--input", size, "--format", "json"]) == 0
@@ -173,8 +195,8 @@ def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) 
         forward_flops,
         backward_flops,
     )
-    # The default optimizer: SGD with momentum, its first step (the buffer starts as a copy).
-    assert phases["step"] == {"ops": 2 * trainable_elements(model), "macs": 0}
+    # The default optimizer, SGD with momentum, after the warm-up step: a step of the loop.
+    assert phases["step"] == {"ops": 4 * trainable_elements(model), "macs": 0}
     assert Report.from_json(json.dumps(data)).by_phase() == {
         name: (phase["ops"], phase["macs"]) for name, phase in phases.items()
     }
@@ -188,6 +210,7 @@ def test_a_timed_training_step_reports_its_utilisation(capsys: pytest.CaptureFix
     assert "Operations by phase: forward" in out and "step" in out
     assert "One training step:" in out and "(median of 1, unprofiled)" in out
     assert "model FLOPs utilisation" in out and "of 1.00 TFLOP/s" in out
+    assert "conv1 [backward]" in out  # each layer timed, its backward too
     assert main([*arguments, "--time", "--repeat", "1", "--warmup", "0"]) == 0
     assert "give --peak-flops for the model FLOPs utilisation" in " ".join(
         capsys.readouterr().out.split()

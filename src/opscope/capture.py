@@ -179,44 +179,83 @@ def _on_cuda(module: nn.Module, args: tuple[Any, ...]) -> bool:
     return parameter is not None and parameter.is_cuda
 
 
+Elapsed = int | tuple[Any, Any]
+"""A duration as measured: nanoseconds, or a pair of CUDA events not yet resolved."""
+
+
 class CallTimer:
-    """The duration of every logged call, in the order the calls were logged: monotonic
-    nanoseconds on the CPU; on CUDA, a pair of events recorded on the current stream in the
-    hooks (nothing waits) and resolved after one synchronisation when results are read."""
+    """The duration of every logged call, in the order the calls were logged, and the
+    backward pass's time per module that owns autograd nodes: monotonic nanoseconds on the
+    CPU; on CUDA, a pair of events recorded on the current stream (nothing waits), resolved
+    after one synchronisation when results are read."""
 
     def __init__(self) -> None:
-        self._times: list[int | tuple[Any, Any]] = []
+        self._times: list[Elapsed] = []
+        self._backward: dict[int, list[Elapsed]] = {}
         self._lock = threading.Lock()
 
     def start(self, module: nn.Module, args: tuple[Any, ...]) -> Any:
         """The start of a module's call: a CUDA event recorded on the current stream for a
         call on CUDA (nothing waits), else the monotonic clock in nanoseconds."""
-        if _on_cuda(module, args):
+        return self._now(_on_cuda(module, args))
+
+    def start_node(self, grad_outputs: Any) -> Any:
+        """The start of an autograd node, on CUDA when its first gradient is."""
+        first = next(_tensors(grad_outputs), None)
+        return self._now(first is not None and first.is_cuda)
+
+    @staticmethod
+    def _now(cuda: bool) -> Any:
+        if cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return event
         return time.perf_counter_ns()
 
+    @staticmethod
+    def _elapsed(begun: Any) -> Elapsed:
+        if isinstance(begun, int):
+            return time.perf_counter_ns() - begun
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        return (begun, end)
+
     def keep(self, begun: Any, keep: Callable[[], object]) -> None:
         """The call that began at ``begun`` ends: keep its time, and run ``keep`` (which logs
         the call) under the same lock, so that calls of other threads cannot come between."""
-        if isinstance(begun, int):
-            elapsed: Any = time.perf_counter_ns() - begun
-        else:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            elapsed = (begun, end)
+        elapsed = self._elapsed(begun)
         with self._lock:
             self._times.append(elapsed)
             keep()
+
+    def keep_node(self, owner: int, begun: Any) -> None:
+        """An autograd node of ``owner``'s that began at ``begun`` ends: add its time."""
+        elapsed = self._elapsed(begun)
+        with self._lock:
+            self._backward.setdefault(owner, []).append(elapsed)
 
     def durations(self, count: int) -> list[int]:
         """The first ``count`` durations in nanoseconds (CUDA events resolved after one
         synchronisation)."""
         times = self._times[:count]
+        self._synchronize(times)
+        return [_nanoseconds(t) for t in times]
+
+    def backward_durations(self) -> dict[int, int]:
+        """Each owner's time in the backward pass so far: the sum of its nodes' durations."""
+        with self._lock:
+            spans = {owner: list(times) for owner, times in self._backward.items()}
+        self._synchronize([t for times in spans.values() for t in times])
+        return {owner: sum(map(_nanoseconds, times)) for owner, times in spans.items()}
+
+    @staticmethod
+    def _synchronize(times: list[Elapsed]) -> None:
         if any(not isinstance(t, int) for t in times):
             torch.cuda.synchronize()
-        return [t if isinstance(t, int) else round(t[0].elapsed_time(t[1]) * 1e6) for t in times]
+
+
+def _nanoseconds(elapsed: Elapsed) -> int:
+    return elapsed if isinstance(elapsed, int) else round(elapsed[0].elapsed_time(elapsed[1]) * 1e6)
 
 
 class CoverageProbe:
@@ -316,6 +355,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.stack: list[tuple[int, Any]] = []  # (scope or site code, call number or start)
         self.owner: int | None = None  # in the backward pass: whose autograd node runs
+        self.nodes: list[Any] = []  # when timing: the starts of the nodes running
         self.stepping = False  # inside an optimizer's step()
 
 
@@ -375,13 +415,17 @@ class ModuleTracker:
         boundary = {id(t.grad_fn) for t in _tensors(inputs) if t.grad_fn is not None}
         pending = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
         seen: set[int] = set()
-        threads = self._threads
+        threads, timer = self._threads, self._timer
 
         def start(grad_outputs: Any) -> None:
             threads.owner = code
+            if timer is not None:
+                threads.nodes.append(timer.start_node(grad_outputs))
 
         def end(grad_inputs: Any, grad_outputs: Any) -> None:
             threads.owner = None
+            if timer is not None and threads.nodes:
+                timer.keep_node(code, threads.nodes.pop())
 
         while pending:
             node = pending.pop()

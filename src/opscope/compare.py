@@ -209,9 +209,12 @@ def train_model(
     """Build ``model`` on ``device`` and profile one training step: the forward in training
     mode, a scalar loss (:func:`_scalar_loss`), the backward pass and an optimizer step
     (``sgd`` with momentum, or ``adamw``). The report's phases (``report.by_phase()``) say
-    what each costs. With ``repeat``, ``warmup + repeat`` more steps run unprofiled on a real
-    device and the median wall time of the last ``repeat`` is ``seconds`` (CUDA
-    synchronised around each step).
+    what each costs.
+
+    ``warmup`` unprofiled steps run first, so that the profiled step is one of a training
+    loop (the optimizer's state made, the allocator warm). With ``repeat`` the profiled step
+    is timed per layer, backward included (``timing=True``), and ``repeat`` more steps run
+    unprofiled: the median wall time of those is ``seconds`` (CUDA synchronised around each).
 
     Raises:
         ModelError: the model cannot be built, or fails at these inputs.
@@ -230,34 +233,39 @@ def train_model(
         step.step()
         step.zero_grad()
 
-    shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
-    with shortcuts, Profiler(net) as profiler:
+    def guarded(steps: int) -> None:
         try:
-            train_step()
+            for _ in range(steps):
+                train_step()
         except ModelError:
             raise
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
             reason = describe_failure(error, device)
             message = f"{model.name} failed a training step at input {described}: {reason}"
             raise ModelError(message, reason) from error
-    seconds = _median_seconds(train_step, device, repeat, warmup) if repeat else None
+
+    shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
+    with shortcuts:
+        guarded(warmup)
+        with Profiler(net, timing=repeat > 0) as profiler:
+            guarded(1)
+    seconds = _median_seconds(train_step, device, repeat) if repeat else None
     params = sum(p.numel() for p in net.parameters())
     return ModelRun(profiler.report, params, described, seconds)
 
 
-def _median_seconds(run: Callable[[], None], device: str, repeat: int, warmup: int) -> float:
-    """The median wall time of ``repeat`` calls of ``run`` after ``warmup`` more."""
+def _median_seconds(run: Callable[[], None], device: str, repeat: int) -> float:
+    """The median wall time of ``repeat`` calls of ``run``."""
     cuda = torch.device(device).type == "cuda"
     times = []
-    for index in range(warmup + repeat):
+    for _ in range(repeat):
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
         run()
         if cuda:
             torch.cuda.synchronize()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 

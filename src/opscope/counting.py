@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from opscope.capture import (
+    BACKWARD,
     OPTIMIZER,
     OUTSIDE,
     PHASES,
@@ -345,11 +346,13 @@ class Counter:
         distinct: Sequence[LoggedCall | LoggedOp],
         calls: Sequence[tuple[int, int, int]],
         times: Sequence[int],
+        backward_times: Mapping[int, int] | None = None,
     ) -> Counted:
         """The records of ``(distinct call number, calls, scope call)`` entries in execution
         order: one per module call (with its time, ``times`` being those of the module calls in
-        order), and one per call of a module that ran
-        operators outside counted modules (its place is that of its first operator)."""
+        order), and one per call of a module that ran operators outside counted modules (its
+        place is that of its first operator); a module's backward record has its time in
+        ``backward_times`` (by the module's code), when timed."""
         counted, op_counts = self._counted, self._op_counts
         calls_per_site = [0] * len(self.sites)
         slots: list[LayerRecord | _Functional] = []
@@ -394,7 +397,10 @@ class Counter:
         for slot in slots:
             if isinstance(slot, _Functional):
                 calls_per_scope[slot.scope, slot.phase] += 1
-                slot = self._functional_record(slot, calls_per_scope[slot.scope, slot.phase])
+                work = slot
+                slot = self._functional_record(work, calls_per_scope[work.scope, work.phase])
+                if backward_times and work.phase == BACKWARD and work.scope in backward_times:
+                    slot = replace(slot, time_ns=backward_times[work.scope])
             records.append(slot)
         idle = tuple(
             (site.name, site.module_type, self._user(index))

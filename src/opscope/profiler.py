@@ -382,8 +382,12 @@ class Profiler:
     def _counted(self) -> Counted:
         block = self._block
         distinct, calls = block.log.snapshot()
-        times = block.timer.durations(len(calls)) if block.timer is not None else []
-        return block.counter.records(distinct, calls, times)
+        timer = block.timer
+        if timer is None:
+            return block.counter.records(distinct, calls, [])
+        return block.counter.records(
+            distinct, calls, timer.durations(len(calls)), timer.backward_durations()
+        )
 
     @property
     def records(self) -> tuple[LayerRecord, ...]:

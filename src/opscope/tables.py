@@ -226,7 +226,8 @@ def layer_grid(
             row += _bytes_cells(ops, sum(r.bytes for r in records))
         if timed:
             nanoseconds = sum(r.time_ns or 0 for r in records)
-            row.append(format_time(nanoseconds))
+            untimed = all(r.time_ns is None for r in records)  # operators outside modules
+            row.append("-" if untimed else format_time(nanoseconds))
             if spread:
                 single = records[0].time_spread_ns if len(records) == 1 else None
                 row.append("" if single is None else format_time(single))

@@ -123,7 +123,7 @@ def rich_table(grid: Grid, width: int | None = None) -> Table:
         grid = fit(grid, width)
         widths = list(_widths(grid, width))
     table = Table(
-        title=grid.title,
+        title=Text(grid.title, style="italic") if grid.title else None,
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -139,12 +139,14 @@ def rich_table(grid: Grid, width: int | None = None) -> Table:
             width=widths[index],
             style="bold" if column.strong else None,
         )
+    # Cells are text, never markup: a label such as "conv1 [backward]" is shown as it is.
     for row in grid.rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     if grid.footer:
         table.add_section()
         for index, row in enumerate(grid.footer):
-            table.add_row(*row, style="bold" if index == len(grid.footer) - 1 else "italic")
+            style = "bold" if index == len(grid.footer) - 1 else "italic"
+            table.add_row(*map(Text, row), style=style)
     return table
 
 
