@@ -557,11 +557,13 @@ class ModuleTracker:
     def note_parameters(self, args: tuple[Any, ...], scope: int) -> None:
         """Remember which counted modules' parameters an operator of ``scope`` used (a Linear
         whose weight a block passes to ``F.linear``: it ran, without being called)."""
+        owners = self._owners
         for value in args:
-            if isinstance(value, nn.Parameter):
-                site = self._owners.get(id(value))
-                if site is not None:
-                    self.used_by.setdefault(site, scope)
+            # By id alone: a parameter of the model lives as long as the block, so its id is
+            # its own (isinstance(value, nn.Parameter) costs more than the whole lookup).
+            site = owners.get(id(value))
+            if site is not None:
+                self.used_by.setdefault(site, scope)
 
 
 _MODULE_CALL = nn.Module._call_impl.__code__
