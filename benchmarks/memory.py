@@ -179,13 +179,17 @@ def cuda_columns(model: nn.Module, x: torch.Tensor, rounds: int) -> str:
 def one_forward(rounds: int) -> None:
     cuda = torch.cuda.is_available()
     rss_how = "peak reset via /proc/self/clear_refs" if RESETTABLE else "getrusage ru_maxrss"
-    print(f"(a) one forward, 1x3x224x224, cpu, threads: {torch.get_num_threads()}, "
-          f"rounds: {rounds} (medians); resident memory: {rss_how}; "
-          f"cuda: {'yes' if cuda else 'not available'}")
-    header = (f"{'model':<20} {'records':>7} {'py peak bare':>12} {'py peak prof':>12} "
-              f"{'held: log':>11} {'B/rec':>6} {'held: +records':>15} {'B/rec':>6} "
-              f"{'tensors kept':>12} {'RSS peak bare':>13} {'RSS peak prof':>13} {'RSS extra':>9} "
-              f"{'all outputs':>11}")
+    print(
+        f"(a) one forward, 1x3x224x224, cpu, threads: {torch.get_num_threads()}, "
+        f"rounds: {rounds} (medians); resident memory: {rss_how}; "
+        f"cuda: {'yes' if cuda else 'not available'}"
+    )
+    header = (
+        f"{'model':<20} {'records':>7} {'py peak bare':>12} {'py peak prof':>12} "
+        f"{'held: log':>11} {'B/rec':>6} {'held: +records':>15} {'B/rec':>6} "
+        f"{'tensors kept':>12} {'RSS peak bare':>13} {'RSS peak prof':>13} {'RSS extra':>9} "
+        f"{'all outputs':>11}"
+    )
     if cuda:
         header += f" {'cuda peak bare':>14} {'cuda peak prof':>14}"
     print(header)
@@ -208,12 +212,14 @@ def one_forward(rounds: int) -> None:
                 rss_prof.append(rss_peak_delta(profiled_run(model, x)))
             row = [median(column) for column in zip(*profiled)]
             peak, kept_calls, kept_records, records, tensors_kept, outputs = row
-            line = (f"{name:<20} {records:>7,} {median(bare):>12,} {peak:>12,} "
-                    f"{kept_calls:>11,} {kept_calls / records:>6.0f} {kept_records:>15,} "
-                    f"{kept_records / records:>6.0f} {tensors_kept:>12,} "
-                    f"{mib(median(rss_bare)):>13} {mib(median(rss_prof)):>13} "
-                    f"{mib(median(rss_prof) - median(rss_bare), sign='+'):>9} "
-                    f"{mib(outputs):>11}")
+            line = (
+                f"{name:<20} {records:>7,} {median(bare):>12,} {peak:>12,} "
+                f"{kept_calls:>11,} {kept_calls / records:>6.0f} {kept_records:>15,} "
+                f"{kept_records / records:>6.0f} {tensors_kept:>12,} "
+                f"{mib(median(rss_bare)):>13} {mib(median(rss_prof)):>13} "
+                f"{mib(median(rss_prof) - median(rss_bare), sign='+'):>9} "
+                f"{mib(outputs):>11}"
+            )
         if cuda:
             line += cuda_columns(model.cuda(), x.cuda(), rounds)
         print(line)
@@ -277,12 +283,18 @@ def long_runs(calls: int) -> None:
             print("summary mode: Profiler(model, summary=True) raises TypeError (not merged)")
         else:
             modes.append(("summary", summary))
-        results = [(mode, profiler, long_run(profiler, model, x, checkpoints))
-                   for mode, profiler in modes]
-    print(f"\n(b) {calls:,} calls of a tiny model (Conv2d, ReLU, Flatten, Linear; 1x3x8x8; "
-          f"{modules} counted modules) in one block; tracemalloc current memory")
-    print(f"{'mode':<12} " + " ".join(f"{f'after {c:,}':>14}" for c in checkpoints)
-          + f" {'B/forward':>9} {'records':>9} {'sum calls':>10} {'expected':>9} {'total ops':>14}")
+        results = [
+            (mode, profiler, long_run(profiler, model, x, checkpoints)) for mode, profiler in modes
+        ]
+    print(
+        f"\n(b) {calls:,} calls of a tiny model (Conv2d, ReLU, Flatten, Linear; 1x3x8x8; "
+        f"{modules} counted modules) in one block; tracemalloc current memory"
+    )
+    print(
+        f"{'mode':<12} "
+        + " ".join(f"{f'after {c:,}':>14}" for c in checkpoints)
+        + f" {'B/forward':>9} {'records':>9} {'sum calls':>10} {'expected':>9} {'total ops':>14}"
+    )
     for mode, profiler, memory in results:
         if len(checkpoints) > 1:  # the slope: what one more call costs
             per_call = (memory[-1] - memory[0]) / (checkpoints[-1] - checkpoints[0])
@@ -293,12 +305,17 @@ def long_runs(calls: int) -> None:
         else:
             records = profiler.records
             expected = modules if mode == "summary" else modules * calls
-            counts = (f"{len(records):>9,} {sum(r.calls for r in records):>10,} "
-                      f"{expected:>9,} {profiler.total_ops:>14,}")
-        print(f"{mode:<12} " + " ".join(f"{m:>14,}" for m in memory) + f" {per_call:>9.1f} "
-              + counts)
-    print(f"expected: records per mode (summary: the {modules} counted modules; default: one "
-          f"per call); sum calls should be {modules * calls:,} in both modes")
+            counts = (
+                f"{len(records):>9,} {sum(r.calls for r in records):>10,} "
+                f"{expected:>9,} {profiler.total_ops:>14,}"
+            )
+        print(
+            f"{mode:<12} " + " ".join(f"{m:>14,}" for m in memory) + f" {per_call:>9.1f} " + counts
+        )
+    print(
+        f"expected: records per mode (summary: the {modules} counted modules; default: one "
+        f"per call); sum calls should be {modules * calls:,} in both modes"
+    )
 
 
 def main() -> None:

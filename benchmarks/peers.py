@@ -139,9 +139,7 @@ def moduleprofiler_count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     # One entry per named module (containers and unmapped types have ops None).
     data = ModuleProfiler().estimate_ops(model, x)
     total = sum(entry["ops"] for entry in data.values() if entry["ops"] is not None)
-    part = sum(
-        entry["ops"] for entry in data.values() if entry["type"] in ("Conv2d", "Linear")
-    )
+    part = sum(entry["ops"] for entry in data.values() if entry["type"] in ("Conv2d", "Linear"))
     return total, part
 
 
@@ -301,14 +299,20 @@ def main() -> None:
             if tool.needs is not None:
                 importlib.import_module(tool.needs)  # imported once, before any timing
         except Exception as error:  # noqa: BLE001 - any failure means: skip this tool
-            print(f"skipping {tool.name}: `import {tool.needs}` fails ({type(error).__name__}; "
-                  "pip install '.[bench]')")
+            print(
+                f"skipping {tool.name}: `import {tool.needs}` fails ({type(error).__name__}; "
+                "pip install '.[bench]')"
+            )
         else:
             tools.append(tool)
-    print(f"device: cpu, threads: {torch.get_num_threads()}, rounds: {args.rounds}, "
-          f"warm-up: {args.warmup}, torch {torch.__version__}")
-    header = (f"{'tool':<22} {'count':>15} {'convention':<33} {'Conv2d+Linear as ops':>20} "
-              f"{'vs opscope':>10} {'ratio':>6} {'rounds':>6}")
+    print(
+        f"device: cpu, threads: {torch.get_num_threads()}, rounds: {args.rounds}, "
+        f"warm-up: {args.warmup}, torch {torch.__version__}"
+    )
+    header = (
+        f"{'tool':<22} {'count':>15} {'convention':<33} {'Conv2d+Linear as ops':>20} "
+        f"{'vs opscope':>10} {'ratio':>6} {'rounds':>6}"
+    )
     for name in args.models:
         model = torchvision.models.get_model(name, weights=None).eval()
         x = torch.randn(1, 3, 224, 224)
@@ -322,8 +326,10 @@ def main() -> None:
         print(f"\n{name} (E with bias {e.with_bias:,}, E without bias {e.without_bias:,})")
         print(header)
         for ratio, n, tool, count, converted in sorted(rows, key=lambda row: row[0]):
-            print(f"{tool.name:<22} {fmt(count):>15} {tool.convention:<33} {fmt(converted):>20} "
-                  f"{versus(converted, reference):>10} {ratio:>6.2f} {n:>6}")
+            print(
+                f"{tool.name:<22} {fmt(count):>15} {tool.convention:<33} {fmt(converted):>20} "
+                f"{versus(converted, reference):>10} {ratio:>6.2f} {n:>6}"
+            )
     print("\nM = multiply-accumulates, E = output elements (of the Conv2d and Linear calls).")
     for tool in tools:
         print(f"- {tool.name}: {tool.legend}")
