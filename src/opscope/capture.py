@@ -407,12 +407,19 @@ class ModuleTracker:
             STEP if threads.stepping else FORWARD,
         )
 
-    def claim(self, code: int, inputs: Any, output: Any) -> None:
-        """Make the autograd nodes a module call created (from its output back to its
-        inputs) say, when the backward pass runs them, that they are ``code``'s: a node's
-        own hooks set and clear the owner, so nothing holds the graph. The nodes of inner
-        modules, claimed before, keep their owner."""
-        boundary = {id(t.grad_fn) for t in _tensors(inputs) if t.grad_fn is not None}
+    def _boundary(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int] | None:
+        """Before a module call, when the backward pass is followed: the ids of the autograd
+        nodes that made its inputs, where :meth:`claim` stops (read before the call, since an
+        in-place operator such as ``ReLU(inplace=True)`` gives its input a new node)."""
+        if self.mode is None or not torch.is_grad_enabled():
+            return None
+        return {id(t.grad_fn) for t in _tensors((args, kwargs)) if t.grad_fn is not None}
+
+    def claim(self, code: int, boundary: set[int], output: Any) -> None:
+        """Make the autograd nodes a module call created (from its output back to the
+        ``boundary`` nodes that made its inputs) say, when the backward pass runs them, that
+        they are ``code``'s: a node's own hooks set and clear the owner, so nothing holds the
+        graph. The nodes of inner modules, claimed before, keep their owner."""
         pending = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
         seen: set[int] = set()
         threads, timer = self._threads, self._timer
@@ -476,6 +483,7 @@ class ModuleTracker:
             # A scope inside a counted module (a child its formula does not account for):
             # the operators' mode, left for the counted module, is back for the scope.
             mode = self.mode
+            boundary = self._boundary(args, kwargs)
             pushed = mode is not None and not _on_top(mode)
             if pushed:
                 _push_dispatch_mode(mode)
@@ -485,8 +493,8 @@ class ModuleTracker:
                 if pushed:
                     _pop_dispatch_mode(None)
                 stack.stack.pop()
-            if mode is not None and torch.is_grad_enabled():
-                self.claim(scope, (args, kwargs), output)
+            if boundary is not None:
+                self.claim(scope, boundary, output)
             return output
 
         self._wrap(module, around)
@@ -509,6 +517,7 @@ class ModuleTracker:
             # Its formula counts its operators: the mode is left while it runs, so that they
             # cost nothing to profile (a dispatch mode costs tens of µs per operator).
             mode = self.mode
+            boundary = self._boundary(args, kwargs)
             popped = mode is not None and _on_top(mode)
             if popped:
                 _pop_dispatch_mode(None)
@@ -526,8 +535,8 @@ class ModuleTracker:
                 log.keep(call)
             else:
                 timer.keep(begun, lambda: log.keep(call))
-            if self.mode is not None and torch.is_grad_enabled():
-                self.claim(code, (args, kwargs), output)
+            if boundary is not None:
+                self.claim(code, boundary, output)
             return output
 
         self._wrap(module, around)
