@@ -30,6 +30,18 @@ def test_one_row_per_record_with_typed_columns(profiled: Profiler) -> None:
     assert int(frame["macs"].sum()) == profiled.report.total_macs
     assert frame["input_shape"][0] == "1×3×64×64"
     assert frame.loc[frame["family"] == "functional", "type"].str.startswith("BasicBlock").all()
+    assert set(frame["phase"]) == {"forward"}
+
+
+def test_a_training_step_has_its_phases() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Profiler(model) as p:
+        model(torch.randn(3, 4)).sum().backward()
+        optimizer.step()
+    frame = p.report.to_pandas()
+    by_phase = frame.groupby("phase", sort=False)["ops"].sum().to_dict()
+    assert by_phase == {phase: ops for phase, (ops, _) in p.report.by_phase().items()}
 
 
 def test_the_tree_is_indexed_by_path(profiled: Profiler) -> None:

@@ -177,3 +177,12 @@ def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert {row["name"]: row["inputs"] for row in rows} == {
         "hf:bert": "input_ids=1×128:int64", "hf:gpt2": "input_ids=1×128:int64"
     }  # fmt: skip
+
+
+def test_a_second_input_seen_first_is_not_called_a_resize(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CLIP's first layer sees its second input, the image, at the size given."""
+    assert main(["profile", "hf:clip", "--format", "markdown"]) == 0
+    heading = capsys.readouterr().out.splitlines()[0]
+    assert heading == "hf:clip at input_ids=1×77:int64, pixel_values=1×3×224×224 on meta"

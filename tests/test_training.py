@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from opscope import Profiler
@@ -23,6 +25,7 @@ from opscope.cli import main
 from opscope.meta import build_on_meta
 from opscope.records import OUTSIDE_NAME
 from opscope.report import Report
+from opscope.tables import notes
 
 SIZE = 32  # small images: the same operators as at 224, a fraction of the time
 
@@ -182,6 +185,45 @@ def test_timing_gives_each_module_its_backward_time() -> None:
     assert all(r.time_ns is None for r in backward if r.name == OUTSIDE_NAME)
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_an_in_place_module_keeps_its_own_backward(inplace: bool) -> None:
+    """``ReLU(inplace=True)`` gives its input a new autograd node: its backward is still its
+    own, not its parent's."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=inplace), nn.Linear(4, 2))
+    with Profiler(model) as p:
+        model(torch.randn(3, 4)).sum().backward()
+    backward = {r.name: r.ops for r in p.records if r.phase == "backward"}
+    assert backward["1"] == 3 * 4  # threshold_backward: one comparison per element
+    assert set(backward) == {"0", "1", "2"}
+
+
+def test_a_block_around_the_backward_alone_says_what_it_cannot_tell() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    loss = model(torch.randn(3, 4)).sum()
+    with Profiler(model) as p:
+        loss.backward()
+    text = " ".join(notes(p.report))
+    assert "The backward pass ran without the model's forward in the block" in text
+    assert "Never called" not in text
+    assert {r.name for r in p.records} == {OUTSIDE_NAME} and p.report.by_phase()["backward"][0]
+
+
+def test_a_loss_module_is_the_steps_own_work() -> None:
+    """``nn.CrossEntropyLoss()`` called in the block is counted like ``F.cross_entropy``,
+    outside the model; another model called in the block is still not counted."""
+    model, other = nn.Linear(5, 5), nn.Linear(5, 5)
+    x, target = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+
+    def forward_outside(loss: Callable[[torch.Tensor], torch.Tensor]) -> int:
+        with Profiler(model) as p:
+            loss(model(x))
+        return sum(r.ops for r in p.records if r.name == OUTSIDE_NAME)
+
+    module = forward_outside(lambda y: nn.CrossEntropyLoss()(y, target))
+    assert module == forward_outside(lambda y: F.cross_entropy(y, target)) > 0
+    assert forward_outside(other) == 0
+
+
 def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) -> None:
     size = f"2x3x{SIZE}x{SIZE}"
     assert main(["profile", "resnet18", "--train", "--input", size, "--format", "json"]) == 0
@@ -222,6 +264,8 @@ def test_a_timed_training_step_reports_its_utilisation(capsys: pytest.CaptureFix
     [
         (["--optimizer", "adamw"], "--optimizer goes with --train"),
         (["--train", "--peak-flops", "1e12"], "--peak-flops goes with --train --time"),
+        (["--train", "--coverage"], "--coverage measures a forward pass: not with --train"),
+        (["--warmup", "2"], "--warmup goes with --time or --train"),
     ],
 )
 def test_training_options_out_of_place_are_refused(

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.loss import _Loss
 from torch._C import _current_autograd_node
 from torch._C import _get_dispatch_stack_at as _dispatch_stack_at
 from torch._C import _len_torch_dispatch_stack as _len_dispatch_stack
@@ -579,12 +580,14 @@ _MODULE_CALL = nn.Module._call_impl.__code__
 
 
 def _in_a_module_call() -> bool:
-    """Whether some module's call is running in this thread. Asked only for operators that
-    run while no module of the model does (rare): then it is another model's module, whose
-    work is not this model's. Reads the Python stack, nothing else."""
+    """Whether some module's call other than a loss's is running in this thread. Asked only
+    for operators that run while no module of the model does (rare): then it is another
+    model's module, whose work is not this model's; a loss module (``nn.CrossEntropyLoss``)
+    is the training step's own work, like ``F.cross_entropy``. Reads the Python stack,
+    nothing else."""
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code is _MODULE_CALL:
+        if frame.f_code is _MODULE_CALL and not isinstance(frame.f_locals.get("self"), _Loss):
             return True
         frame = frame.f_back
     return False

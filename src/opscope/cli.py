@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup",
         type=_non_negative_int,
         metavar="W",
-        help="with --time: runs dropped before the timed ones (1)",
+        help="with --time: runs dropped before the timed ones; with --train: steps run "
+        "before the counted one (1)",
     )
 
     comparison = commands.add_parser("compare", help="one row per model, side by side")
@@ -263,9 +264,12 @@ def check(args: argparse.Namespace) -> None:
             )
         if args.depth is not None and (args.sort or args.top):
             raise CliError("--depth shows the model's tree in its own order: no --sort or --top", 2)
-        timing = [option for option in ("repeat", "warmup") if getattr(args, option) is not None]
-        if timing and not args.time:
-            raise CliError(f"--{timing[0]} goes with --time", 2)
+        if args.repeat is not None and not args.time:
+            raise CliError("--repeat goes with --time", 2)
+        if args.warmup is not None and not (args.time or args.train):
+            raise CliError("--warmup goes with --time or --train", 2)
+        if args.train and args.coverage:
+            raise CliError("--coverage measures a forward pass: not with --train", 2)
         if args.optimizer and not args.train:
             raise CliError("--optimizer goes with --train", 2)
         if args.peak_flops is not None and not (args.train and args.time):

@@ -105,8 +105,9 @@ class Profiled:
         and the size the model's first layer really saw when the model resized its input."""
         text = f"{self.model.name} at {self.inputs} on {self.device}"
         first = next((r.input_shape for r in self.report.records if r.input_shape), None)
-        given = self.inputs.split(", ")[0]
-        if first and "×" in given and format_shape(first[-2:]) not in given:
+        # The first layer's height and width in none of the inputs (a multimodal model's
+        # first layer may see its second input).
+        if first and len(first) == 4 and format_shape(first[-2:]) not in self.inputs:
             text += f" (its first layer saw {format_shape(first)}: the model resized its input)"
         return text
 

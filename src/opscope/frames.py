@@ -44,7 +44,8 @@ def _typed(frame: Any, integers: list[str]) -> Any:
 def records_frame(report: Report) -> Any:
     """One row per record, in execution order: name, type, family, call index, calls, ops,
     MACs, params, bytes, shapes (``1×3×224×224``, the first input and output), time (when
-    timed) and why a call was not counted, if it was not."""
+    timed), why a call was not counted, if it was not, and its phase (``forward``,
+    ``backward``, ``recompute``, ``step``)."""
     pandas = _pandas()
     rows = [
         {
@@ -61,11 +62,12 @@ def records_frame(report: Report) -> Any:
             "output_shape": format_shape(record.output_shape),
             "time_ns": record.time_ns,
             "uncounted": record.uncounted,
+            "phase": record.phase,
         }
         for record in report.records
     ]
     columns = ["name", "type", "family", "call_index", "calls", "ops", "macs", "params", "bytes",
-               "input_shape", "output_shape", "time_ns", "uncounted"]  # fmt: skip
+               "input_shape", "output_shape", "time_ns", "uncounted", "phase"]  # fmt: skip
     frame = pandas.DataFrame(rows, columns=columns)
     frame["time_ns"] = frame["time_ns"].astype("Int64")  # missing when not timed
     return _typed(frame, ["call_index", "calls", "ops", "macs", "params", "bytes"])

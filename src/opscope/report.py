@@ -162,7 +162,8 @@ class Report:
         """The per-module tree, in the model's order (each module before its children): every
         module that has counted work inside it, with the calls, operations, MACs and
         parameters of everything inside it, down to ``depth`` (None: every level). The model's
-        node (``""``, depth 0) and, when there is some, the block's work outside the model
+        node (``""``, depth 0) and, when there is some, the block's work outside the model and
+        an optimizer's step (``(outside the model)``, ``(optimizer step)``, depth 0 beside it)
         add up to :attr:`total_ops` exactly; a module called several times holds all its
         calls, a shared one is counted once per call.
 
@@ -201,7 +202,7 @@ class Report:
             ModuleTotal(
                 path=path,
                 module_type=known[path].module_type if path in known else types.get(path, "-"),
-                depth=1 if path in BLOCK_PATHS else len(_ancestors(path)) - 1,
+                depth=0 if path in BLOCK_PATHS else len(_ancestors(path)) - 1,
                 calls=totals[path][0],
                 ops=totals[path][1],
                 macs=totals[path][2],

@@ -23,7 +23,7 @@ from opscope.format import (
     models_title,
     plural,
 )
-from opscope.records import FunctionalOps
+from opscope.records import OUTSIDE_NAME, FunctionalOps
 
 if TYPE_CHECKING:
     from opscope.choices import SortOrder
@@ -369,6 +369,15 @@ def notes(report: Report) -> list[str]:
     if set(phases) - {"forward"}:
         parts = [f"{phase} {format_count(ops)}" for phase, (ops, _) in phases.items()]
         lines.append(f"Operations by phase: {', '.join(parts)} (report.by_phase()).")
+    backward_alone = "backward" in phases and all(
+        record.name == OUTSIDE_NAME for record in report.records if record.phase != "step"
+    )
+    if backward_alone:
+        lines.append(
+            "The backward pass ran without the model's forward in the block: its work is "
+            "counted, but only a forward inside the block tells which module each gradient "
+            "belongs to."
+        )
     failed = [record for record in report.records if record.uncounted]
     if failed:
         first = failed[0]
@@ -404,7 +413,7 @@ def notes(report: Report) -> list[str]:
     dead = [
         f"{name} ({module_type})" for name, module_type, used in report.idle_modules if not used
     ]
-    if dead:
+    if dead and not backward_alone:  # then the forward ran before the block, not "never"
         more = f" and {len(dead) - 3} more" if len(dead) > 3 else ""
         lines.append(f"Never called, nor their parameters used: {', '.join(dead[:3])}{more}.")
     if report.unhooked_modules:

@@ -44,6 +44,8 @@ NAME_WIDTH = 24
 TEXT_WIDTH = 12
 """The narrowest a wrapping text column (a type, a note) is made before columns are left out."""
 GAP = 2  # spaces between two columns
+MIN_TEXT_WIDTH = 4
+"""The narrowest a text column is folded to when a terminal is too narrow for anything else."""
 
 
 def _cells(grid: Grid, index: int) -> list[str]:
@@ -94,23 +96,27 @@ def _widths(grid: Grid, width: int) -> list[int]:
     """Each column's width in ``width`` characters: numbers and shapes their longest cell,
     text at least its longest word, then as much more of its longest cell as there is room
     for, in column order. Where even that does not fit, text gives up the indentation
-    before its words (wrapped there) before any number is cut."""
+    before its words, then its words are folded, before any number is cut."""
     longest = [max(map(len, _cells(grid, index))) for index in range(len(grid.columns))]
     widths = [_least_width(grid, index) for index in range(len(grid.columns))]
     spare = width - sum(widths) - GAP * (len(widths) - 1)
-    for index, column in enumerate(grid.columns):
-        if column.whole:
-            continue
-        if spare < 0:  # too narrow for all: down to the longest word, indentation aside
-            words = max(len(word) for cell in _cells(grid, index) for word in [*cell.split(), ""])
-            shrunk = max(words, widths[index] + spare)
-            spare += widths[index] - shrunk
-            widths[index] = shrunk
-        elif spare > 0:
+    text = [index for index, column in enumerate(grid.columns) if not column.whole]
+    for index in text:
+        if spare > 0:
             grown = min(longest[index], widths[index] + spare)
             spare -= grown - widths[index]
             widths[index] = grown
+    for floor in (_longest_plain_word, lambda grid, index: MIN_TEXT_WIDTH):
+        for index in text:
+            if spare < 0:  # too narrow for all
+                shrunk = max(min(floor(grid, index), widths[index]), widths[index] + spare)
+                spare += widths[index] - shrunk
+                widths[index] = shrunk
     return widths
+
+
+def _longest_plain_word(grid: Grid, index: int) -> int:
+    return max(len(word) for cell in _cells(grid, index) for word in [*cell.split(), ""])
 
 
 def rich_table(grid: Grid, width: int | None = None) -> Table:
@@ -135,7 +141,7 @@ def rich_table(grid: Grid, width: int | None = None) -> Table:
             justify=column.align,
             no_wrap=column.whole,
             overflow="fold",
-            min_width=_least_width(grid, index),
+            min_width=widths[index] or _least_width(grid, index),
             width=widths[index],
             style="bold" if column.strong else None,
         )
