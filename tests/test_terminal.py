@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -219,3 +220,25 @@ def test_an_indented_name_is_never_wrapped() -> None:
     assert "Linear" not in rendered(60)  # the Type column made room
     narrow = rendered(50)  # too narrow for the name: it wraps, no number is cut
     assert "22.4 G" in narrow and "1.18 M" in narrow
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_too_narrow_for_names_folds_them_not_the_numbers(width: int) -> None:
+    long = "an_encoder_block_with_a_rather_long_name"
+    model = nn.Sequential(OrderedDict({long: nn.Sequential(nn.Linear(64, 64), nn.GELU())}))
+    with torch.inference_mode(), Profiler(model) as p:
+        model(torch.randn(512, 64))
+
+    def numbers(text: str) -> set[str]:
+        return {
+            cell
+            for line in text.splitlines()
+            for cell in re.split(r" {2,}", line.strip())
+            if NUMBER.match(cell)
+        }
+
+    narrow = printed(p, width, depth=3)
+    assert all(len(line) <= width for line in narrow.splitlines())
+    assert numbers(narrow) and numbers(narrow) <= numbers(printed(p, 200, depth=3))
+    total = next(line for line in narrow.splitlines() if line.startswith("Total ("))
+    assert format_count(p.total_ops) in total

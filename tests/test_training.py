@@ -239,6 +239,10 @@ def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) 
     )
     # The default optimizer, SGD with momentum, after the warm-up step: a step of the loop.
     assert phases["step"] == {"ops": 4 * trainable_elements(model), "macs": 0}
+    assert main(["profile", "resnet18", "--train", "--input", size, "--warmup", "0",
+                 "--format", "json"]) == 0  # fmt: skip
+    first_step = json.loads(capsys.readouterr().out)["by_phase"]["step"]
+    assert first_step == {"ops": 2 * trainable_elements(model), "macs": 0}  # a buffer made
     assert Report.from_json(json.dumps(data)).by_phase() == {
         name: (phase["ops"], phase["macs"]) for name, phase in phases.items()
     }
