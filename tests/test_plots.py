@@ -149,6 +149,24 @@ def test_layers_are_coloured_by_module_type(resnet18: Report, tmp_path: Path) ->
 
 
 @needs_matplotlib
+def test_a_training_steps_other_phases_have_their_own_colours(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Profiler(model) as p:
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+    data = plot_layers(p.report, tmp_path / "step.svg")
+    phases = {r.phase for r in p.records}
+    assert phases == {"forward", "backward", "step"}
+    assert {"backward", "step"} <= set(data.groups)
+    functional = sum(v for g, v in zip(data.groups, data.y) if g == "functional")
+    assert functional == 4 * 2 - 1  # the forward's sum() alone, not the backward's work
+    assert sum(v for g, v in zip(data.groups, data.y) if g == "backward") == (
+        p.report.by_phase()["backward"][0]
+    )
+
+
+@needs_matplotlib
 def test_the_heaviest_layers_are_named(resnet18: Report, tmp_path: Path) -> None:
     data = plot_layers(resnet18, tmp_path / "layers.svg")
     by_ops = sorted(resnet18.records, key=lambda record: -record.ops)  # stable: ties in order

@@ -333,8 +333,11 @@ def _place_labels(
 
 
 def _bar_group(record: LayerRecord) -> str:
-    """What a bar's colour says: the module type, or ``functional`` for the work a module
-    did outside counted modules."""
+    """What a bar's colour says: the module type, ``functional`` for the work a module did
+    outside counted modules in the forward, or the phase (``backward``, ``step``,
+    ``recompute``) for a training step's other work."""
+    if record.phase != "forward":
+        return record.phase
     return FUNCTIONAL if record.family == FUNCTIONAL else record.module_type
 
 
