@@ -99,9 +99,7 @@ def test_the_same_notes_in_every_document_format(tmp_path: Path) -> None:
     assert all(notes.values()), notes
 
 
-def test_by_type_only_with_several_types(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_by_type_only_with_several_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "one_type.py").write_text(
         "import torch\ndef model():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n"
     )
@@ -124,3 +122,24 @@ def test_columns_carry_their_alignment() -> None:
         "| --- | ---: | :---: |",
         "| a\\|b | 1 | yes |",
     ]
+
+
+def test_a_comparison_without_published_figures_leaves_their_columns_out() -> None:
+    from opscope.compare import ModelSummary
+    from opscope.tables import comparison_grid
+    from opscope.zoo import PublishedMetrics
+
+    def summary(name: str, published: PublishedMetrics) -> ModelSummary:
+        return ModelSummary(name, "classification", (1, 3, 224, 224), 10, 1, 100, 200, None,
+                            50, published=published)  # fmt: skip
+
+    unpublished = [summary("timm:a", PublishedMetrics()), summary("hf:b", PublishedMetrics())]
+    headers = [column.header for column in comparison_grid(unpublished).columns]
+    assert "acc@1" not in headers and "GFLOPS (pub.)" not in headers and "GMACs" in headers
+    with_one = [
+        *unpublished,
+        summary("resnet18", PublishedMetrics("acc@1", 69.76, "ImageNet-1K", 1.81, 224)),
+    ]
+    grid = comparison_grid(with_one)
+    assert {"acc@1", "GFLOPS (pub.)"} <= {column.header for column in grid.columns}
+    assert all(len(row) == len(grid.columns) for row in grid.rows)

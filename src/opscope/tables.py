@@ -479,7 +479,10 @@ def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> 
     columns += [_number("Params", 57), *([_number("Conv2d calls", 20)] if wide else [])]
     columns += [_number("Conv2d ops", 30), _number("Total ops", strong=True)]
     columns += [_number("Coverage", 70)] if measured else []
-    columns += [_number(metric, 80), _number("GMACs", 58), _number("GFLOPS (pub.)", 59)]
+    # Models without published figures (timm, transformers, a user's) leave those out.
+    published = any(s.published.value is not None or s.gflops for s in summaries)
+    columns += [_number(metric, 80)] if published else []
+    columns += [_number("GMACs", 58), *([_number("GFLOPS (pub.)", 59)] if published else [])]
     columns += [Column("Note", keep=75)] if failed else []
     rows = tuple(
         (
@@ -490,16 +493,22 @@ def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> 
             _count_cell(summary.conv_ops),
             _count_cell(summary.total_ops),
             *([_share_cell(summary.coverage)] if measured else []),
-            _metric_cell(summary.published, named=metric == "Published"),
+            *([_metric_cell(summary.published, named=metric == "Published")] if published else []),
             "" if summary.macs is None else f"{summary.macs / 1e9:.2f}",
-            format_published(summary.gflops, summary.published_size, summary.input_shape)
-            + (" @?" if summary.gflops and summary.published_size is None else ""),
+            *([_published_gflops(summary)] if published else []),
             *([summary.error or ""] if failed else []),
         )
         for summary in summaries
     )
     title = models_title(len(summaries), (summary.input_shape for summary in summaries))
     return Grid(columns=tuple(columns), rows=rows, title=None if various else title)
+
+
+def _published_gflops(summary: ModelSummary) -> str:
+    """torchvision's published "GFLOPS", with the size it was measured at when not this one."""
+    return format_published(summary.gflops, summary.published_size, summary.input_shape) + (
+        " @?" if summary.gflops and summary.published_size is None else ""
+    )
 
 
 def _metric_cell(published: PublishedMetrics, *, named: bool) -> str:
