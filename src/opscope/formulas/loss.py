@@ -28,6 +28,12 @@ inside a kernel; where torch runs them as tensor operators (label smoothing's
 ``LinearCrossEntropyLoss`` have no formula (see ``docs/formulas/loss.md``); their operators
 are counted where the op registry knows them. No loss has a matrix product: 0 MACs, as
 ``FlopCounterMode`` counts them.
+
+The backward operators autograd runs for these losses (``nll_loss_backward``,
+``nll_loss2d_backward``, ``mse_loss_backward``, ``smooth_l1_loss_backward``,
+``huber_loss_backward``, ``binary_cross_entropy_backward``, ``soft_margin_loss_backward``,
+``multi_margin_loss_backward``) are counted at the end, each gradient as its CPU kernel
+evaluates it; the other losses' backward passes are compositions of counted operators.
 """
 
 from __future__ import annotations
@@ -818,3 +824,135 @@ def count_multilabel_soft_margin(config: WeightedLossConfig, call: Call) -> int:
     """Operations of one ``MultiLabelSoftMarginLoss(input, target)``:
     :func:`multilabel_soft_margin_ops`."""
     return multilabel_soft_margin_ops(call.input, **config.settings())
+
+
+# -- Backward pass (ATen ops) ----------------------------------------------------------------
+
+BACKWARD_OPS_PER_ELEMENT: Mapping[str, int] = MappingProxyType(
+    {
+        # g the incoming gradient (broadcast), x the input, y the target, norm = 1 / n for
+        # 'mean' (2 / n for mse), else 1 (2): a per-call constant, worked out once.
+        "mse_loss_backward": 3,  # norm * (x - y) * g: 1 sub, 2 mul
+        # z = x - y; z <= -beta ? -norm * g : z >= beta ? norm * g : norm * z * g / beta:
+        # 1 sub, 2 cmp, the costlier piece's 2 mul and 1 div (beta = 0 runs the same kernel)
+        "smooth_l1_loss_backward": 6,
+        # z = x - y; z <= -delta ? -norm * g * delta : z >= delta ? norm * g * delta
+        # : norm * z * g: 1 sub, 2 cmp, 2 mul
+        "huber_loss_backward": 5,
+        # z = exp(-y * x); (y * z) * -norm / (1 + z) * g, one operator each: mul, exp, mul,
+        # mul, add, div, mul (the sign flip of y is free)
+        "soft_margin_loss_backward": 7,
+        # g * (x - y) / max((1 - x) * x, EPSILON): sub, mul, cmp, sub, mul, div
+        "binary_cross_entropy_backward": 6,
+    }
+)
+"""Operations per element of the gradient of each element-wise loss's backward operator, by
+ATen name, as its CPU kernel evaluates it (``docs/formulas/loss.md``, "Backward pass");
+``binary_cross_entropy_backward`` adds one per element for a weight and one for ``'mean'``."""
+
+
+def _count_backward_per_element(ops_per_element: int, call: OpCall) -> int:
+    """``ops_per_element`` per element of the gradient (the input's shape)."""
+    return ops_per_element * math.prod(call.output)
+
+
+for _name in (
+    "mse_loss_backward",
+    "smooth_l1_loss_backward",
+    "huber_loss_backward",
+    "soft_margin_loss_backward",
+):
+    register_op(*aten_ops(_name), family="loss")(
+        partial(_count_backward_per_element, BACKWARD_OPS_PER_ELEMENT[_name])
+    )
+
+
+def binary_cross_entropy_backward_ops(elements: int, *, weight: bool, reduction: str) -> int:
+    """Exact operations of ``binary_cross_entropy_backward`` over ``n = elements``, as the CPU
+    kernel runs it: ``g * (x - y) / max((1 - x) * x, EPSILON)`` (6 per element), then
+    ``grad.mul_(weight)`` (n with a weight) and ``grad.div_(n)`` for ``'mean'`` (n)::
+
+        ops = (6 + [weight] + [mean]) * n
+
+    >>> binary_cross_entropy_backward_ops(20, weight=True, reduction="mean")
+    160
+    """
+    per_element = BACKWARD_OPS_PER_ELEMENT["binary_cross_entropy_backward"]
+    return elements * (per_element + int(weight) + int(reduction == "mean"))
+
+
+@register_op(*aten_ops("binary_cross_entropy_backward"), family="loss")
+def count_binary_cross_entropy_backward(call: OpCall) -> int:
+    """``binary_cross_entropy_backward(grad_output, self, target, weight=None, reduction=1)``:
+    :func:`binary_cross_entropy_backward_ops`."""
+    return binary_cross_entropy_backward_ops(
+        math.prod(call.output), weight=call.tensor(3, "weight") is not None,
+        reduction=_reduction(call, 4),
+    )  # fmt: skip
+
+
+def nll_loss_backward_ops(samples: int, *, weight: bool, reduction: str) -> int:
+    """Exact operations of ``nll_loss_backward`` (and ``nll_loss2d_backward``) over
+    ``samples`` class indices, as the CPU kernels run it: the gradient is zero but at each
+    sample's target class, written there (the zeros and the scatter are data movement)::
+
+        'none': -w[t_i] * g_i                  samples multiplications with a weight (without
+                                               one, -g_i: a sign flip, free)
+        'sum', 'mean': grad = -(g / total_weight) for 'mean' (1 division), -g for 'sum'
+                       (free), once; then w[t_i] * grad per sample, with a weight
+
+    Samples whose target is ``ignore_index`` are skipped by the kernel: counted as any
+    other, an upper bound, exact when none is (as :func:`nll_loss_ops` counts the forward).
+
+    >>> [nll_loss_backward_ops(4, weight=w, reduction="mean") for w in (False, True)]
+    [1, 5]
+    """
+    return samples * int(weight) + int(reduction == "mean")
+
+
+@register_op(*aten_ops("nll_loss_backward", "nll_loss2d_backward"), family="loss")
+def count_nll_loss_backward(call: OpCall) -> int:
+    """``nll_loss_backward(grad_output, self, target, weight, reduction, ignore_index,
+    total_weight)`` (and ``nll_loss2d_backward``, the same arguments):
+    :func:`nll_loss_backward_ops` over the target's class indices."""
+    return nll_loss_backward_ops(
+        math.prod(call.args[2].shape), weight=call.tensor(3, "weight") is not None,
+        reduction=_reduction(call, 4),
+    )  # fmt: skip
+
+
+def multi_margin_backward_ops(input_shape: Shape, *, p: int, weight: bool) -> int:
+    """Exact operations of ``multi_margin_loss_backward`` on ``(N, C)`` (or ``(C,)``) scores,
+    as the CPU kernel runs it, per sample with target class ``y`` and ``c = 1 / C`` (or
+    ``1 / (N C)`` for ``'mean'``, a per-call constant)::
+
+        per other class j: z = margin - x_y + x_j, z > 0 ? h = c (p = 1) or (2 c) * z (p = 2),
+                           (* w_y): 3 (+1 for p = 2, +1 with a weight), the costlier piece
+                           whatever the values; d x_j = h
+        d x_y = -sum_j h: C - 2 additions (the sign flip free)
+        then every element times the incoming gradient: C multiplications
+
+        ops = N * ((C - 1) * (3 + [p = 2] + [weight]) + (C - 2) + C)
+
+    The reduction changes only the constant ``c`` (``2 c`` too is worked out once): the same
+    count for all three. (The kernel also computes ``z`` for ``j = y``, a value it never
+    uses: not counted.)
+
+    >>> multi_margin_backward_ops((4, 5), p=1, weight=False)  # 4 * (12 + 3 + 5)
+    80
+    """
+    classes = input_shape[-1] if input_shape else 1
+    samples = math.prod(input_shape) // classes if classes else 0
+    terms = max(classes - 1, 0)
+    per_sample = terms * (3 + int(p == 2) + int(weight)) + _total(terms) + classes
+    return samples * per_sample
+
+
+@register_op(*aten_ops("multi_margin_loss_backward"), family="loss")
+def count_multi_margin_backward(call: OpCall) -> int:
+    """``multi_margin_loss_backward(grad_output, self, target, p, margin, weight=None,
+    reduction=1)``: :func:`multi_margin_backward_ops`."""
+    return multi_margin_backward_ops(
+        call.args[1].shape, p=int(call.arg(3, "p", 1)),
+        weight=call.tensor(5, "weight") is not None,
+    )  # fmt: skip
