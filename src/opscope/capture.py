@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.loss import _Loss
 from torch._C import _current_autograd_node
 from torch._C import _get_dispatch_stack_at as _dispatch_stack_at
 from torch._C import _len_torch_dispatch_stack as _len_dispatch_stack
@@ -36,6 +35,7 @@ from torch._C._functorch import (
     maybe_current_level,
     maybe_get_bdim,
 )
+from torch.nn.modules.loss import _Loss
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
