@@ -257,6 +257,7 @@ def test_a_timed_training_step_reports_its_utilisation(capsys: pytest.CaptureFix
     assert "One training step:" in out and "(median of 1, unprofiled)" in out
     assert "model FLOPs utilisation" in out and "of 1.00 TFLOP/s" in out
     assert "conv1 [backward]" in out  # each layer timed, its backward too
+    assert "fc [backward]" in out  # not "fc ×3": its three operators are not calls of fc
     assert main([*arguments, "--time", "--repeat", "1", "--warmup", "0"]) == 0
     assert "give --peak-flops for the model FLOPs utilisation" in " ".join(
         capsys.readouterr().out.split()

@@ -123,11 +123,13 @@ def check_top(top: int | None) -> None:
 
 def layer_label(record: LayerRecord, repeated: bool) -> str:
     """A record's name in tables and pictures: ``layer1.0.conv1``, ``#2`` for a module
-    called again, ``×5`` for a summary record of five calls."""
+    called again, ``×5`` for a summary record of five calls, ``[backward]`` for a training
+    step's other phases (whose ``calls`` are operators run, not module calls: not shown)."""
     name = record.name or "(model)"
     label = f"{name} #{record.call_index}" if repeated else name
-    label = f"{label} ×{record.calls}" if record.calls > 1 else label
-    return label if record.phase == "forward" else f"{label} [{record.phase}]"
+    if record.phase != "forward":
+        return f"{label} [{record.phase}]"
+    return f"{label} ×{record.calls}" if record.calls > 1 else label
 
 
 def layer_labels(records: Sequence[LayerRecord]) -> list[str]:
