@@ -14,25 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from overhead import timed  # this folder, as the scripts run from it
 
 from opscope import Profiler
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v3_large")
-
-
-def timed(run: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def step_of(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:

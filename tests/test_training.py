@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torchvision
+from formulas.step_harness import flop_counter_phases
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -56,14 +57,10 @@ def profiled_step(model: nn.Module, optimizer: torch.optim.Optimizer | None = No
     return profiler.report
 
 
-def flop_counter_phases(model: nn.Module) -> tuple[int, int]:
+def flop_counter_forward_backward(model: nn.Module) -> tuple[int, int]:
     """``FlopCounterMode``'s FLOPs of the forward and of the backward of the same step."""
-    model.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as counter:
-        loss = model(batch()).sum()
-        forward = counter.get_total_flops()
-        loss.backward()
-    return forward, counter.get_total_flops() - forward
+    flops = flop_counter_phases(model, batch())
+    return flops["forward"], flops["backward"]
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen stem"])
@@ -71,7 +68,7 @@ def test_each_phase_has_flop_counter_modes_macs_and_nothing_is_uncounted(frozen:
     model = resnet18(frozen)
     report = profiled_step(model)
     phases = report.by_phase()
-    forward_flops, backward_flops = flop_counter_phases(model)
+    forward_flops, backward_flops = flop_counter_forward_backward(model)
     assert list(phases) == ["forward", "backward"]
     assert 2 * phases["forward"][1] == forward_flops
     assert 2 * phases["backward"][1] == backward_flops
@@ -232,7 +229,7 @@ def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) 
     assert list(phases) == ["forward", "backward", "step"]
     assert sum(phase["ops"] for phase in phases.values()) == data["total_ops"]
     model = resnet18()
-    forward_flops, backward_flops = flop_counter_phases(model)
+    forward_flops, backward_flops = flop_counter_forward_backward(model)
     assert (2 * phases["forward"]["macs"], 2 * phases["backward"]["macs"]) == (
         forward_flops,
         backward_flops,
