@@ -54,9 +54,7 @@ phase: :data:`FORWARD`, or :data:`RECOMPUTE` for a forward recomputed in the bac
 
 
 FORWARD, BACKWARD, RECOMPUTE, STEP = range(4)
-PHASES = ("forward", "backward", "recompute", "step")
-"""What a logged call belongs to: the forward pass; the backward pass (gradients); a forward
-recomputed in the backward pass (activation checkpointing); an optimizer step."""
+"""What a logged call belongs to, as an index into :data:`opscope.records.PHASES`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from opscope.capture import (
     BACKWARD,
     OPTIMIZER,
     OUTSIDE,
-    PHASES,
     LoggedCall,
     LoggedOp,
     ShapeAndDtype,
@@ -30,6 +29,7 @@ from opscope.records import (
     FUNCTIONAL,
     OPTIMIZER_NAME,
     OUTSIDE_NAME,
+    PHASES,
     FunctionalOps,
     LayerRecord,
 )

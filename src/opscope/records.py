@@ -15,6 +15,10 @@ OUTSIDE_NAME = "(outside the model)"
 """The name of the work run in the block while no module of the model ran."""
 OPTIMIZER_NAME = "(optimizer step)"
 """The name of the work an optimizer's ``step()`` ran in the block."""
+PHASES = ("forward", "backward", "recompute", "step")
+"""A record's phase, in the order a training step runs them: the forward pass; the backward
+pass (gradients); a forward recomputed in the backward pass (activation checkpointing); an
+optimizer step."""
 
 
 @dataclass(frozen=True)

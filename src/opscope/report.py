@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opscope import exports
 from opscope.choices import SORT_ORDERS, SortOrder
-from opscope.records import OPTIMIZER_NAME, OUTSIDE_NAME, FunctionalOps, LayerRecord
+from opscope.records import OPTIMIZER_NAME, OUTSIDE_NAME, PHASES, FunctionalOps, LayerRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -240,8 +240,7 @@ class Report:
             total = totals.setdefault(record.phase, [0, 0])
             total[0] += record.ops
             total[1] += record.macs
-        order = ("forward", "backward", "recompute", "step")
-        return {phase: (totals[phase][0], totals[phase][1]) for phase in order if phase in totals}
+        return {phase: (totals[phase][0], totals[phase][1]) for phase in PHASES if phase in totals}
 
     def by_type(self) -> list[TypeSummary]:
         """Calls and operations per module type, and per operator family of the functional
