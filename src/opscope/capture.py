@@ -35,6 +35,7 @@ from torch._C._functorch import (
     maybe_current_level,
     maybe_get_bdim,
 )
+from torch.nn.modules.loss import _Loss
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
@@ -576,19 +577,16 @@ class ModuleTracker:
 _MODULE_CALL = nn.Module._call_impl.__code__
 
 
-def _in_another_model() -> bool:
-    """Whether a module that holds parameters is running in this thread. Asked only for
-    operators that run while no module of the model does (rare): a module with parameters
-    is another model, whose work is not this model's; one without (a loss, whether
-    ``nn.CrossEntropyLoss`` or the user's own) is the block's own work, like
-    ``F.cross_entropy``. Reads the Python stack and the modules' parameter lists, nothing
-    else."""
+def _in_a_module_call() -> bool:
+    """Whether some module's call other than a loss's is running in this thread. Asked only
+    for operators that run while no module of the model does (rare): then it is another
+    model's module, whose work is not this model's; a loss module (``nn.CrossEntropyLoss``)
+    is the training step's own work, like ``F.cross_entropy``. Reads the Python stack,
+    nothing else."""
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code is _MODULE_CALL:
-            module = frame.f_locals.get("self")
-            if isinstance(module, nn.Module) and next(module.parameters(), None) is not None:
-                return True
+        if frame.f_code is _MODULE_CALL and not isinstance(frame.f_locals.get("self"), _Loss):
+            return True
         frame = frame.f_back
     return False
 
@@ -654,7 +652,7 @@ class OpCapture(TorchDispatchMode):
         kwargs = kwargs or {}
         scope, scope_call, phase = self._tracker.phase()
         if (phase != BACKWARD and scope <= _SITES) or (
-            scope == OUTSIDE and phase == FORWARD and _in_another_model()
+            scope == OUTSIDE and phase == FORWARD and _in_a_module_call()
         ):
             # Counted by a formula (in the forward: the backward of a counted module is
             # counted by operators); or a module foreign to the model (profiling part of
