@@ -6,14 +6,18 @@ For each model (1x3x224x224, eval, inference mode) bare and profiled forwards ar
 alternately, A B A B, after warm-up, and the median of the per-pair ratios profiled / bare is
 printed: alternating keeps both sides under the same machine conditions. Two profiled sides:
 
-- block: ``with Profiler(model): model(x)``, entering and leaving the profiler (registering and
-  removing every hook) around each forward: the one-off use, everything counted;
-- steady: forwards inside one profiler entered once, everything counted: what a loop over many
-  batches pays per batch;
+- block: ``with Profiler(model): model(x)``, entering and leaving the profiler (wrapping and
+  unwrapping every module) around each forward: the one-off use, everything counted;
+- steady: a forward inside a profiler that already ran one (entered, one untimed forward,
+  the timed one, left untimed), everything counted: what a loop over many batches pays per
+  batch;
 - block-hooks, steady-hooks: the same with ``functional=False``, modules with a formula only:
   the difference is the price of counting the operators outside them;
 - floor: the same modules with do-nothing forward hooks: what PyTorch itself charges for
   calling a hooked module, which any hook-based counter pays before doing anything.
+
+Every side runs on the same model object as the bare forward. The median is robust to the
+machine's hiccups; p10 and p90 show the spread.
 
 Neither includes reading the results: records are built lazily, when read.
 """
@@ -21,7 +25,6 @@ Neither includes reading the results: records are built lazily, when read.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -57,16 +60,14 @@ SIDES = ("block", "steady", "block-hooks", "steady-hooks", "floor")
 def paired_ratios(
     model: torch.nn.Module, x: torch.Tensor, rounds: int, warmup: int
 ) -> dict[str, list[float]]:
-    """Per-pair ratios of each side to the bare forward. The steady and floor sides run on
-    identical copies of the model, hooked once for all rounds, so that the bare side stays
-    unhooked."""
-    hooked_copy, hooks_copy, floor_copy = (copy.deepcopy(model) for _ in range(3))
-    with Profiler(floor_copy) as probe:  # which modules opscope hooks: those that record
-        floor_copy(x)
-    floor_handles = [
-        floor_copy.get_submodule(name).register_forward_hook(lambda *_: None, with_kwargs=True)
-        for name in {record.name for record in probe.records}
-    ]
+    """Per-pair ratios of each side to the bare forward. Every side runs on the one model
+    (copies of a model lie elsewhere in memory and run at slightly different speeds, which
+    biased the ratios by a few points): the steady sides enter their profiler, run an untimed
+    forward and time the next one, so that the timed forward is one of many in a block; the
+    floor side registers its do-nothing hooks, untimed, around its timed forward."""
+    with Profiler(model) as probe:  # which modules opscope counts: those that record
+        model(x)
+    counted = [model.get_submodule(name) for name in {record.name for record in probe.records}]
 
     def bare() -> None:
         model(x)
@@ -79,27 +80,34 @@ def paired_ratios(
         with Profiler(model, functional=False):
             model(x)
 
-    # The steady sides time one forward inside a profiler entered just before and left just
-    # after (neither timed): no profiler stays entered while another side runs, since a
-    # dispatch mode would see the other sides' operators too.
-    steady_profilers = {
-        "steady": Profiler(hooked_copy, summary=True),
-        "steady-hooks": Profiler(hooks_copy, summary=True, functional=False),
-    }
+    # No profiler stays entered while another side runs: a dispatch mode would see the other
+    # sides' operators too.
+    def steady(**options: bool) -> Callable[[], float]:
+        profiler = Profiler(model, summary=True, **options)
 
-    def inside(name: str, copy: torch.nn.Module) -> Callable[[], float]:
         def run() -> float:
-            with steady_profilers[name]:
-                return timed(lambda: copy(x), x.device)
+            with profiler:
+                model(x)
+                return timed(bare, x.device)
 
         return run
 
+    def floor() -> float:
+        handles = [
+            module.register_forward_hook(lambda *_: None, with_kwargs=True) for module in counted
+        ]
+        try:
+            return timed(bare, x.device)
+        finally:
+            for handle in handles:
+                handle.remove()
+
     sides: dict[str, Callable[[], float]] = {
         "block": lambda: timed(block, x.device),
-        "steady": inside("steady", hooked_copy),
+        "steady": steady(),
         "block-hooks": lambda: timed(block_hooks, x.device),
-        "steady-hooks": inside("steady-hooks", hooks_copy),
-        "floor": lambda: timed(lambda: floor_copy(x), x.device),
+        "steady-hooks": steady(functional=False),
+        "floor": floor,
     }
     for _ in range(warmup):
         bare()
@@ -110,8 +118,6 @@ def paired_ratios(
         for name, side in sides.items():
             bare_time = timed(bare, x.device)
             ratios[name].append(side() / bare_time)
-    for handle in floor_handles:
-        handle.remove()
     return ratios
 
 

@@ -10,8 +10,11 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from opscope import Profiler
+from opscope import Profiler, capture
+from opscope.formulas.registry import OpCall, op_formula_for
 from opscope.tables import notes
+
+aten = torch.ops.aten
 
 
 def encoder() -> nn.Module:
@@ -170,3 +173,79 @@ def test_checkpointing_reports_the_recomputation_as_such(reentrant: bool) -> Non
 def _loss_ops(phases: dict[str, tuple[int, int]]) -> int:
     """The forward's ``.sum()`` of a 3×2 output: 5 additions, outside the model."""
     return 3 * 2 - 1
+
+
+def test_an_operator_call_is_described_once_per_distinct_metadata(monkeypatch) -> None:
+    # The dispatch mode finds a call's number by a cheap fingerprint of its metadata: the
+    # OpCall a formula reads is built once per distinct call, yet calls that differ in a
+    # scalar argument stay apart.
+    described = []
+    real_of = OpCall.of
+
+    def counting_of(cls: type[OpCall], *arguments: object) -> OpCall:
+        described.append(1)
+        return real_of(*arguments)
+
+    monkeypatch.setattr(OpCall, "of", classmethod(counting_of))
+
+    class Work(nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            for _ in range(20):
+                x * y
+            return torch.cat([x.pow(2), x.pow(3), x.pow(3)])
+
+    net = nn.Sequential(Work())
+    x, y = torch.randn(2, 5), torch.randn(1, 5)
+    with Profiler(net) as p:
+        net[0](x, y)
+    # mul, pow(2), pow(3) and cat
+    assert len(described) == 4
+    expected = {
+        "mul": (20, 20 * op_formula_for(aten.mul.Tensor).count(real_of((x, y), {}, x * y))),
+        "pow": (3, sum(op_formula_for(aten.pow.Tensor_Scalar).count(real_of((x, e), {}, x))
+                       for e in (2, 3, 3))),
+    }  # fmt: skip
+    (record,) = p.records
+    assert dict(record.config.ops) == {name: calls for name, (calls, _) in expected.items()}
+    assert record.ops == sum(ops for _, ops in expected.values())
+    assert p.total_ops == record.ops
+
+
+class AddOne(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+
+class Doubled(nn.Sequential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+def test_a_plain_sequential_leaves_the_operators_mode_once_for_its_children(monkeypatch) -> None:
+    # Leaving the dispatch mode costs more than logging a call: a plain nn.Sequential, which
+    # runs no operator of its own, leaves it once for all its counted children, while a
+    # child that runs operators (AddOne) and a Sequential with a forward of its own have
+    # theirs counted.
+    pops = []
+    real_pop = capture._pop_dispatch_mode
+    monkeypatch.setattr(capture, "_pop_dispatch_mode", lambda *a: (pops.append(1), real_pop(*a))[1])
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), AddOne(),
+        Doubled(nn.Conv2d(4, 4, 1)),
+    )  # fmt: skip
+    x = torch.randn(1, 3, 5, 5)
+    with Profiler(net) as p:
+        net(x)
+    # the root leaves it; AddOne and Doubled come back and leave again; Doubled's Conv2d
+    # leaves it for its call.
+    assert len(pops) == 4
+    functional = {(r.name, r.config.ops) for r in p.records if r.family == "functional"}
+    assert functional == {("3", (("add", 1),)), ("4", (("mul", 1),))}
+    counted = [(r.name, r.family) for r in p.records if r.family != "functional"]
+    assert counted == [
+        ("0", "Conv2d"),
+        ("1", "ReLU"),
+        ("2.0", "Conv2d"),
+        ("2.1", "ReLU"),
+        ("4.0", "Conv2d"),
+    ]

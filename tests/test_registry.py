@@ -4,6 +4,7 @@ counted twice, uncounted modules listed, and coverage."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -229,3 +230,28 @@ def test_profiler_to_json_is_the_reports() -> None:
     with Profiler(model) as p:
         model(torch.ones(1, 1, 2, 2))
     assert p.to_json() == p.report.to_json() and '"total_macs": 4' in p.to_json()
+
+
+def test_a_formula_is_evaluated_once_per_distinct_settings_and_shapes() -> None:
+    # A formula is a pure function of its config and the call's shapes: a layer repeated in
+    # a model, or a model profiled again, is counted once; a config that cannot be a key (a
+    # dict) is evaluated every time, with the same result.
+    for describe, evaluations in (
+        (lambda m: m.out_channels, 2),
+        (lambda m: {"c": m.out_channels}, 8),
+    ):
+        evaluated = []
+
+        def per_output(config: object, call: Call) -> int:
+            evaluated.append(call)
+            return math.prod(call.outputs[0])
+
+        formula = Formula(nn.Conv2d, per_output, describe=describe)
+        model = nn.Sequential(*(nn.Conv2d(2, 2, 1) for _ in range(3)), nn.Conv2d(2, 3, 1))
+        totals = []
+        for _ in range(2):
+            with Profiler(model, formulas={nn.Conv2d: formula}) as p:
+                model(torch.ones(1, 2, 4, 4))
+            totals.append((p.total_ops, sum(r.ops for r in p.records)))
+        assert totals == [(3 * 32 + 48, 3 * 32 + 48)] * 2
+        assert len(evaluated) == evaluations

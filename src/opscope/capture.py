@@ -133,7 +133,8 @@ class CallLog:
         self._lock = threading.Lock()
         self._summary = summary
 
-    def _code(self, call: LoggedCall | LoggedOp) -> int:
+    def code(self, call: LoggedCall | LoggedOp) -> int:
+        """The number of a distinct call (numbered when first seen)."""
         code = self._codes.get(call)
         if code is None:
             with self._lock:
@@ -142,7 +143,10 @@ class CallLog:
 
     def keep(self, call: LoggedCall | LoggedOp, scope_call: int = 0) -> None:
         """Log one call; ``scope_call`` numbers the call of the op's scope it ran in."""
-        code = self._code(call)
+        self.keep_code(self.code(call), scope_call)
+
+    def keep_code(self, code: int, scope_call: int = 0) -> None:
+        """Log one call of the distinct call numbered ``code`` (see :meth:`code`)."""
         if self._summary:
             with self._lock:
                 self._counts[code] = self._counts.get(code, 0) + 1
@@ -292,6 +296,29 @@ class CoverageProbe:
             self.counted_flops += self.total_flops - begun
 
 
+class _Tensor:
+    """Marks a tensor's metadata in a fingerprint: equal to no argument value."""
+
+
+def _fingerprint(value: Any) -> Any:
+    """What tells an operator's arguments or outputs apart as its formula and the byte counts
+    see them, cheaply built: each tensor's shape and dtype, every list or tuple as a tuple,
+    a dict as its items, every other value as it is.
+
+    Raises:
+        TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_nested:
+            raise TypeError("a nested tensor has no single shape")
+        return (_Tensor, value.shape, value.dtype)
+    if isinstance(value, (tuple, list)):
+        return tuple([_fingerprint(item) for item in value])
+    if isinstance(value, dict):
+        return tuple([(name, _fingerprint(item)) for name, item in value.items()])
+    return value
+
+
 def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
     """The dtypes of the tensors in an operator's output, flattened in order."""
     if isinstance(out, torch.Tensor):
@@ -387,6 +414,9 @@ class ModuleTracker:
         self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []
         self.mode: TorchDispatchMode | None = None  # the operators' mode, when counting them
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
+        # Whether a module was added to some model during the block: one that is not followed
+        # may sit in a plain nn.Sequential, whose operators must then be seen.
+        self.grown = False
 
     def phase(self) -> tuple[int, int, int]:
         """Where an operator that runs now belongs: ``(scope, scope call, phase)``. In the
@@ -471,6 +501,12 @@ class ModuleTracker:
         self.names.append((name, type(module).__name__))
         self._calls.append(0)
         stack, calls = self._threads, self._calls
+        # A plain nn.Sequential runs no operator of its own, only its children: the mode is
+        # left while it runs, so that its counted children need not leave it one by one
+        # (each leaving costs more than a call's logging); its other children come back. Not
+        # once a module was added during the block: an added child is not followed, so its
+        # operators must be seen.
+        silent = type(module).forward is nn.Sequential.forward and "forward" not in vars(module)
 
         def around(
             forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -483,14 +519,21 @@ class ModuleTracker:
             # the operators' mode, left for the counted module, is back for the scope.
             mode = self.mode
             boundary = self._boundary(args, kwargs)
-            pushed = mode is not None and not _on_top(mode)
-            if pushed:
-                _push_dispatch_mode(mode)
+            quiet = silent and not self.grown
+            switched = mode is not None and _on_top(mode) is quiet
+            if switched:
+                if quiet:
+                    _pop_dispatch_mode(None)
+                else:
+                    _push_dispatch_mode(mode)
             try:
                 output = forward(*args, **kwargs)
             finally:
-                if pushed:
-                    _pop_dispatch_mode(None)
+                if switched:
+                    if quiet:
+                        _push_dispatch_mode(mode)
+                    else:
+                        _pop_dispatch_mode(None)
                 stack.stack.pop()
             if boundary is not None:
                 self.claim(scope, boundary, output)
@@ -641,6 +684,7 @@ class OpCapture(TorchDispatchMode):
         self._log = log
         self._tracker = tracker
         self._probe = probe
+        self._codes: dict[tuple[Any, ...], int] = {}  # fingerprint: the log's number
 
     def __torch_dispatch__(
         self,
@@ -669,11 +713,34 @@ class OpCapture(TorchDispatchMode):
         out = func(*args, **kwargs)
         if probe is not None and formula is not None:
             probe.counted_flops += probe.total_flops - before
-        try:
-            call: OpCall | None = OpCall.of(args, kwargs, out)
-        except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
-            call = None  # counted as an operator that has no formula
-        self._log.keep(LoggedOp(scope, func, call, _dtypes(out), phase), scope_call)
+        self._log.keep_code(self._code(func, scope, phase, args, kwargs, out), scope_call)
         if phase == FORWARD:
             self._tracker.note_parameters(args, scope)
         return out
+
+    def _code(
+        self,
+        func: torch._ops.OpOverload,
+        scope: int,
+        phase: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out: Any,
+    ) -> int:
+        """The log's number of this operator call. Found by a cheap fingerprint of the call's
+        metadata: the :class:`LoggedOp` (its :class:`OpCall`) is built only for a call not
+        seen before in the block, since building one costs several times the lookup."""
+        try:
+            key = (func, scope, phase, _fingerprint(args), _fingerprint(kwargs), _fingerprint(out))
+            code = self._codes.get(key)
+        except TypeError:  # a nested tensor, or an argument that cannot be a key
+            key, code = None, None
+        if code is None:
+            try:
+                call: OpCall | None = OpCall.of(args, kwargs, out)
+            except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
+                call = None  # counted as an operator that has no formula
+            code = self._log.code(LoggedOp(scope, func, call, _dtypes(out), phase))
+            if key is not None:
+                self._codes[key] = code
+        return code

@@ -96,18 +96,30 @@ def _function_name(function: Any) -> str:
     return getattr(function, "__qualname__", None) or repr(function)
 
 
-def _checked(value: Any, function: Any, where: str) -> int:
+class _NotACount(Exception):
+    """A formula gave something other than a count (before it is known where)."""
+
+    def __init__(self, value: Any, function: Any) -> None:
+        super().__init__(value, function)
+        self.value, self.function = value, function
+
+    def error(self, where: str) -> FormulaError:
+        """The error to raise, naming the formula and ``where`` it was applied."""
+        return FormulaError(
+            f"{_function_name(self.function)} returned {self.value!r} for {where}: a formula "
+            "must return an exact, non-negative integer (use // for divisions)"
+        )
+
+
+def _checked(value: Any, function: Any) -> int:
     """``value`` if it is a count: an exact, non-negative integer.
 
     Raises:
-        FormulaError: anything else (a float, a negative number, None), naming the formula.
+        _NotACount: anything else (a float, a negative number, None).
     """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    raise FormulaError(
-        f"{_function_name(function)} returned {value!r} for {where}: a formula must return "
-        "an exact, non-negative integer (use // for divisions)"
-    )
+    raise _NotACount(value, function)
 
 
 def op_name(op: Any) -> str:
@@ -127,6 +139,38 @@ def _op_bytes(logged: LoggedOp) -> tuple[int, int]:
         math.prod(shape) * dtype.itemsize for shape, dtype in zip(call.outputs, logged.out_dtypes)
     )
     return read, written
+
+
+# The counts of (formula, settings, shapes), shared by every profiler: a formula is a pure
+# function of them, so a layer repeated in a model, or a model profiled again, is counted
+# once. Bounded: cleared when full.
+_COUNTS: dict[tuple[Formula, Any, Call], tuple[int, int]] = {}
+_COUNTS_LIMIT = 1 << 16
+
+
+def _formula_counts(formula: Formula, config: Any, call: Call) -> tuple[int, int]:
+    """The exact operations and MACs of one call counted by ``formula``.
+
+    Raises:
+        _NotACount: the formula returned something other than a count.
+        Exception: whatever the formula raised.
+    """
+    key = (formula, config, call)
+    try:
+        return _COUNTS[key]
+    except KeyError:
+        pass
+    except TypeError:  # a config that cannot be a key (a formula's own, not frozen)
+        key = None
+    counts = (
+        _checked(formula.count(config, call), formula.count),
+        _checked(formula_macs(formula, config, call), formula.macs),
+    )
+    if key is not None:
+        if len(_COUNTS) >= _COUNTS_LIMIT:
+            _COUNTS.clear()
+        _COUNTS[key] = counts
+    return counts
 
 
 @dataclass
@@ -212,19 +256,19 @@ class Counter:
             training,
         )
         config = self.config(index)
-        where = f"{_module(site.name)} ({site.module_type})"
-        count, macs = site.formula.count, site.formula.macs
         try:
-            found = count(config, call), formula_macs(site.formula, config, call)
+            ops, macs = _formula_counts(site.formula, config, call)
+        except _NotACount as bad:
+            raise bad.error(f"{_module(site.name)} ({site.module_type})") from None
         except Exception as error:  # noqa: BLE001 - one uncountable call must not lose the rest
             reason = (
-                f"{_function_name(count)} failed on inputs {call.inputs} and outputs "
-                f"{call.outputs}: {type(error).__name__}: {error}"
+                f"{_function_name(site.formula.count)} failed on inputs {call.inputs} and "
+                f"outputs {call.outputs}: {type(error).__name__}: {error}"
             )
+            where = f"{_module(site.name)} ({site.module_type})"
             warnings.warn(f"opscope cannot count {where}: {reason}", stacklevel=2)
             return call, 0, 0, reason
-        ops = _checked(found[0], count, where)
-        return call, ops * batch, _checked(found[1], macs, where) * batch, None
+        return call, ops * batch, macs * batch, None
 
     def _scope_name(self, scope: int) -> tuple[str, str]:
         """The name and type of a scope, of a counted module (in the backward pass), or of
@@ -248,19 +292,28 @@ class Counter:
         formula = op_formula_for(logged.op)
         if formula is None or logged.call is None:
             return None
-        name, module_type = self._scope_name(logged.scope)
-        where = f"operator {op_name(logged.op)} in {_module(name)} ({module_type})"
         try:
             found = formula.count(logged.call), formula.call_macs(logged.call)
         except Exception as error:  # noqa: BLE001 - listed as uncounted, the rest stays
             warnings.warn(
-                f"opscope cannot count {where} with {_function_name(formula.count)} on "
+                f"opscope cannot count {self._op_where(logged)} with {_function_name(formula.count)} on "
                 f"{logged.call.args}: {type(error).__name__}: {error}",
                 stacklevel=2,
             )
             return None
-        ops = _checked(found[0], formula.count, where)
-        return ops, _checked(found[1], formula.macs, where), formula.family
+        try:
+            return (
+                _checked(found[0], formula.count),
+                _checked(found[1], formula.macs),
+                formula.family,
+            )
+        except _NotACount as bad:
+            raise bad.error(self._op_where(logged)) from None
+
+    def _op_where(self, logged: LoggedOp) -> str:
+        """An operator call, as a message names it."""
+        name, module_type = self._scope_name(logged.scope)
+        return f"operator {op_name(logged.op)} in {_module(name)} ({module_type})"
 
     def _module_record(
         self,
