@@ -375,6 +375,10 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
+def _no_mode() -> None:
+    """No operators' mode: operators are not counted."""
+
+
 class _ThreadState(threading.local):
     """One thread's view of the running modules."""
 
@@ -412,7 +416,10 @@ class ModuleTracker:
         self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
         self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []
-        self.mode: TorchDispatchMode | None = None  # the operators' mode, when counting them
+        # The operators' mode, when counting them; held weakly, since the mode holds the
+        # tracker: without a cycle, a profiler's log is freed as soon as it is dropped, not
+        # left to the garbage collector.
+        self.mode: Callable[[], TorchDispatchMode | None] = _no_mode
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
         # Whether a module was added to some model during the block: one that is not followed
         # may sit in a plain nn.Sequential, whose operators must then be seen.
@@ -440,7 +447,7 @@ class ModuleTracker:
         """Before a module call, when the backward pass is followed: the ids of the autograd
         nodes that made its inputs, where :meth:`claim` stops (read before the call, since an
         in-place operator such as ``ReLU(inplace=True)`` gives its input a new node)."""
-        if self.mode is None or not torch.is_grad_enabled():
+        if self.mode() is None or not torch.is_grad_enabled():
             return None
         return {id(t.grad_fn) for t in _tensors((args, kwargs)) if t.grad_fn is not None}
 
@@ -517,7 +524,7 @@ class ModuleTracker:
             stack.stack.append((scope, calls[scope]))
             # A scope inside a counted module (a child its formula does not account for):
             # the operators' mode, left for the counted module, is back for the scope.
-            mode = self.mode
+            mode = self.mode()
             boundary = self._boundary(args, kwargs)
             quiet = silent and not self.grown
             switched = mode is not None and _on_top(mode) is quiet
@@ -558,7 +565,7 @@ class ModuleTracker:
             stack.stack.append((code, 0))
             # Its formula counts its operators: the mode is left while it runs, so that they
             # cost nothing to profile (a dispatch mode costs tens of µs per operator).
-            mode = self.mode
+            mode = self.mode()
             boundary = self._boundary(args, kwargs)
             popped = mode is not None and _on_top(mode)
             if popped:

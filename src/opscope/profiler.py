@@ -8,6 +8,7 @@ read; the :class:`~opscope.report.Report` holds them, and the views render it.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,8 @@ class _Block:
         # The counter describes each site once, when results are first read.
         self.counter = Counter(self.sites, self.tracker.names, self.tracker.used_by)
         self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
-        self.tracker.mode = self.mode
+        if self.mode is not None:
+            self.tracker.mode = weakref.ref(self.mode)
 
 
 class Profiler:
