@@ -36,3 +36,53 @@ def test_real_tensors_are_left_to_torch() -> None:
         y = nn.BatchNorm1d(3).eval()(torch.ones(2, 3))
     assert x.abs().sum() > 0  # really initialised
     assert torch.allclose(y, torch.ones(2, 3), atol=1e-4)  # really normalised
+
+
+def _layouts(shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """Meta tensors of ``shape`` in several layouts: contiguous, transposed, sliced (not
+    dense), and channels-last for 4-D shapes."""
+    x = torch.empty(shape, device="meta")
+    layouts = [x, x.transpose(0, -1), x[..., ::2]]
+    if x.dim() == 4:
+        layouts.append(x.to(memory_format=torch.channels_last))
+    return layouts
+
+
+def _same(run, *args) -> None:
+    """``run(*args)`` on meta gives the shape, dtype and strides torch gives, with and without
+    the shortcuts, in inference mode as the zoo runs it."""
+    expected = run(*args)
+    with torch.inference_mode(), MetaShortcuts():
+        got = run(*args)
+    assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
+
+
+ACTIVATIONS = [nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.ReLU(), nn.Sigmoid(), nn.Tanh(), nn.Hardswish(), nn.Hardsigmoid()]
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 6), (2, 3, 6), (2, 3, 4, 6)])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=[repr(a) for a in ACTIVATIONS])
+def test_activation_outputs_match_torch(activation: nn.Module, shape: tuple[int, ...]) -> None:
+    for x in _layouts(shape):
+        _same(activation, x)
+    _same(activation, torch.empty(shape, device="meta", dtype=torch.float16))
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 6), (2, 3, 6), (2, 3, 4, 6)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_outputs_match_torch(shape: tuple[int, ...], bias: bool) -> None:
+    linear = nn.Linear(6, 5, bias=bias, device="meta")
+    _same(linear, torch.empty(shape, device="meta"))
+    if len(shape) > 1:  # the features are the last dimension, laid out in other ways
+        x = torch.empty((*shape[:-1], 12), device="meta")[..., ::2]
+        _same(linear, x)
+        _same(linear, torch.empty((shape[-1], *shape[:-1]), device="meta").movedim(0, -1))
+
+
+def test_what_the_shortcuts_cannot_answer_is_left_to_torch() -> None:
+    # integer inputs (sigmoid makes floats of them), mixed dtypes, wrong sizes
+    _same(nn.Sigmoid(), torch.empty(2, 3, dtype=torch.int64, device="meta"))
+    _same(nn.ReLU(), torch.empty(2, 3, dtype=torch.int64, device="meta"))
+    with torch.inference_mode(), MetaShortcuts(), pytest.raises(RuntimeError):
+        nn.Linear(6, 5, device="meta")(torch.empty(2, 4, device="meta"))
+    _same(nn.Linear(6, 5, device="meta"), torch.empty(2, 6, device="meta", dtype=torch.float16))

@@ -5,9 +5,10 @@ weight initialisation. Two things still cost time there, and this module removes
 
 * torch computes the output shape of some ops on meta through Python decompositions that are
   far slower than the answer is simple. Normalisations (batch, layer, group and instance
-  norm) return a tensor of their input's shape, and weight initialisers (``normal_``,
-  ``uniform_``, ...) change no shape at all; :class:`MetaShortcuts` answers those directly
-  for meta tensors and leaves every other op, and every non-meta tensor, to torch.
+  norm) and activations (GELU, SiLU, ...) return a tensor of their input's shape, a
+  ``F.linear`` one of ``(*input.shape[:-1], out_features)``, and weight initialisers and
+  in-place activations change no shape at all; :class:`MetaShortcuts` answers those
+  directly for meta tensors and leaves every other op, and every non-meta tensor, to torch.
 * some builders compute with real tensors while building (the RegNets derive their widths
   that way) and fail under ``torch.device("meta")``; :func:`build_on_meta` then builds on the
   CPU with only the *parameters* created on meta, which skips their initialisation too.
@@ -29,18 +30,28 @@ aten = torch.ops.aten
 # its memory format too (channels_last stays channels_last), the others return it contiguous.
 _SAME_LAYOUT = {aten.batch_norm.default}
 _CONTIGUOUS = {aten.layer_norm.default, aten.group_norm.default, aten.instance_norm.default}
-# In-place ops that weight initialisers use: on meta they change nothing but values.
-_INITIALISERS = {
+# In-place ops that weight initialisers and in-place activations use: on meta they change
+# nothing but values.
+_IN_PLACE = {
     aten.normal_, aten.uniform_, aten.fill_, aten.zero_, aten.bernoulli_, aten.exponential_,
     aten.random_, aten.erfinv_, aten.clamp_, aten.mul_, aten.add_, aten.sub_, aten.div_,
-    aten.copy_,
+    aten.copy_, aten.relu_, aten.silu_, aten.hardswish_, aten.hardsigmoid_, aten.hardtanh_,
+    aten.gelu_, aten.sigmoid_, aten.tanh_,
+}  # fmt: skip
+# Activations whose output, for a floating-point input, has its shape, dtype and layout
+# (what empty_like gives: a dense input's strides, else contiguous), as for any unary
+# element-wise op; torch derives it on meta through slow Python decompositions (GELU).
+_ACTIVATIONS = {
+    aten.gelu.default, aten.silu.default, aten.relu.default, aten.sigmoid.default,
+    aten.tanh.default, aten.hardswish.default, aten.hardsigmoid.default,
 }  # fmt: skip
 
 T = TypeVar("T")
 
 
 class MetaShortcuts(TorchDispatchMode):
-    """Answer shape-preserving normalisations and initialisers on meta tensors directly."""
+    """Answer normalisations, activations, ``F.linear`` and initialisers on meta tensors
+    directly."""
 
     def __torch_dispatch__(
         self,
@@ -51,13 +62,34 @@ class MetaShortcuts(TorchDispatchMode):
     ) -> Any:
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and first.is_meta:
-            if func in _SAME_LAYOUT:
+            if func in _SAME_LAYOUT or (func in _ACTIVATIONS and first.is_floating_point()):
                 return torch.empty_like(first)
             if func in _CONTIGUOUS:
                 return torch.empty(first.shape, dtype=first.dtype, device=first.device)
-            if func.overloadpacket in _INITIALISERS:
+            if func.overloadpacket in _IN_PLACE:
                 return first
+            if func is aten.linear.default and _plain_linear(*args, **(kwargs or {})):
+                out_features = args[1].shape[0]
+                return first.new_empty((*first.shape[:-1], out_features))
         return func(*args, **(kwargs or {}))
+
+
+def _plain_linear(input: torch.Tensor, weight: Any, bias: Any = None) -> bool:
+    """Whether ``F.linear(input, weight, bias)`` is a plain, valid one on meta, whose output is
+    a contiguous ``(*input.shape[:-1], out_features)`` of the input's dtype (anything else is
+    left to torch, which also raises for the invalid ones)."""
+    return (
+        isinstance(weight, torch.Tensor)
+        and weight.is_meta
+        and weight.dim() == 2
+        and input.dim() >= 1
+        and input.shape[-1] == weight.shape[1]
+        and weight.dtype == input.dtype
+        and (
+            bias is None
+            or (isinstance(bias, torch.Tensor) and bias.is_meta and bias.dtype == input.dtype)
+        )
+    )
 
 
 def build_on_meta(factory: Callable[[], T]) -> T:
