@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from opscope.meta import MetaShortcuts
+from opscope.meta import MetaShortcuts, build_on_meta
 
 NORMS = [
     (nn.BatchNorm2d(4), (2, 4, 5, 5)),
@@ -86,3 +86,21 @@ def test_what_the_shortcuts_cannot_answer_is_left_to_torch() -> None:
     with torch.inference_mode(), MetaShortcuts(), pytest.raises(RuntimeError):
         nn.Linear(6, 5, device="meta")(torch.empty(2, 4, device="meta"))
     _same(nn.Linear(6, 5, device="meta"), torch.empty(2, 6, device="meta", dtype=torch.float16))
+
+
+def test_a_meta_build_skips_the_initialisers_and_puts_them_back() -> None:
+    calls = []
+    kaiming = nn.init.kaiming_uniform_
+
+    def factory() -> nn.Module:
+        calls.append(nn.init.kaiming_uniform_ is kaiming)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2))
+
+    built = build_on_meta(factory)
+    assert calls == [False]  # skipped while building on meta: a meta tensor has no values
+    assert nn.init.kaiming_uniform_ is kaiming
+    assert {p.device.type for p in built.parameters()} == {"meta"}
+    assert [p.shape for p in built.parameters()] == [p.shape for p in factory().parameters()]
+    with pytest.raises(ZeroDivisionError):  # put back on errors too
+        build_on_meta(lambda: 1 / 0)
+    assert nn.init.kaiming_uniform_ is kaiming

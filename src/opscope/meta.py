@@ -1,7 +1,7 @@
 """Fast shape-only building and running on the ``meta`` device.
 
 Counting needs shapes only, so the CLI builds and runs models on ``meta``: no memory, no
-weight initialisation. Two things still cost time there, and this module removes both:
+weight initialisation. Three things still cost time there, and this module removes them:
 
 * torch computes the output shape of some ops on meta through Python decompositions that are
   far slower than the answer is simple. Normalisations (batch, layer, group and instance
@@ -9,6 +9,8 @@ weight initialisation. Two things still cost time there, and this module removes
   ``F.linear`` one of ``(*input.shape[:-1], out_features)``, and weight initialisers and
   in-place activations change no shape at all; :class:`MetaShortcuts` answers those
   directly for meta tensors and leaves every other op, and every non-meta tensor, to torch.
+* building initialises every weight; on meta there is nothing to initialise, so
+  :func:`build_on_meta` skips ``torch.nn.init``'s initialisers;
 * some builders compute with real tensors while building (the RegNets derive their widths
   that way) and fail under ``torch.device("meta")``; :func:`build_on_meta` then builds on the
   CPU with only the *parameters* created on meta, which skips their initialisation too.
@@ -96,12 +98,37 @@ def build_on_meta(factory: Callable[[], T]) -> T:
     """``factory()`` with every tensor on meta, or, for builders that compute with real
     tensors, with every parameter on meta and the result moved there."""
     try:
-        with torch.device("meta"), MetaShortcuts():
+        with torch.device("meta"), MetaShortcuts(), _initialisers_skipped():
             return factory()
     except NotImplementedError:  # "Cannot copy out of meta tensor": it computes while building
         with _parameters_on_meta(), MetaShortcuts():
             built = factory()
         return built.to("meta") if isinstance(built, nn.Module) else built
+
+
+# torch.nn.init's initialisers (kaiming_uniform_, trunc_normal_, ...), all in-place.
+_INIT_FUNCTIONS = tuple(
+    name for name in vars(nn.init) if name.endswith("_") and not name.startswith("_")
+)
+
+
+def _unchanged(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+@contextmanager
+def _initialisers_skipped() -> Iterator[None]:
+    """``torch.nn.init``'s initialisers return their tensor untouched while building on meta,
+    where a tensor has no values to initialise: the same model, without the cost of
+    computing fans and bounds and dispatching each in-place op (about a fifth of the build)."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in saved:
+        setattr(nn.init, name, _unchanged)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
 
 
 @contextmanager
