@@ -251,16 +251,15 @@ def edges(model: nn.Module, x: torch.Tensor) -> Edges:
 def paired_ratios(
     model: nn.Module, x: torch.Tensor, tool: Tool, rounds: int, warmup: int
 ) -> tuple[list[float], tuple[int, int | None]]:
-    def bare() -> None:
-        model(x)
-
     result: tuple[int, int | None] = (0, None)
 
     def one_pair() -> float:
         nonlocal result
         subject = copy.deepcopy(model) if tool.fresh_copy else model
+        # The bare forward runs on the tool's own model, before the tool touches it: copies
+        # lie elsewhere in memory and run a few points faster or slower than the original.
         start = time.perf_counter()
-        bare()
+        subject(x)
         bare_time = time.perf_counter() - start
         start = time.perf_counter()
         result = tool.measure(subject, x)

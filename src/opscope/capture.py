@@ -515,9 +515,9 @@ class ModuleTracker:
         # operators must be seen.
         silent = type(module).forward is nn.Sequential.forward and "forward" not in vars(module)
 
-        def around(
-            forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
+        forward, own = _forward_of(module)
+
+        def tracked(*args: Any, **kwargs: Any) -> Any:
             if not stack.stack:  # a new forward pass of the model
                 self._claimed.clear()
             calls[scope] += 1
@@ -546,7 +546,7 @@ class ModuleTracker:
                 self.claim(scope, boundary, output)
             return output
 
-        self._wrap(module, around)
+        self._install(module, tracked, forward, own)
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
@@ -557,9 +557,9 @@ class ModuleTracker:
         stack, log, timer, probe = self._threads, self._log, self._timer, self._probe
         code = _SITES - index
 
-        def around(
-            forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
+        forward, own = _forward_of(module)
+
+        def tracked(*args: Any, **kwargs: Any) -> Any:
             begun = timer.start(module, args) if timer is not None else 0
             flops = probe.begin() if probe is not None else 0
             stack.stack.append((code, 0))
@@ -588,16 +588,17 @@ class ModuleTracker:
                 self.claim(code, boundary, output)
             return output
 
-        self._wrap(module, around)
+        self._install(module, tracked, forward, own)
 
-    def _wrap(self, module: nn.Module, around: Callable[..., Any]) -> None:
-        """Give ``module`` a ``forward`` that runs its own through ``around``."""
-        own = module.__dict__.get("forward")  # someone's instance forward, kept as it is
-        forward = own if own is not None else module.forward
-
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            return around(forward, args, kwargs)
-
+    def _install(
+        self,
+        module: nn.Module,
+        tracked: Callable[..., Any],
+        forward: Callable[..., Any],
+        own: Callable[..., Any] | None,
+    ) -> None:
+        """Give ``module`` the ``forward`` ``tracked``, which runs its own ``forward`` (``own``:
+        the instance's own forward it replaces, if it had one), until :meth:`detach`."""
         tracked.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees it
         module.__dict__["forward"] = tracked
         self._wrapped.append((module, own, tracked))
@@ -622,6 +623,13 @@ class ModuleTracker:
             site = owners.get(id(value))
             if site is not None:
                 self.used_by.setdefault(site, scope)
+
+
+def _forward_of(module: nn.Module) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
+    """The forward ``module`` runs, and its instance's own forward, if someone set one (kept
+    as it is, and put back after the block)."""
+    own = module.__dict__.get("forward")
+    return (own if own is not None else module.forward), own
 
 
 _MODULE_CALL = nn.Module._call_impl.__code__
