@@ -104,3 +104,34 @@ def test_a_meta_build_skips_the_initialisers_and_puts_them_back() -> None:
     with pytest.raises(ZeroDivisionError):  # put back on errors too
         build_on_meta(lambda: 1 / 0)
     assert nn.init.kaiming_uniform_ is kaiming
+
+
+BINARY = [torch.add, torch.sub, torch.mul, torch.div]
+
+
+@pytest.mark.parametrize("op", BINARY, ids=[op.__name__ for op in BINARY])
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (1, 3, 1, 1)), ((3, 1), (1, 4)), ((5,), (2, 5)), ((), (2, 3))],
+)
+def test_binary_outputs_match_torch(op, left: tuple[int, ...], right: tuple[int, ...]) -> None:
+    a, b = torch.empty(left, device="meta"), torch.empty(right, device="meta")
+    _same(op, a, b)
+    _same(op, b, a)
+    for laid_out in _layouts(left) if len(left) > 1 else ():  # not contiguous: left to torch
+        if laid_out.shape == a.shape:
+            _same(op, laid_out, a)
+    _same(op, a, torch.empty(right, device="meta", dtype=torch.float16))  # mixed: left to torch
+    for scalar in (0.5, 2, True, torch.tensor(0.5, dtype=torch.float64, device="meta")):
+        _same(op, a, scalar)
+        _same(op, a.half(), scalar)
+    _same(op, a, torch.tensor(1j, device="meta"))  # complex: left to torch
+    _same(op, a, 1j)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (3, 7, 9)])
+@pytest.mark.parametrize("size", [(1, 1), (3, 4), (7, 9)])
+def test_adaptive_average_pooling_outputs_match_torch(shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    pool = nn.AdaptiveAvgPool2d(size)
+    for x in _layouts(shape):
+        _same(pool, x)

@@ -6,9 +6,11 @@ weight initialisation. Three things still cost time there, and this module remov
 * torch computes the output shape of some ops on meta through Python decompositions that are
   far slower than the answer is simple. Normalisations (batch, layer, group and instance
   norm) and activations (GELU, SiLU, ...) return a tensor of their input's shape, a
-  ``F.linear`` one of ``(*input.shape[:-1], out_features)``, and weight initialisers and
-  in-place activations change no shape at all; :class:`MetaShortcuts` answers those
-  directly for meta tensors and leaves every other op, and every non-meta tensor, to torch.
+  ``F.linear`` one of ``(*input.shape[:-1], out_features)``, binary element-wise ops one of
+  the broadcast shape, adaptive average pooling one of its output size, and weight
+  initialisers and in-place activations change no shape at all; :class:`MetaShortcuts`
+  answers those directly for meta tensors and leaves every other op, and every non-meta
+  tensor, to torch.
 * building initialises every weight; on meta there is nothing to initialise, so
   :func:`build_on_meta` skips ``torch.nn.init``'s initialisers;
 * some builders compute with real tensors while building (the RegNets derive their widths
@@ -48,12 +50,18 @@ _ACTIVATIONS = {
     aten.tanh.default, aten.hardswish.default, aten.hardsigmoid.default,
 }  # fmt: skip
 
+# Binary element-wise ops: on two contiguous meta tensors of one floating-point dtype, a
+# contiguous tensor of their broadcast shape and that dtype (TensorIterator lays an output out
+# like its inputs, and these are laid out plainly); with a scalar (a Python int or float, or
+# a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
+_BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+
 T = TypeVar("T")
 
 
 class MetaShortcuts(TorchDispatchMode):
-    """Answer normalisations, activations, ``F.linear`` and initialisers on meta tensors
-    directly."""
+    """Answer normalisations, activations, ``F.linear``, binary element-wise ops, adaptive
+    average pooling and initialisers on meta tensors directly."""
 
     def __torch_dispatch__(
         self,
@@ -73,7 +81,39 @@ class MetaShortcuts(TorchDispatchMode):
             if func is aten.linear.default and _plain_linear(*args, **(kwargs or {})):
                 out_features = args[1].shape[0]
                 return first.new_empty((*first.shape[:-1], out_features))
+            shape = _plain_shape(func, args)
+            if shape is not None:
+                return first.new_empty(shape)
         return func(*args, **(kwargs or {}))
+
+
+def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
+    """The output shape of a binary element-wise op on two contiguous floating-point meta
+    tensors of one dtype, or of an adaptive average pooling of a contiguous one, whose output
+    is then a contiguous tensor of their dtype; None for any other call (left to torch, which
+    also raises for the invalid ones)."""
+    first = args[0]
+    if not (first.is_floating_point() and first.is_contiguous()):
+        return None
+    if func in _BINARY and len(args) == 2:
+        other = args[1]
+        if isinstance(other, (int, float)):  # a Python scalar (x * 0.5): the tensor's dtype wins
+            return tuple(first.shape)
+        if not (isinstance(other, torch.Tensor) and other.is_meta):
+            return None
+        if other.dim() == 0 and first.dim() > 0 and not other.is_complex():
+            return tuple(first.shape)  # a 0-dim tensor, like a scalar
+        if other.dtype != first.dtype or not other.is_contiguous():
+            return None
+        try:
+            return tuple(torch.broadcast_shapes(first.shape, other.shape))
+        except RuntimeError:
+            return None
+    if func is aten.adaptive_avg_pool2d.default and first.dim() in (3, 4):
+        size = tuple(args[1])
+        if len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+            return (*first.shape[:-2], *size)
+    return None
 
 
 def _plain_linear(input: torch.Tensor, weight: Any, bias: Any = None) -> bool:
