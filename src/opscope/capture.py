@@ -114,6 +114,23 @@ def tensor_metas(value: Any) -> tuple[ShapeAndDtype, ...]:
 _SCOPE_CALL_SHIFT = 32  # up to 2**32 distinct calls, and 2**31 calls of one scope
 
 
+def _kept(call: LoggedCall | LoggedOp) -> LoggedCall | LoggedOp:
+    """``call`` as the log keeps it: a module call's shapes as plain tuples, not torch.Size.
+    Equal and of equal hash, so lookups with sizes find it; but a tuple of plain tuples, ints
+    and dtypes is one the garbage collector stops tracking, so a block's log does not bring on
+    the full collections that walk every object of the process (100 ms and more once torch
+    is imported)."""
+    if isinstance(call, LoggedOp):
+        return call
+    index, inputs, outputs, *rest = call
+    return (
+        index,
+        tuple([(tuple(shape), dtype) for shape, dtype in inputs]),
+        tuple([(tuple(shape), dtype) for shape, dtype in outputs]),
+        *rest,
+    )  # type: ignore[return-value]
+
+
 class CallLog:
     """The calls a profiler saw, kept compactly.
 
@@ -138,7 +155,7 @@ class CallLog:
         code = self._codes.get(call)
         if code is None:
             with self._lock:
-                code = self._codes.setdefault(call, len(self._codes))
+                code = self._codes.setdefault(_kept(call), len(self._codes))
         return code
 
     def keep(self, call: LoggedCall | LoggedOp, scope_call: int = 0) -> None:

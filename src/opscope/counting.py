@@ -145,7 +145,7 @@ def _op_bytes(logged: LoggedOp) -> tuple[int, int]:
 # function of them, so a layer repeated in a model, or a model profiled again, is counted
 # once. Bounded: cleared when full.
 _COUNTS: dict[tuple[Formula, Any, Call], tuple[int, int]] = {}
-_COUNTS_LIMIT = 1 << 16
+_COUNTS_LIMIT = 1 << 13  # a few MB at most
 
 
 def _formula_counts(formula: Formula, config: Any, call: Call) -> tuple[int, int]:
