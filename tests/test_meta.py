@@ -57,7 +57,19 @@ def _same(run, *args) -> None:
     assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
 
 
-ACTIVATIONS = [nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.ReLU(), nn.Sigmoid(), nn.Tanh(), nn.Hardswish(), nn.Hardsigmoid()]
+class Clamp(nn.Module):
+    def __init__(self, low: float | None, high: float | None = None) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.low, self.high) if self.high is not None else x.clamp_min(self.low)
+
+    def __repr__(self) -> str:
+        return f"Clamp({self.low}, {self.high})"
+
+
+ACTIVATIONS = [nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.ReLU(), nn.Sigmoid(), nn.Tanh(), nn.Hardswish(), nn.Hardsigmoid(), Clamp(-1, 1), Clamp(None, 2.0), Clamp(0.5)]
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 6), (2, 3, 6), (2, 3, 4, 6)])

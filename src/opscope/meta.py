@@ -48,6 +48,7 @@ _IN_PLACE = {
 _ACTIVATIONS = {
     aten.gelu.default, aten.silu.default, aten.relu.default, aten.sigmoid.default,
     aten.tanh.default, aten.hardswish.default, aten.hardsigmoid.default,
+    aten.clamp.default, aten.clamp_min.default,  # between scalars (Swin V2's logit scale)
 }  # fmt: skip
 
 # Binary element-wise ops: on two contiguous meta tensors of one floating-point dtype, a
