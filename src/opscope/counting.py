@@ -35,7 +35,7 @@ from opscope.records import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per counted module on each entry, and frozen is slower
 class Site:
     """A hooked module: its qualified name, the module and the formula that counts it."""
 
