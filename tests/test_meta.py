@@ -147,3 +147,9 @@ def test_adaptive_average_pooling_outputs_match_torch(shape: tuple[int, ...], si
     pool = nn.AdaptiveAvgPool2d(size)
     for x in _layouts(shape):
         _same(pool, x)
+
+
+def test_a_clamp_without_bounds_is_left_to_torch_which_raises() -> None:
+    x = torch.empty(2, 3, device="meta")
+    with torch.inference_mode(), MetaShortcuts(), pytest.raises(ValueError, match="both min and max are none"):
+        torch.ops.aten.clamp.default(x)

@@ -73,7 +73,7 @@ class MetaShortcuts(TorchDispatchMode):
     ) -> Any:
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and first.is_meta:
-            if func in _SAME_LAYOUT or (func in _ACTIVATIONS and first.is_floating_point()):
+            if func in _SAME_LAYOUT or (func in _ACTIVATIONS and _plain_activation(func, args)):
                 return torch.empty_like(first)
             if func in _CONTIGUOUS:
                 return torch.empty(first.shape, dtype=first.dtype, device=first.device)
@@ -86,6 +86,14 @@ class MetaShortcuts(TorchDispatchMode):
             if shape is not None:
                 return first.new_empty(shape)
         return func(*args, **(kwargs or {}))
+
+
+def _plain_activation(func: Any, args: tuple[Any, ...]) -> bool:
+    """Whether an activation's call is answered directly: its input is floating-point (else
+    some change the dtype), and a clamp has a bound (torch raises without one)."""
+    return args[0].is_floating_point() and (
+        func is not aten.clamp.default or any(bound is not None for bound in args[1:])
+    )
 
 
 def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
