@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.utils.prune
 import torch.utils.checkpoint
 from torch import nn
 
@@ -268,3 +269,26 @@ def test_the_log_of_module_calls_is_left_alone_by_the_garbage_collector() -> Non
         gc.collect()
     assert not any(gc.is_tracked(call) for call in calls)
     assert p.total_ops == sum(r.ops for r in p.records)
+
+
+def test_what_runs_between_a_sequentials_children_is_counted() -> None:
+    # A plain nn.Sequential leaves the operators' mode for its children, unless something
+    # else runs between them: a pruned child's forward pre-hook (weight_orig * mask) or a
+    # global forward hook; their operators are counted, in the Sequential's record.
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
+    torch.nn.utils.prune.l1_unstructured(net[0][0], "weight", amount=0.5)
+    x = torch.randn(1, 3, 5, 5)
+    with Profiler(net) as p:
+        net(x)
+    assert [(r.name, r.config.ops) for r in p.records if r.family == "functional"] == [
+        ("0", (("mul", 1),))
+    ]
+    unpruned = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o + 0)
+    try:
+        with Profiler(unpruned) as p:
+            unpruned(x)
+    finally:
+        handle.remove()
+    adds = {r.name: r.config.ops for r in p.records if r.family == "functional"}
+    assert adds == {"0": (("add", 2),), "": (("add", 1),)}

@@ -36,6 +36,7 @@ from torch._C._functorch import (
     maybe_get_bdim,
 )
 from torch.nn.modules.loss import _Loss
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
@@ -528,9 +529,18 @@ class ModuleTracker:
         # A plain nn.Sequential runs no operator of its own, only its children: the mode is
         # left while it runs, so that its counted children need not leave it one by one
         # (each leaving costs more than a call's logging); its other children come back. Not
-        # once a module was added during the block: an added child is not followed, so its
-        # operators must be seen.
-        silent = type(module).forward is nn.Sequential.forward and "forward" not in vars(module)
+        # when something else runs between its children: a forward hook of one of them (a
+        # pruning mask's product), a global forward hook, or a child added during the block
+        # (not followed); their operators must be seen.
+        silent = (
+            type(module).forward is nn.Sequential.forward
+            and "forward" not in vars(module)
+            and not any(
+                child._forward_hooks or child._forward_pre_hooks
+                for child in module._modules.values()
+                if child is not None
+            )
+        )
 
         forward, own = _forward_of(module)
 
@@ -543,7 +553,12 @@ class ModuleTracker:
             # the operators' mode, left for the counted module, is back for the scope.
             mode = self.mode()
             boundary = self._boundary(args, kwargs)
-            quiet = silent and not self.grown
+            quiet = (
+                silent
+                and not self.grown
+                and not _global_forward_hooks
+                and not _global_forward_pre_hooks
+            )
             switched = mode is not None and _on_top(mode) is quiet
             if switched:
                 if quiet:
