@@ -324,7 +324,8 @@ def _fingerprint(value: Any) -> Any:
     a dict as its items, every other value as it is.
 
     Raises:
-        TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`).
+        TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`);
+            reading a shape may raise too (an uninitialised lazy parameter's).
     """
     if isinstance(value, torch.Tensor):
         if value.is_nested:
@@ -780,8 +781,8 @@ class OpCapture(TorchDispatchMode):
         try:
             key = (func, scope, phase, _fingerprint(args), _fingerprint(kwargs), _fingerprint(out))
             code = self._codes.get(key)
-        except TypeError:  # a nested tensor, or an argument that cannot be a key
-            key, code = None, None
+        except Exception:  # noqa: BLE001 - a nested tensor, an uninitialised parameter, an
+            key, code = None, None  # argument that cannot be a key: described the slow way
         if code is None:
             try:
                 call: OpCall | None = OpCall.of(args, kwargs, out)
