@@ -292,3 +292,44 @@ def test_what_runs_between_a_sequentials_children_is_counted() -> None:
         handle.remove()
     adds = {r.name: r.config.ops for r in p.records if r.family == "functional"}
     assert adds == {"0": (("add", 2),), "": (("add", 1),)}
+
+
+class Tripled(nn.Module):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # work outside its forward
+        return super().__call__(x * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _insert_a_child(net: nn.Sequential) -> None:
+    net.insert(1, AddOne())
+
+
+def _hook_a_child(net: nn.Sequential) -> None:
+    net[0].register_forward_hook(lambda module, args, output: output * 3)
+
+
+def _replace_a_childs_forward(net: nn.Sequential) -> None:
+    net[1].forward = lambda x: x * 3
+
+
+def _override_a_childs_call(net: nn.Sequential) -> None:
+    net[1].__class__ = Tripled
+
+
+@pytest.mark.parametrize(
+    "change", [_insert_a_child, _hook_a_child, _replace_a_childs_forward, _override_a_childs_call]
+)
+def test_a_sequential_changed_during_the_block_has_its_new_work_counted(change) -> None:
+    # Whether a plain nn.Sequential may leave the operators' mode is decided at each call:
+    # a child inserted, hooked, given a forward or a __call__ of its own during the block
+    # runs operators between its children, counted in the Sequential's record.
+    net = nn.Sequential(nn.Linear(4, 4), nn.Identity(), nn.ReLU())
+    x = torch.randn(2, 4)
+    with Profiler(net) as p:
+        net(x)
+        change(net)
+        net(x)
+    functional = [(r.name, r.calls, r.ops) for r in p.records if r.family == "functional"]
+    assert functional == [("", 1, 8)]

@@ -440,9 +440,7 @@ class ModuleTracker:
         # left to the garbage collector.
         self.mode: Callable[[], TorchDispatchMode | None] = _no_mode
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
-        # Whether a module was added to some model during the block: one that is not followed
-        # may sit in a plain nn.Sequential, whose operators must then be seen.
-        self.grown = False
+        self._followed: set[int] = set()  # ids of the forwards given to followed modules
 
     def phase(self) -> tuple[int, int, int]:
         """Where an operator that runs now belongs: ``(scope, scope call, phase)``. In the
@@ -529,20 +527,8 @@ class ModuleTracker:
         stack, calls = self._threads, self._calls
         # A plain nn.Sequential runs no operator of its own, only its children: the mode is
         # left while it runs, so that its counted children need not leave it one by one
-        # (each leaving costs more than a call's logging); its other children come back. Not
-        # when something else runs between its children: a forward hook of one of them (a
-        # pruning mask's product), a global forward hook, or a child added during the block
-        # (not followed); their operators must be seen.
-        silent = (
-            type(module).forward is nn.Sequential.forward
-            and "forward" not in vars(module)
-            and not any(
-                child._forward_hooks or child._forward_pre_hooks
-                for child in module._modules.values()
-                if child is not None
-            )
-        )
-
+        # (each leaving costs more than a call's logging); its other children come back.
+        sequential = type(module).forward is nn.Sequential.forward and "forward" not in vars(module)
         forward, own = _forward_of(module)
 
         def tracked(*args: Any, **kwargs: Any) -> Any:
@@ -554,12 +540,7 @@ class ModuleTracker:
             # the operators' mode, left for the counted module, is back for the scope.
             mode = self.mode()
             boundary = self._boundary(args, kwargs)
-            quiet = (
-                silent
-                and not self.grown
-                and not _global_forward_hooks
-                and not _global_forward_pre_hooks
-            )
+            quiet = sequential and self._plain_children(module)
             switched = mode is not None and _on_top(mode) is quiet
             if switched:
                 if quiet:
@@ -580,6 +561,26 @@ class ModuleTracker:
             return output
 
         self._install(module, tracked, forward, own)
+
+    def _plain_children(self, module: nn.Module) -> bool:
+        """Whether nothing but ``module``'s children, each followed, runs between them when
+        it calls them, so that its own operators' mode can be left: decided at each call,
+        since during the block a child may be added (``insert``), given a forward or a
+        forward hook (a pruning mask's product), and global forward hooks may be set; their
+        operators must be seen."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return False
+        followed = self._followed
+        for child in module._modules.values():
+            if (
+                child is None
+                or child._forward_hooks
+                or child._forward_pre_hooks
+                or type(child).__call__ is not _PLAIN_CALL
+                or id(vars(child).get("forward")) not in followed
+            ):
+                return False
+        return True
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
@@ -635,9 +636,11 @@ class ModuleTracker:
         tracked.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees it
         module.__dict__["forward"] = tracked
         self._wrapped.append((module, own, tracked))
+        self._followed.add(id(tracked))
 
     def detach(self) -> None:
         """Give every module its own ``forward`` back (the last wrapped first)."""
+        self._followed.clear()
         while self._wrapped:
             module, own, tracked = self._wrapped.pop()
             if module.__dict__.get("forward") is tracked:
@@ -666,6 +669,7 @@ def _forward_of(module: nn.Module) -> tuple[Callable[..., Any], Callable[..., An
 
 
 _MODULE_CALL = nn.Module._call_impl.__code__
+_PLAIN_CALL = nn.Module.__call__  # a module whose __call__ is overridden may run operators in it
 
 
 def _in_a_module_call() -> bool:

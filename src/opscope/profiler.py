@@ -245,7 +245,6 @@ class Profiler:
     def _on_registration(self, parent: nn.Module, name: str, child: nn.Module | None) -> None:
         # A module was added somewhere: the next read looks for unhooked modules again.
         self._block.changed = True
-        self._block.tracker.grown = True
 
     def _formula_of(
         self, module_type: type[nn.Module], cache: dict[type[nn.Module], Formula | None]
