@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -51,7 +53,8 @@ def _layouts(shape: tuple[int, ...]) -> list[torch.Tensor]:
 def _same(run, *args) -> None:
     """``run(*args)`` on meta gives the shape, dtype and strides torch gives, with and without
     the shortcuts, in inference mode as the zoo runs it."""
-    expected = run(*args)
+    with torch.inference_mode():
+        expected = run(*args)
     with torch.inference_mode(), MetaShortcuts():
         got = run(*args)
     assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
@@ -91,6 +94,41 @@ def test_linear_outputs_match_torch(shape: tuple[int, ...], bias: bool) -> None:
         _same(linear, torch.empty((shape[-1], *shape[:-1]), device="meta").movedim(0, -1))
 
 
+def test_a_bias_that_would_broadcast_the_output_is_left_to_torch() -> None:
+    weight = torch.empty(5, 4, device="meta")
+    for input_shape, bias_shape in [((4,), (3, 5)), ((2, 4), (2, 5)), ((2, 4), (1, 5)), ((4,), (1,)), ((4,), ())]:
+        bias = torch.empty(bias_shape, device="meta")
+        _same(torch.nn.functional.linear, torch.empty(input_shape, device="meta"), weight, bias)
+    with torch.inference_mode(), MetaShortcuts(), pytest.raises(RuntimeError):
+        torch.nn.functional.linear(torch.empty(0, 4, device="meta"), weight, torch.empty(2, 5, device="meta"))
+
+
+# Contiguous for is_contiguous(), which ignores the strides of dimensions of size one; torch
+# keeps those strides in an op's output, where a plain output would differ.
+UNUSUAL = [
+    torch.empty(2, 3, 1, 1, device="meta").to(memory_format=torch.channels_last),
+    torch.empty_strided((2, 1, 4), (4, 7, 1), device="meta"),
+    torch.empty_strided((2, 3, 1, 5), (15, 5, 99, 1), device="meta"),
+]
+
+
+@pytest.mark.parametrize("x", UNUSUAL, ids=[str(x.stride()) for x in UNUSUAL])
+def test_strides_of_dimensions_of_size_one_are_those_torch_gives(x: torch.Tensor) -> None:
+    for activation in ACTIVATIONS:
+        _same(activation, x)
+    plain = torch.empty(x.shape, device="meta")
+    for op in BINARY:
+        for other in (x, plain, plain[0], 2.0, torch.empty((), device="meta")):
+            _same(op, x, other)
+            _same(op, other, x)
+    channels = x.shape[1]
+    batch_norm = nn.BatchNorm2d(channels) if x.dim() == 4 else nn.BatchNorm1d(channels)
+    for norm in (batch_norm, nn.LayerNorm(x.shape[-1]), nn.GroupNorm(1, channels)):
+        _same(norm.to("meta").eval(), x)
+    if x.dim() == 4:
+        _same(nn.AdaptiveAvgPool2d((2, 3)), x)
+
+
 def test_what_the_shortcuts_cannot_answer_is_left_to_torch() -> None:
     # integer inputs (sigmoid makes floats of them), mixed dtypes, wrong sizes
     _same(nn.Sigmoid(), torch.empty(2, 3, dtype=torch.int64, device="meta"))
@@ -116,6 +154,38 @@ def test_a_meta_build_skips_the_initialisers_and_puts_them_back() -> None:
     with pytest.raises(ZeroDivisionError):  # put back on errors too
         build_on_meta(lambda: 1 / 0)
     assert nn.init.kaiming_uniform_ is kaiming
+
+
+def test_initialisers_skip_only_meta_tensors_and_overlapping_builds_put_them_back() -> None:
+    # The stand-ins are process-wide: another thread's real model, built meanwhile, is
+    # initialised as ever, and two builds in two threads that end in either order leave
+    # torch.nn.init as it was.
+    kaiming = nn.init.kaiming_uniform_
+    first_in, first_go, second_in, second_go = (threading.Event() for _ in range(4))
+
+    def first() -> nn.Module:
+        first_in.set()
+        first_go.wait(10)
+        return nn.Linear(2, 2)
+
+    def second() -> nn.Module:
+        second_in.set()
+        second_go.wait(10)
+        return nn.Linear(2, 2)
+
+    threads = [threading.Thread(target=build_on_meta, args=(f,)) for f in (first, second)]
+    threads[0].start()
+    first_in.wait(10)
+    threads[1].start()
+    second_in.wait(10)
+    real = nn.init.ones_(torch.zeros(3))  # this thread's, while the others build on meta
+    first_go.set()  # the first to begin ends first
+    threads[0].join()
+    assert nn.init.kaiming_uniform_ is not kaiming  # the second still builds
+    second_go.set()
+    threads[1].join()
+    assert nn.init.kaiming_uniform_ is kaiming
+    assert real.tolist() == [1.0, 1.0, 1.0]
 
 
 BINARY = [torch.add, torch.sub, torch.mul, torch.div]

@@ -20,6 +20,8 @@ weight initialisation. Three things still cost time there, and this module remov
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -73,9 +75,13 @@ class MetaShortcuts(TorchDispatchMode):
     ) -> Any:
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and first.is_meta:
-            if func in _SAME_LAYOUT or (func in _ACTIVATIONS and _plain_activation(func, args)):
+            if func in _SAME_LAYOUT and _same_layout_kept(first):
                 return torch.empty_like(first)
-            if func in _CONTIGUOUS:
+            if func in _ACTIVATIONS and _plain_activation(func, args):
+                return first.new_empty(first.shape)
+            if func in _CONTIGUOUS and (not first.is_contiguous() or _laid_out_plainly(first)):
+                # torch makes a non-contiguous input contiguous, and keeps a contiguous one's
+                # strides, which are only plain ones if they all are
                 return torch.empty(first.shape, dtype=first.dtype, device=first.device)
             if func.overloadpacket in _IN_PLACE:
                 return first
@@ -88,11 +94,35 @@ class MetaShortcuts(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _laid_out_plainly(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` has exactly a contiguous tensor's strides: an op's output is then
+    one too. ``is_contiguous()`` is not enough: it ignores the strides of dimensions of size
+    one, which torch carries over to the output (a channels_last ``(N, C, 1, 1)``)."""
+    expected = 1
+    for size, stride in zip(reversed(tensor.shape), reversed(tensor.stride())):
+        if stride != expected:
+            return False
+        expected *= max(size, 1)
+    return True
+
+
+def _same_layout_kept(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is laid out exactly contiguously or exactly channels_last, where an
+    op that keeps its input's layout gives an output of its very strides (``empty_like``)."""
+    return _laid_out_plainly(tensor) or (
+        tensor.dim() == 4 and _laid_out_plainly(tensor.permute(0, 2, 3, 1))
+    )
+
+
 def _plain_activation(func: Any, args: tuple[Any, ...]) -> bool:
     """Whether an activation's call is answered directly: its input is floating-point (else
-    some change the dtype), and a clamp has a bound (torch raises without one)."""
-    return args[0].is_floating_point() and (
-        func is not aten.clamp.default or any(bound is not None for bound in args[1:])
+    some change the dtype) and laid out plainly, and a clamp has a bound (torch raises
+    without one)."""
+    first = args[0]
+    return (
+        first.is_floating_point()
+        and _laid_out_plainly(first)
+        and (func is not aten.clamp.default or any(bound is not None for bound in args[1:]))
     )
 
 
@@ -102,7 +132,7 @@ def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
     is then a contiguous tensor of their dtype; None for any other call (left to torch, which
     also raises for the invalid ones)."""
     first = args[0]
-    if not (first.is_floating_point() and first.is_contiguous()):
+    if not (first.is_floating_point() and _laid_out_plainly(first)):
         return None
     if func in _BINARY and len(args) == 2:
         other = args[1]
@@ -112,7 +142,7 @@ def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
             return None
         if other.dim() == 0 and first.dim() > 0 and not other.is_complex():
             return tuple(first.shape)  # a 0-dim tensor, like a scalar
-        if other.dtype != first.dtype or not other.is_contiguous():
+        if other.dtype != first.dtype or not _laid_out_plainly(other):
             return None
         try:
             return tuple(torch.broadcast_shapes(first.shape, other.shape))
@@ -138,7 +168,13 @@ def _plain_linear(input: torch.Tensor, weight: Any, bias: Any = None) -> bool:
         and weight.dtype == input.dtype
         and (
             bias is None
-            or (isinstance(bias, torch.Tensor) and bias.is_meta and bias.dtype == input.dtype)
+            or (
+                isinstance(bias, torch.Tensor)
+                and bias.is_meta
+                and bias.dtype == input.dtype
+                and bias.dim() <= 1  # a wider bias would broadcast the output
+                and (bias.dim() == 0 or bias.shape[0] in (1, weight.shape[0]))
+            )
         )
     )
 
@@ -161,23 +197,50 @@ _INIT_FUNCTIONS = tuple(
 )
 
 
-def _unchanged(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return tensor
+def _skipped_on_meta(initialiser: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``initialiser``, returning a meta tensor untouched: it has no values to initialise.
+    Any other tensor (another thread's model, built meanwhile) is initialised as ever."""
+
+    @functools.wraps(initialiser)
+    def initialise(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            return tensor
+        return initialiser(tensor, *args, **kwargs)
+
+    return initialise
 
 
-@contextmanager
-def _initialisers_skipped() -> Iterator[None]:
-    """``torch.nn.init``'s initialisers return their tensor untouched while building on meta,
-    where a tensor has no values to initialise: the same model, without the cost of
-    computing fans and bounds and dispatching each in-place op (about a fifth of the build)."""
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
-    for name in saved:
-        setattr(nn.init, name, _unchanged)
-    try:
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
+class _InitialiserSkipping:
+    """The stand-ins set on ``torch.nn.init`` while any thread builds on meta: set by the first
+    build to begin, and the originals put back by the last to end, whatever their order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._builds = 0
+        self._originals: dict[str, Callable[..., torch.Tensor]] = {}
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._builds == 0:
+                self._originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+                for name, initialiser in self._originals.items():
+                    setattr(nn.init, name, _skipped_on_meta(initialiser))
+            self._builds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._builds -= 1
+                if self._builds == 0:
+                    for name, initialiser in self._originals.items():
+                        setattr(nn.init, name, initialiser)
+
+
+# ``torch.nn.init``'s initialisers skip meta tensors while building on meta: the same model,
+# without the cost of computing fans and bounds and dispatching each in-place op (about a
+# fifth of the build).
+_initialisers_skipped = _InitialiserSkipping()
 
 
 @contextmanager
