@@ -213,6 +213,17 @@ def test_an_operator_call_is_described_once_per_distinct_metadata(monkeypatch) -
     assert p.total_ops == record.ops
 
 
+def test_a_new_scalar_result_is_not_a_new_distinct_call() -> None:
+    # An .item() in every step returns a new value; the log keeps no operator's output
+    # value, so a long block's lookup table stays as small as its distinct calls.
+    net = nn.Linear(8, 1)
+    with Profiler(net, summary=True) as p:
+        for _ in range(50):
+            net(torch.randn(4, 8)).sum().item()
+    distinct, _ = p._block.log.snapshot()
+    assert len(p._block.mode._codes) <= len(distinct) == 4  # the Linear, randn, sum, item
+
+
 class AddOne(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + 1

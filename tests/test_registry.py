@@ -255,3 +255,27 @@ def test_a_formula_is_evaluated_once_per_distinct_settings_and_shapes() -> None:
             totals.append((p.total_ops, sum(r.ops for r in p.records)))
         assert totals == [(3 * 32 + 48, 3 * 32 + 48)] * 2
         assert len(evaluated) == evaluations
+
+
+def test_a_config_hashed_by_identity_is_counted_with_its_current_settings() -> None:
+    # A formula's own describe may return the module itself, whose settings can change
+    # between blocks: its counts are not remembered.
+    formula = Formula(nn.Conv2d, lambda conv, call: conv.out_channels, describe=lambda m: m)
+    conv = nn.Conv2d(2, 2, 1)
+    totals = []
+    for scale in (1, 5):
+        conv.out_channels = 2 * scale  # a setting read when counting
+        with Profiler(conv, formulas={nn.Conv2d: formula}) as p:
+            conv(torch.ones(1, 2, 4, 4))
+        totals.append(p.total_ops)
+    assert totals == [2, 10]
+
+
+def test_a_macs_function_that_raises_leaves_the_call_uncounted_whatever_its_count() -> None:
+    formula = Formula(nn.Conv2d, lambda config, call: 1.5, macs=lambda config, call: 1 // 0)
+    conv = nn.Conv2d(2, 2, 1)
+    with Profiler(conv, formulas={nn.Conv2d: formula}) as p:
+        conv(torch.ones(1, 2, 4, 4))
+    with pytest.warns(UserWarning, match="ZeroDivisionError"):
+        (record,) = p.records
+    assert "ZeroDivisionError" in record.uncounted and p.total_ops == 0

@@ -338,6 +338,21 @@ def _fingerprint(value: Any) -> Any:
     return value
 
 
+def _output_fingerprint(out: Any) -> tuple[Any, ...]:
+    """The shapes and dtypes of the tensors in an operator's output, flattened in order: all
+    that is kept of an output. A scalar's value (an ``.item()``'s) is not, so that a new value
+    is not a new key: the keys stay as few as the distinct calls.
+
+    Raises:
+        TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`).
+    """
+    if isinstance(out, torch.Tensor):
+        return (_fingerprint(out),)
+    if isinstance(out, (tuple, list)):
+        return tuple(tensor for item in out for tensor in _output_fingerprint(item))
+    return ()
+
+
 def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
     """The dtypes of the tensors in an operator's output, flattened in order."""
     if isinstance(out, torch.Tensor):
@@ -783,7 +798,14 @@ class OpCapture(TorchDispatchMode):
         metadata: the :class:`LoggedOp` (its :class:`OpCall`) is built only for a call not
         seen before in the block, since building one costs several times the lookup."""
         try:
-            key = (func, scope, phase, _fingerprint(args), _fingerprint(kwargs), _fingerprint(out))
+            key = (
+                func,
+                scope,
+                phase,
+                _fingerprint(args),
+                _fingerprint(kwargs),
+                _output_fingerprint(out),
+            )
             code = self._codes.get(key)
         except Exception:  # noqa: BLE001 - a nested tensor, an uninitialised parameter, an
             key, code = None, None  # argument that cannot be a key: described the slow way

@@ -155,17 +155,21 @@ def _formula_counts(formula: Formula, config: Any, call: Call) -> tuple[int, int
         _NotACount: the formula returned something other than a count.
         Exception: whatever the formula raised.
     """
-    key = (formula, config, call)
-    try:
-        return _COUNTS[key]
-    except KeyError:
-        pass
-    except TypeError:  # a config that cannot be a key (a formula's own, not frozen)
-        key = None
-    counts = (
-        _checked(formula.count(config, call), formula.count),
-        _checked(formula_macs(formula, config, call), formula.macs),
-    )
+    # A config hashed by identity (a formula's own describe that returns the module) may
+    # change its settings between blocks: its counts are not remembered.
+    by_identity = config is not None and type(config).__hash__ is object.__hash__
+    key: tuple[Formula, Any, Call] | None = None if by_identity else (formula, config, call)
+    if key is not None:
+        try:
+            return _COUNTS[key]
+        except KeyError:
+            pass
+        except TypeError:  # a config that cannot be a key (a formula's own, not frozen)
+            key = None
+    # both evaluated before either is checked: as without the memo, a MACs function that
+    # raises makes the call uncounted, whatever its count returned
+    ops, macs = formula.count(config, call), formula_macs(formula, config, call)
+    counts = (_checked(ops, formula.count), _checked(macs, formula.macs))
     if key is not None:
         if len(_COUNTS) >= _COUNTS_LIMIT:
             _COUNTS.clear()

@@ -58,6 +58,7 @@ _ACTIVATIONS = {
 # like its inputs, and these are laid out plainly); with a scalar (a Python int or float, or
 # a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+_SHAPED = _BINARY | {aten.adaptive_avg_pool2d.default}  # answered by _plain_shape
 
 T = TypeVar("T")
 
@@ -131,6 +132,8 @@ def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
     tensors of one dtype, or of an adaptive average pooling of a contiguous one, whose output
     is then a contiguous tensor of their dtype; None for any other call (left to torch, which
     also raises for the invalid ones)."""
+    if func not in _SHAPED:  # most ops: decided before reading any tensor's layout
+        return None
     first = args[0]
     if not (first.is_floating_point() and _laid_out_plainly(first)):
         return None
