@@ -11,6 +11,7 @@ import torch
 import torch.nn.utils.prune
 import torch.utils.checkpoint
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from opscope import Profiler, capture
 from opscope.formulas.registry import OpCall, op_formula_for
@@ -344,3 +345,34 @@ def test_a_sequential_changed_during_the_block_has_its_new_work_counted(change) 
         net(x)
     functional = [(r.name, r.calls, r.ops) for r in p.records if r.family == "functional"]
     assert functional == [("", 1, 8)]
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(4, 4), AddOne(), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * 2
+
+
+def test_another_dispatch_mode_or_profiler_inside_the_block_changes_no_count() -> None:
+    # Under another dispatch mode entered in the block (a FlopCounterMode, or a second
+    # profiler's), the operators reach this profiler's mode through it: a scope must not
+    # push it again, or it would see each of its operators twice.
+    net = Scaled()
+    x = torch.randn(2, 4)
+    with Profiler(net) as alone:
+        net(x)
+    expected = [(r.name, r.ops) for r in alone.records]
+    assert ("inner.1", 8) in expected and ("", 8) in expected
+    with Profiler(net) as outer, FlopCounterMode(display=False) as flops:
+        net(x)
+    assert [(r.name, r.ops) for r in outer.records] == expected
+    assert flops.get_total_flops() == 2 * 2 * 4 * 4
+    with Profiler(net) as outer, Profiler(net.inner) as inner:
+        net(x)
+    assert [(r.name, r.ops) for r in outer.records] == expected
+    assert [("inner." + r.name, r.ops) for r in inner.records] == [
+        (name, ops) for name, ops in expected if name.startswith("inner.")
+    ]

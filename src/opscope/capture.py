@@ -555,8 +555,11 @@ class ModuleTracker:
             # the operators' mode, left for the counted module, is back for the scope.
             mode = self.mode()
             boundary = self._boundary(args, kwargs)
-            quiet = sequential and self._plain_children(module)
-            switched = mode is not None and _on_top(mode) is quiet
+            quiet = mode is not None and sequential and self._plain_children(module)
+            # left only when it is the next to see an operator; back only when it is not on
+            # the stack at all (under another mode, such as a FlopCounterMode entered in the
+            # block, it sees every operator already)
+            switched = mode is not None and (_on_top(mode) if quiet else not _on_stack(mode))
             if switched:
                 if quiet:
                     _pop_dispatch_mode(None)
@@ -705,6 +708,14 @@ def _on_top(mode: TorchDispatchMode) -> bool:
     """Whether ``mode`` is the innermost dispatch mode, the next to see an operator."""
     depth = _len_dispatch_stack()
     return depth > 0 and _dispatch_stack_at(depth - 1) is mode
+
+
+def _on_stack(mode: TorchDispatchMode) -> bool:
+    """Whether ``mode`` is on this thread's dispatch mode stack, where every operator reaches
+    it (through the modes above it)."""
+    return any(
+        _dispatch_stack_at(depth) is mode for depth in reversed(range(_len_dispatch_stack()))
+    )
 
 
 def _logged(
