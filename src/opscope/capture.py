@@ -449,7 +449,7 @@ class ModuleTracker:
         self._threads = _ThreadState()
         self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
-        self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []
+        self._wrapped: list[_Followed] = []
         # The operators' mode, when counting them; held weakly, since the mode holds the
         # tracker: without a cycle, a profiler's log is freed as soon as it is dropped, not
         # left to the garbage collector.
@@ -536,51 +536,11 @@ class ModuleTracker:
 
     def add_scope(self, name: str, module: nn.Module) -> None:
         """Make ``module`` a scope: its operators are attributed to ``name``."""
-        scope = len(self.names)
         self.names.append((name, type(module).__name__))
         self._calls.append(0)
-        stack, calls = self._threads, self._calls
-        # A plain nn.Sequential runs no operator of its own, only its children: the mode is
-        # left while it runs, so that its counted children need not leave it one by one
-        # (each leaving costs more than a call's logging); its other children come back.
-        sequential = type(module).forward is nn.Sequential.forward and "forward" not in vars(module)
-        forward, own = _forward_of(module)
+        self._install(_ScopeForward(self, module, len(self.names) - 1))
 
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            if not stack.stack:  # a new forward pass of the model
-                self._claimed.clear()
-            calls[scope] += 1
-            stack.stack.append((scope, calls[scope]))
-            # A scope inside a counted module (a child its formula does not account for):
-            # the operators' mode, left for the counted module, is back for the scope.
-            mode = self.mode()
-            boundary = self._boundary(args, kwargs)
-            quiet = mode is not None and sequential and self._plain_children(module)
-            # left only when it is the next to see an operator; back only when it is not on
-            # the stack at all (under another mode, such as a FlopCounterMode entered in the
-            # block, it sees every operator already)
-            switched = mode is not None and (_on_top(mode) if quiet else not _on_stack(mode))
-            if switched:
-                if quiet:
-                    _pop_dispatch_mode(None)
-                else:
-                    _push_dispatch_mode(mode)
-            try:
-                output = forward(*args, **kwargs)
-            finally:
-                if switched:
-                    if quiet:
-                        _push_dispatch_mode(mode)
-                    else:
-                        _pop_dispatch_mode(None)
-                stack.stack.pop()
-            if boundary is not None:
-                self.claim(scope, boundary, output)
-            return output
-
-        self._install(module, tracked, forward, own)
-
-    def _plain_children(self, module: nn.Module) -> bool:
+    def plain_children(self, module: nn.Module) -> bool:
         """Whether nothing but ``module``'s children, each followed, runs between them when
         it calls them, so that its own operators' mode can be left: decided at each call,
         since during the block a child may be added (``insert``), given a forward or a
@@ -606,66 +566,25 @@ class ModuleTracker:
         for parameter in parameters:
             if parameter is not None:
                 self._owners.setdefault(id(parameter), index)
-        stack, log, timer, probe = self._threads, self._log, self._timer, self._probe
-        code = _SITES - index
+        self._install(_SiteForward(self, module, index))
 
-        forward, own = _forward_of(module)
-
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            begun = timer.start(module, args) if timer is not None else 0
-            flops = probe.begin() if probe is not None else 0
-            stack.stack.append((code, 0))
-            # Its formula counts its operators: the mode is left while it runs, so that they
-            # cost nothing to profile (a dispatch mode costs tens of µs per operator).
-            mode = self.mode()
-            boundary = self._boundary(args, kwargs)
-            popped = mode is not None and _on_top(mode)
-            if popped:
-                _pop_dispatch_mode(None)
-            try:
-                output = forward(*args, **kwargs)
-            finally:
-                if popped:
-                    _push_dispatch_mode(mode)
-                stack.stack.pop()
-            if probe is not None:
-                probe.end(flops)
-            phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
-            call = _logged(index, module, args, kwargs, output, phase)
-            if timer is None:
-                log.keep(call)
-            else:
-                timer.keep(begun, lambda: log.keep(call))
-            if boundary is not None:
-                self.claim(code, boundary, output)
-            return output
-
-        self._install(module, tracked, forward, own)
-
-    def _install(
-        self,
-        module: nn.Module,
-        tracked: Callable[..., Any],
-        forward: Callable[..., Any],
-        own: Callable[..., Any] | None,
-    ) -> None:
-        """Give ``module`` the ``forward`` ``tracked``, which runs its own ``forward`` (``own``:
-        the instance's own forward it replaces, if it had one), until :meth:`detach`."""
-        tracked.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees it
-        module.__dict__["forward"] = tracked
-        self._wrapped.append((module, own, tracked))
+    def _install(self, tracked: _Followed) -> None:
+        """Give ``tracked.module`` the ``forward`` ``tracked`` until :meth:`detach`."""
+        tracked.module.__dict__["forward"] = tracked
+        self._wrapped.append(tracked)
         self._followed.add(id(tracked))
 
     def detach(self) -> None:
         """Give every module its own ``forward`` back (the last wrapped first)."""
         self._followed.clear()
         while self._wrapped:
-            module, own, tracked = self._wrapped.pop()
+            tracked = self._wrapped.pop()
+            module = tracked.module
             if module.__dict__.get("forward") is tracked:
-                if own is None:
+                if tracked.own is None:
                     del module.__dict__["forward"]
                 else:
-                    module.__dict__["forward"] = own
+                    module.__dict__["forward"] = tracked.own
 
     def note_parameters(self, args: tuple[Any, ...], scope: int) -> None:
         """Remember which counted modules' parameters an operator of ``scope`` used (a Linear
@@ -679,11 +598,114 @@ class ModuleTracker:
                 self.used_by.setdefault(site, scope)
 
 
-def _forward_of(module: nn.Module) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
-    """The forward ``module`` runs, and its instance's own forward, if someone set one (kept
-    as it is, and put back after the block)."""
-    own = module.__dict__.get("forward")
-    return (own if own is not None else module.forward), own
+class _Followed:
+    """The ``forward`` a followed module has for the block: it runs the module's own
+    (``__wrapped__``, which ``inspect.signature`` sees) and tells the tracker about the call.
+    One object per module, holding what each call needs, instead of a closure and its cells:
+    entering creates a few objects per module, which the garbage collector keeps track of
+    (and, promoted while the block runs, brings its full collections sooner)."""
+
+    __slots__ = ("__wrapped__", "module", "own", "tracker")
+
+    def __init__(self, tracker: ModuleTracker, module: nn.Module) -> None:
+        # the instance's own forward, if someone set one: kept, and put back after the block
+        self.own: Callable[..., Any] | None = module.__dict__.get("forward")
+        self.__wrapped__ = self.own if self.own is not None else module.forward
+        self.module = module
+        self.tracker = tracker
+
+
+class _ScopeForward(_Followed):
+    """A scope's forward: its operators are attributed to it."""
+
+    __slots__ = ("scope", "sequential")
+
+    def __init__(self, tracker: ModuleTracker, module: nn.Module, scope: int) -> None:
+        super().__init__(tracker, module)
+        self.scope = scope
+        # A plain nn.Sequential runs no operator of its own, only its children: the mode is
+        # left while it runs, so that its counted children need not leave it one by one
+        # (each leaving costs more than a call's logging); its other children come back.
+        self.sequential = type(module).forward is nn.Sequential.forward and self.own is None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracker, scope = self.tracker, self.scope
+        stack = tracker._threads.stack
+        if not stack:  # a new forward pass of the model
+            tracker._claimed.clear()
+        calls = tracker._calls
+        calls[scope] += 1
+        stack.append((scope, calls[scope]))
+        # A scope inside a counted module (a child its formula does not account for): the
+        # operators' mode, left for the counted module, is back for the scope.
+        mode = tracker.mode()
+        boundary = tracker._boundary(args, kwargs)
+        quiet = mode is not None and self.sequential and tracker.plain_children(self.module)
+        # left only when it is the next to see an operator; back only when it is not on the
+        # stack at all (under another mode, such as a FlopCounterMode entered in the block,
+        # it sees every operator already)
+        switched = mode is not None and (_on_top(mode) if quiet else not _on_stack(mode))
+        if switched:
+            if quiet:
+                _pop_dispatch_mode(None)
+            else:
+                _push_dispatch_mode(mode)
+        try:
+            output = self.__wrapped__(*args, **kwargs)
+        finally:
+            if switched:
+                if quiet:
+                    _push_dispatch_mode(mode)
+                else:
+                    _pop_dispatch_mode(None)
+            stack.pop()
+        if boundary is not None:
+            tracker.claim(scope, boundary, output)
+        return output
+
+
+class _SiteForward(_Followed):
+    """A counted module's forward: its calls are logged, its operators counted by its
+    formula."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, tracker: ModuleTracker, module: nn.Module, index: int) -> None:
+        super().__init__(tracker, module)
+        self.index = index
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracker, module, index = self.tracker, self.module, self.index
+        timer, probe = tracker._timer, tracker._probe
+        begun = timer.start(module, args) if timer is not None else 0
+        flops = probe.begin() if probe is not None else 0
+        stack = tracker._threads.stack
+        stack.append((_SITES - index, 0))
+        # Its formula counts its operators: the mode is left while it runs, so that they cost
+        # nothing to profile (a dispatch mode costs tens of µs per operator).
+        mode = tracker.mode()
+        boundary = tracker._boundary(args, kwargs)
+        popped = mode is not None and _on_top(mode)
+        if popped:
+            _pop_dispatch_mode(None)
+        try:
+            output = self.__wrapped__(*args, **kwargs)
+        finally:
+            if popped:
+                _push_dispatch_mode(mode)
+            stack.pop()
+        if probe is not None:
+            probe.end(flops)
+        phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
+        call = _logged(index, module, args, kwargs, output, phase)
+        log = tracker._log
+        if timer is None:
+            log.keep(call)
+        else:
+            timer.keep(begun, lambda: log.keep(call))
+        if boundary is not None:
+            tracker.claim(_SITES - index, boundary, output)
+        return output
 
 
 _MODULE_CALL = nn.Module._call_impl.__code__
