@@ -550,12 +550,14 @@ class ModuleTracker:
             return False
         followed = self._followed
         for child in module._modules.values():
+            if child is None:
+                return False
+            attributes = child.__dict__  # read directly: this runs at each call
             if (
-                child is None
-                or child._forward_hooks
-                or child._forward_pre_hooks
+                attributes.get("_forward_hooks")
+                or attributes.get("_forward_pre_hooks")
+                or id(attributes.get("forward")) not in followed  # by id: any may be unhashable
                 or type(child).__call__ is not _PLAIN_CALL
-                or id(vars(child).get("forward")) not in followed
             ):
                 return False
         return True
