@@ -3,7 +3,9 @@ a wrong number silently."""
 
 from __future__ import annotations
 
+import copy
 import gc
+import io
 import json
 import math
 import warnings
@@ -339,3 +341,32 @@ def test_a_dropped_profiler_is_freed_at_once_not_left_to_the_garbage_collector()
             finally:
                 gc.enable()
         assert garbage[-1] == 0, options
+
+
+def test_a_model_copied_or_saved_in_the_block_is_a_model_of_its_own() -> None:
+    # copy.deepcopy and torch.save inside the block (an EMA copy, a checkpoint) copy each
+    # module's state, the block's forward included: the copy runs its own weights, is not
+    # followed, and a forward the module had of its own stays its own.
+    class Tripled(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    net = nn.Sequential(nn.Linear(4, 4), Tripled())
+    net[1].forward = lambda x: x * 3
+    x = torch.randn(2, 4)
+    with Profiler(net) as p:
+        copied = copy.deepcopy(net)
+        buffer = io.BytesIO()
+        torch.save(net[0], buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        with torch.no_grad():
+            copied[0].bias.add_(1)
+        assert torch.allclose(copied(x), net(x) + 3)
+        assert torch.equal(loaded(x), net[0](x))
+    assert [(r.name, r.calls) for r in p.records if r.family != "functional"] == [("0", 1), ("0", 1)]
+    with Profiler(copied) as again:
+        copied(x)
+    with Profiler(net) as original:
+        net(x)
+    assert again.total_ops == original.total_ops == 2 * 4 * (4 + 3 + 1) + 2 * 4

@@ -616,6 +616,17 @@ class _Followed:
         self.module = module
         self.tracker = tracker
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy of the module made in the block (copy.deepcopy, pickle, torch.save) is not
+        # followed: it gets the forward the module has without the block, its own.
+        if self.own is not None:
+            return _same, (self.own,)
+        return getattr, (self.module, "forward")
+
+
+def _same(value: Any) -> Any:
+    return value
+
 
 class _ScopeForward(_Followed):
     """A scope's forward: its operators are attributed to it."""
