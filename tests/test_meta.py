@@ -129,6 +129,11 @@ def test_strides_of_dimensions_of_size_one_are_those_torch_gives(x: torch.Tensor
         _same(nn.AdaptiveAvgPool2d((2, 3)), x)
 
 
+def test_an_empty_channels_last_batch_gets_torchs_strides() -> None:
+    x = torch.empty(0, 4, 3, 3, device="meta").to(memory_format=torch.channels_last)
+    _same(nn.BatchNorm2d(4).to("meta").eval(), x)
+
+
 def test_what_the_shortcuts_cannot_answer_is_left_to_torch() -> None:
     # integer inputs (sigmoid makes floats of them), mixed dtypes, wrong sizes
     _same(nn.Sigmoid(), torch.empty(2, 3, dtype=torch.int64, device="meta"))

@@ -146,6 +146,19 @@ def test_data_parallel_and_functional_call() -> None:
     assert p.records == plain.records
 
 
+def test_a_data_parallel_on_several_devices_is_left_as_it_is() -> None:
+    # Each call of a DataParallel on several GPUs runs copies of its module made then, which
+    # copy each module's attributes, the block's forward too: that forward would run the
+    # original module. Its module is left unfollowed, with a warning that says what to do.
+    net = model()
+    wrapped = nn.DataParallel(net)
+    wrapped.device_ids = [0, 1]  # as on a machine with two GPUs
+    with pytest.warns(UserWarning, match="DataParallel on 2 devices.*one device"):
+        with Profiler(wrapped):
+            assert not any("forward" in vars(module) for module in net.modules())
+            assert "forward" in vars(wrapped)
+
+
 @dataclass
 class Batch:
     image: torch.Tensor
@@ -370,3 +383,45 @@ def test_a_model_copied_or_saved_in_the_block_is_a_model_of_its_own() -> None:
     with Profiler(net) as original:
         net(x)
     assert again.total_ops == original.total_ops == 2 * 4 * (4 + 3 + 1) + 2 * 4
+    linear = nn.Linear(4, 4)
+    linear.forward = linear.forward  # a forward of its own (as accelerate's hooks set one)
+    with Profiler(linear):  # saved in the block, it loads without opscope
+        buffer = io.BytesIO()
+        torch.save(linear, buffer)
+    assert b"opscope" not in buffer.getvalue()
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer, weights_only=False)(x), linear(x))
+
+
+def test_profilers_of_one_model_may_end_in_any_order() -> None:
+    # Two blocks on one model that end out of order (two threads, an ExitStack): the model
+    # keeps no forward of either, and neither logs a forward run after both ended.
+    net = model()
+    x = torch.randn(2, 3, 6, 6)
+    first, second = Profiler(net), Profiler(net)
+    first.__enter__()
+    second.__enter__()
+    net(x)
+    first.__exit__(None, None, None)
+    net(x)
+    second.__exit__(None, None, None)
+    assert not any("forward" in vars(module) for module in net.modules())
+    net(x)
+    assert [r.calls for r in first.records] == [1, 1, 1]
+    assert [r.calls for r in second.records] == [1, 1, 1] * 2
+
+
+def test_a_trace_in_the_block_leaves_the_results_readable() -> None:
+    # torch.jit.trace runs the forward with traced shapes, which are not counts: its calls
+    # are not logged, and the forward after it is counted as usual.
+    net = model()
+    x = torch.randn(2, 3, 6, 6)
+    with Profiler(net) as plain:
+        net(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's own warnings
+        with Profiler(net, functional=False) as p:
+            traced = torch.jit.trace(net, x, check_trace=False)
+            net(x)
+    assert torch.allclose(traced(x), net(x))
+    assert p.total_ops == plain.total_ops

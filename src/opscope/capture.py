@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import operator
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 from torch._C import _current_autograd_node
 from torch._C import _get_dispatch_stack_at as _dispatch_stack_at
+from torch._C import _get_tracing_state as _tracing_state
 from torch._C import _len_torch_dispatch_stack as _len_dispatch_stack
 from torch._C import _pop_torch_dispatch_stack as _pop_dispatch_mode
 from torch._C import _push_on_torch_dispatch_stack as _push_dispatch_mode
@@ -582,11 +584,20 @@ class ModuleTracker:
         while self._wrapped:
             tracked = self._wrapped.pop()
             module = tracked.module
-            if module.__dict__.get("forward") is tracked:
+            current = module.__dict__.get("forward")
+            if current is tracked:
                 if tracked.own is None:
                     del module.__dict__["forward"]
                 else:
                     module.__dict__["forward"] = tracked.own
+                continue
+            # Another profiler's forward, set after this one's, is still there (its block
+            # ends later): this one is taken out of the chain of forwards it runs.
+            while isinstance(current, _Followed):
+                if current.own is tracked:
+                    current.own, current.__wrapped__ = tracked.own, tracked.__wrapped__
+                    break
+                current = current.own
 
     def note_parameters(self, args: tuple[Any, ...], scope: int) -> None:
         """Remember which counted modules' parameters an operator of ``scope`` used (a Linear
@@ -619,13 +630,10 @@ class _Followed:
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy of the module made in the block (copy.deepcopy, pickle, torch.save) is not
         # followed: it gets the forward the module has without the block, its own.
+        # Only the standard library's callables: loading a saved model needs no opscope.
         if self.own is not None:
-            return _same, (self.own,)
+            return operator.itemgetter(0), ((self.own,),)
         return getattr, (self.module, "forward")
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 class _ScopeForward(_Followed):
@@ -709,6 +717,8 @@ class _SiteForward(_Followed):
             stack.pop()
         if probe is not None:
             probe.end(flops)
+        if _tracing_state() is not None:  # torch.jit.trace: its shapes are traced values
+            return output
         phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
         call = _logged(index, module, args, kwargs, output, phase)
         log = tracker._log
@@ -808,8 +818,10 @@ class OpCapture(TorchDispatchMode):
     ) -> Any:
         kwargs = kwargs or {}
         scope, scope_call, phase = self._tracker.phase()
-        if (phase != BACKWARD and scope <= _SITES) or (
-            scope == OUTSIDE and phase == FORWARD and _in_a_module_call()
+        if (
+            (phase != BACKWARD and scope <= _SITES)
+            or (scope == OUTSIDE and phase == FORWARD and _in_a_module_call())
+            or _tracing_state() is not None  # torch.jit.trace: its shapes are traced values
         ):
             # Counted by a formula (in the forward: the backward of a counted module is
             # counted by operators); or a module foreign to the model (profiling part of

@@ -111,7 +111,9 @@ def _same_layout_kept(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is laid out exactly contiguously or exactly channels_last, where an
     op that keeps its input's layout gives an output of its very strides (``empty_like``)."""
     return _laid_out_plainly(tensor) or (
-        tensor.dim() == 4 and _laid_out_plainly(tensor.permute(0, 2, 3, 1))
+        tensor.dim() == 4
+        and tensor.numel() > 0  # an empty one's output is contiguous
+        and _laid_out_plainly(tensor.permute(0, 2, 3, 1))
     )
 
 

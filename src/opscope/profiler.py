@@ -8,6 +8,7 @@ read; the :class:`~opscope.report.Report` holds them, and the views render it.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -287,6 +288,16 @@ class Profiler:
                 and not formula_for(type(module), self._formulas)
             ):
                 block.uncounted.append((name, type(module).__name__))
+        if isinstance(module, nn.DataParallel) and len(module.device_ids) > 1:
+            # Each call runs copies of its module, made then (a copy of a followed module
+            # would run the original's forward): left as it is.
+            warnings.warn(
+                f"{_described(name)} is an nn.DataParallel on {len(module.device_ids)} "
+                "devices, whose copies of its module, made at each call, cannot be followed: "
+                "profile its module on one device",
+                stacklevel=4,
+            )
+            return
         for child_name, child in module._modules.items():
             # A counted module's formula holds the children it accounts for (all of them,
             # unless it names some); any other child is counted on its own.
