@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
+import pytest
 import torch
 from rich.console import Console
 from torch import nn
@@ -77,3 +78,35 @@ def test_the_table_shows_the_call_counts() -> None:
     text = console.export_text()
     assert "0 ×25" in text
     assert "Total (100 calls)" in text
+
+
+def _training_steps(model: nn.Module, steps: int, scale: float | None, **kind: bool) -> Profiler:
+    """``steps`` AdamW steps (of the ``kind`` given: ``foreach``, ``fused``) in summary mode;
+    the forward's output scaled by a number that changes at every step (``scale`` None) or
+    by ``scale``."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kind)
+    x = torch.randn(4, 3, 8, 8)
+    with Profiler(model, summary=True) as p:
+        for step in range(1, steps + 1):
+            optimizer.zero_grad()
+            (model(x) * (1 / step if scale is None else scale)).sum().backward()
+            optimizer.step()  # its learning rate's bias corrections change at every step
+    return p
+
+
+@pytest.mark.parametrize("kind", [{}, {"foreach": True}, {"fused": True}], ids=["for-loop", "foreach", "fused"])
+def test_numbers_that_change_at_every_step_make_no_new_distinct_calls(kind: dict[str, bool]) -> None:
+    # A scale, a learning rate or an Adam bias correction that changes at every step, given
+    # to element-wise or optimizer operators, whose formulas read a number only as 0, 1, -1
+    # or another: summary mode holds as many distinct calls after 12 steps as after 4, and
+    # the optimizer's profiler markers (a new TorchBind object each step) add none either.
+    model = small_model()
+    model(torch.randn(1, 3, 8, 8))  # materialise the lazy layer
+    short, long = _training_steps(model, 4, None, **kind), _training_steps(model, 12, None, **kind)
+    assert len(long._block.log._codes) == len(short._block.log._codes)
+    constant = _training_steps(model, 12, 0.5, **kind)
+    assert long.report.by_phase() == constant.report.by_phase()
+    middle = _training_steps(model, 8, None, **kind)
+    steps = [p.report.by_phase()["step"][0] for p in (short, middle, long)]
+    assert steps[2] - steps[1] == steps[1] - steps[0] > 0  # every 4 steps cost the same

@@ -47,7 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
-from opscope.formulas.registry import OpCall, op_formula_for
+from opscope.formulas.registry import OpaqueMeta, OpCall, coarsened, op_formula_for
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
 """What a hook reads of a tensor: its shape and dtype."""
@@ -323,7 +323,7 @@ class _Tensor:
 def _fingerprint(value: Any) -> Any:
     """What tells an operator's arguments or outputs apart as its formula and the byte counts
     see them, cheaply built: each tensor's shape and dtype, every list or tuple as a tuple,
-    a dict as its items, every other value as it is.
+    a dict as its items, a TorchBind object as its class, every other value as it is.
 
     Raises:
         TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`);
@@ -337,6 +337,8 @@ def _fingerprint(value: Any) -> Any:
         return tuple([_fingerprint(item) for item in value])
     if isinstance(value, dict):
         return tuple([(name, _fingerprint(item)) for name, item in value.items()])
+    if isinstance(value, torch.ScriptObject):  # a new one at each call: a profiler marker's
+        return OpaqueMeta.of(value)
     return value
 
 
@@ -838,6 +840,8 @@ class OpCapture(TorchDispatchMode):
         out = func(*args, **kwargs)
         if probe is not None and formula is not None:
             probe.counted_flops += probe.total_flops - before
+        if formula is not None and formula.coarse_scalars:  # an optimizer's step: its
+            args, kwargs = coarsened(args), coarsened(kwargs)  # learning rate is not read
         self._log.keep_code(self._code(func, scope, phase, args, kwargs, out), scope_call)
         if phase == FORWARD:
             self._tracker.note_parameters(args, scope)

@@ -135,10 +135,14 @@ for _name in _foreach_names():
     if _count is None:
         continue
     _base = _name[len("_foreach_") :].removesuffix("_")
-    register_op(_packet, family="foreach")(partial(count_foreach, _count, _base))
+    register_op(_packet, family="foreach", coarse_scalars=True)(
+        partial(count_foreach, _count, _base)
+    )
     FOREACH_OPS[_name] = _base
     if _base in ("addcmul", "addcdiv") and "Tensor" in _packet.overloads():
-        register_op(_packet.Tensor, family="foreach")(partial(count_foreach_tensor_scale, _count))
+        register_op(_packet.Tensor, family="foreach", coarse_scalars=True)(
+            partial(count_foreach_tensor_scale, _count)
+        )
 
 
 # -- fused optimizer steps ------------------------------------------------------------------
@@ -184,10 +188,10 @@ def count_fused_adam(decoupled: bool, call: OpCall) -> int:
     return per_element * sum(math.prod(meta.shape) for meta in call.args[0])
 
 
-register_op(*aten_ops("_fused_adam_", "_fused_adam"), family="foreach")(
+register_op(*aten_ops("_fused_adam_", "_fused_adam"), family="foreach", coarse_scalars=True)(
     partial(count_fused_adam, False)
 )
-register_op(*aten_ops("_fused_adamw_", "_fused_adamw"), family="foreach")(
+register_op(*aten_ops("_fused_adamw_", "_fused_adamw"), family="foreach", coarse_scalars=True)(
     partial(count_fused_adam, True)
 )
 
@@ -225,7 +229,7 @@ def sgd_step_ops_per_element(
     return ops
 
 
-@register_op(*aten_ops("_fused_sgd_", "_fused_sgd"), family="foreach")
+@register_op(*aten_ops("_fused_sgd_", "_fused_sgd"), family="foreach", coarse_scalars=True)
 def count_fused_sgd(call: OpCall) -> int:
     """``_fused_sgd_(params, grads, momentum_buffer_list, *, weight_decay, momentum, lr,
     dampening, nesterov, maximize, is_first_step, grad_scale, found_inf)``:

@@ -370,16 +370,31 @@ def vectors(meta: AnyTensorMeta) -> tuple[int, int]:
     return sum(math.prod(shape[:-1]) for shape in shapes), last
 
 
+@dataclass(frozen=True, slots=True)
+class OpaqueMeta:
+    """What an op formula knows of a TorchBind object argument (a profiler marker's handle,
+    packed quantized weights): its class's name. A new object at each call (every optimizer
+    step's marker) is then no new distinct call, and none is held."""
+
+    name: str
+
+    @classmethod
+    def of(cls, value: torch.ScriptObject) -> OpaqueMeta:
+        return cls(value._type().qualified_name())
+
+
 def _meta_of(value: Any) -> Any:
     """``value`` with every tensor replaced by its :class:`TensorMeta` (a nested one by its
-    :class:`NestedTensorMeta`) and every list or tuple by a tuple (hashable, and as a formula
-    expects to read it)."""
+    :class:`NestedTensorMeta`), every TorchBind object by its :class:`OpaqueMeta` and every
+    list or tuple by a tuple (hashable, and as a formula expects to read it)."""
     if isinstance(value, torch.Tensor):
         if value.is_nested:
             return NestedTensorMeta(NestedShape.of(value), value.dtype)
         return TensorMeta(tuple(value.shape), value.dtype)
     if isinstance(value, (list, tuple)):
         return tuple(_meta_of(item) for item in value)
+    if isinstance(value, torch.ScriptObject):
+        return OpaqueMeta.of(value)
     return value
 
 
@@ -481,11 +496,16 @@ class OpFormula:
         count: exact operations of one call.
         macs: multiply-accumulates of its matrix, convolution and attention products (bias
             excluded); None for 0.
+        coarse_scalars: whether ``count`` and ``macs`` read a float argument only as 0, 1,
+            -1 or another number (``alpha != 1``, a weight decay or none): the calls are then
+            logged with every other float as :data:`OTHER_NUMBER`, so that a learning rate
+            or a bias correction that changes at every step makes no new distinct call.
     """
 
     family: str
     count: OpCountFn
     macs: OpCountFn | None = None
+    coarse_scalars: bool = False
 
     def call_macs(self, call: OpCall) -> int:
         """The call's multiply-accumulates (0 without a ``macs`` function)."""
@@ -503,13 +523,18 @@ def _check_op_target(target: object) -> None:
 
 
 def register_op(
-    *targets: OpTarget, family: str, macs: OpCountFn | None = None
+    *targets: OpTarget,
+    family: str,
+    macs: OpCountFn | None = None,
+    coarse_scalars: bool = False,
 ) -> Callable[[OpCountFnT], OpCountFnT]:
     """Register ``count`` as the formula of ATen operators: an ``OpOverloadPacket``
     (``torch.ops.aten.add``) covers all its overloads, an ``OpOverload``
     (``torch.ops.aten.add.Tensor``) that overload only, and takes precedence over its packet.
 
-    Registering an operator again replaces its formula. Example::
+    Registering an operator again replaces its formula. With ``coarse_scalars``, the formula
+    declares that it reads a float argument only as 0, 1, -1 or another number (see
+    :class:`OpFormula`). Example::
 
         @register_op(torch.ops.mylib.scale, family="elementwise")
         def count_scale(call: OpCall) -> int:
@@ -519,13 +544,37 @@ def register_op(
         _check_op_target(target)
 
     def decorator(count: OpCountFnT) -> OpCountFnT:
-        formula = OpFormula(family, count, macs)
+        formula = OpFormula(family, count, macs, coarse_scalars)
         for target in targets:
             _OP_REGISTRY[target] = formula
         _OP_RESOLVED.clear()
         return count
 
     return decorator
+
+
+OTHER_NUMBER = float("nan")
+"""A float argument a formula with ``coarse_scalars`` does not read the value of: not 0, 1
+or -1 (NaN compares unequal to each). One object, equal to itself by identity, so calls
+holding it are equal keys."""
+
+_EXACT_NUMBERS = frozenset({0.0, 1.0, -1.0})
+
+
+def coarsened(value: Any) -> Any:
+    """``value`` (an operator's arguments) with every float other than 0, 1 and -1, alone or
+    in a list or tuple, replaced by :data:`OTHER_NUMBER`; lists become tuples.
+
+    >>> coarsened(((0.9, 1.0), {"alpha": -0.001, "maximize": False}))
+    ((nan, 1.0), {'alpha': nan, 'maximize': False})
+    """
+    if type(value) is float:
+        return value if value in _EXACT_NUMBERS else OTHER_NUMBER
+    if isinstance(value, (tuple, list)):
+        return tuple([coarsened(item) for item in value])
+    if isinstance(value, dict):
+        return {name: coarsened(item) for name, item in value.items()}
+    return value
 
 
 def register_zero_ops(*targets: OpTarget, family: str = "memory") -> None:
