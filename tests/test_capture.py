@@ -399,3 +399,13 @@ def test_entering_creates_few_objects_for_the_garbage_collector() -> None:
 
     (fewer, small), (more, large) = created(10), created(30)
     assert (more - fewer) / (large - small) <= 5  # the forward, its bound method, a name, ...
+
+
+def test_a_counted_module_profiled_alone_forgets_the_nodes_of_its_past_forwards() -> None:
+    # The autograd nodes a forward claimed are remembered until the next forward of the
+    # model begins; a counted module profiled alone begins one at each call.
+    linear = nn.Linear(4, 4)
+    with Profiler(linear) as p:
+        outputs = [linear(torch.randn(2, 4)) for _ in range(50)]  # kept: no id is reused
+        assert len(p._block.tracker._claimed) <= 8  # the last forward's nodes
+    assert len(outputs) == 50

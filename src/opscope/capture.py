@@ -703,6 +703,8 @@ class _SiteForward(_Followed):
         begun = timer.start(module, args) if timer is not None else 0
         flops = probe.begin() if probe is not None else 0
         stack = tracker._threads.stack
+        if not stack:  # a new forward pass of the model (a counted module alone)
+            tracker._claimed.clear()
         stack.append((_SITES - index, 0))
         # Its formula counts its operators: the mode is left while it runs, so that they cost
         # nothing to profile (a dispatch mode costs tens of µs per operator).
