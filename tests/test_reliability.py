@@ -153,10 +153,11 @@ def test_a_data_parallel_on_several_devices_is_left_as_it_is() -> None:
     net = model()
     wrapped = nn.DataParallel(net)
     wrapped.device_ids = [0, 1]  # as on a machine with two GPUs
-    with pytest.warns(UserWarning, match="DataParallel on 2 devices.*one device"):
+    with pytest.warns(UserWarning, match="DataParallel on 2 devices.*one device") as caught:
         with Profiler(wrapped):
             assert not any("forward" in vars(module) for module in net.modules())
             assert "forward" in vars(wrapped)
+    assert caught[0].filename == __file__  # the user's `with` line
 
 
 @dataclass
@@ -412,16 +413,17 @@ def test_profilers_of_one_model_may_end_in_any_order() -> None:
 
 
 def test_a_trace_in_the_block_leaves_the_results_readable() -> None:
-    # torch.jit.trace runs the forward with traced shapes, which are not counts: its calls
-    # are not logged, and the forward after it is counted as usual.
+    # torch.jit.trace runs the forward with traced shapes, which are not counts, then the
+    # model and the traced graph again to check them: none of it is logged, and the forward
+    # after it is counted as usual.
     net = model()
     x = torch.randn(2, 3, 6, 6)
     with Profiler(net) as plain:
         net(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's own warnings
-        with Profiler(net, functional=False) as p:
-            traced = torch.jit.trace(net, x, check_trace=False)
+        with Profiler(net) as p:
+            traced = torch.jit.trace(net, x)  # which checks the trace: runs it again
             net(x)
     assert torch.allclose(traced(x), net(x))
     assert p.total_ops == plain.total_ops

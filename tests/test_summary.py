@@ -80,33 +80,50 @@ def test_the_table_shows_the_call_counts() -> None:
     assert "Total (100 calls)" in text
 
 
-def _training_steps(model: nn.Module, steps: int, scale: float | None, **kind: bool) -> Profiler:
-    """``steps`` AdamW steps (of the ``kind`` given: ``foreach``, ``fused``) in summary mode;
-    the forward's output scaled by a number that changes at every step (``scale`` None) or
-    by ``scale``."""
+def _training_steps(model: nn.Module, steps: int, scale: float | None, kind: str) -> Profiler:
+    """``steps`` steps of the optimizer ``kind`` (``"AdamW"``, ``"AdamW foreach"``...) in
+    summary mode, its learning rate scheduled to change at every step; the forward's output
+    scaled by a number that changes at every step (``scale`` None) or by ``scale``."""
     torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kind)
+    name, *options = kind.split()
+    optimizer = getattr(torch.optim, name)(model.parameters(), lr=1e-3, **dict.fromkeys(options, True))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
     x = torch.randn(4, 3, 8, 8)
     with Profiler(model, summary=True) as p:
         for step in range(1, steps + 1):
             optimizer.zero_grad()
             (model(x) * (1 / step if scale is None else scale)).sum().backward()
-            optimizer.step()  # its learning rate's bias corrections change at every step
+            optimizer.step()  # its learning rate, and Adam's bias corrections, change
+            schedule.step()
     return p
 
 
-@pytest.mark.parametrize("kind", [{}, {"foreach": True}, {"fused": True}], ids=["for-loop", "foreach", "fused"])
-def test_numbers_that_change_at_every_step_make_no_new_distinct_calls(kind: dict[str, bool]) -> None:
+@pytest.mark.parametrize("kind", ["AdamW", "AdamW foreach", "AdamW fused", "Adagrad fused"])
+def test_numbers_that_change_at_every_step_make_no_new_distinct_calls(kind: str) -> None:
     # A scale, a learning rate or an Adam bias correction that changes at every step, given
     # to element-wise or optimizer operators, whose formulas read a number only as 0, 1, -1
-    # or another: summary mode holds as many distinct calls after 12 steps as after 4, and
-    # the optimizer's profiler markers (a new TorchBind object each step) add none either.
+    # or another, or to an operator without a formula (fused Adagrad), which reads none:
+    # summary mode holds as many distinct calls after 12 steps as after 4, and the
+    # optimizer's profiler markers (a new TorchBind object each step) add none either.
     model = small_model()
     model(torch.randn(1, 3, 8, 8))  # materialise the lazy layer
-    short, long = _training_steps(model, 4, None, **kind), _training_steps(model, 12, None, **kind)
+    short, long = _training_steps(model, 4, None, kind), _training_steps(model, 12, None, kind)
     assert len(long._block.log._codes) == len(short._block.log._codes)
-    constant = _training_steps(model, 12, 0.5, **kind)
+    constant = _training_steps(model, 12, 0.5, kind)
     assert long.report.by_phase() == constant.report.by_phase()
-    middle = _training_steps(model, 8, None, **kind)
+    middle = _training_steps(model, 8, None, kind)
     steps = [p.report.by_phase()["step"][0] for p in (short, middle, long)]
-    assert steps[2] - steps[1] == steps[1] - steps[0] > 0  # every 4 steps cost the same
+    assert steps[2] - steps[1] == steps[1] - steps[0]  # every 4 steps cost the same
+
+
+def test_a_foreach_operator_reads_its_numbers_as_its_elements_formula_does() -> None:
+    # _foreach_norm's ord is read exactly, as linalg_vector_norm's: an infinite norm is
+    # a maximum, not a power sum.
+    tensors = [torch.randn(3, 4), torch.randn(5)]
+    for order in (float("inf"), 2.0, 0.5):
+        with Profiler(nn.Identity()) as together:
+            torch._foreach_norm(tensors, order)
+        with Profiler(nn.Identity()) as apart:
+            for tensor in tensors:
+                torch.linalg.vector_norm(tensor, order)
+        assert together.total_ops == apart.total_ops > 0

@@ -24,6 +24,7 @@ from functools import cache
 from typing import Any
 
 import torch
+import torch.jit._trace as _jit_trace
 from torch import nn
 from torch._C import _current_autograd_node
 from torch._C import _get_dispatch_stack_at as _dispatch_stack_at
@@ -721,7 +722,7 @@ class _SiteForward(_Followed):
             stack.pop()
         if probe is not None:
             probe.end(flops)
-        if _tracing_state() is not None:  # torch.jit.trace: its shapes are traced values
+        if _tracing():  # torch.jit.trace: its shapes are traced values
             return output
         phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
         call = _logged(index, module, args, kwargs, output, phase)
@@ -757,6 +758,13 @@ def _on_top(mode: TorchDispatchMode) -> bool:
     """Whether ``mode`` is the innermost dispatch mode, the next to see an operator."""
     depth = _len_dispatch_stack()
     return depth > 0 and _dispatch_stack_at(depth - 1) is mode
+
+
+def _tracing() -> bool:
+    """Whether ``torch.jit.trace`` runs the model: tracing it (its shapes are traced values),
+    or checking the trace (running the model and the traced graph again), not the user's
+    forward passes."""
+    return _tracing_state() is not None or _jit_trace._trace_module_map is not None
 
 
 def _on_stack(mode: TorchDispatchMode) -> bool:
@@ -825,7 +833,7 @@ class OpCapture(TorchDispatchMode):
         if (
             (phase != BACKWARD and scope <= _SITES)
             or (scope == OUTSIDE and phase == FORWARD and _in_a_module_call())
-            or _tracing_state() is not None  # torch.jit.trace: its shapes are traced values
+            or _tracing()  # torch.jit.trace: its shapes are traced values
         ):
             # Counted by a formula (in the forward: the backward of a counted module is
             # counted by operators); or a module foreign to the model (profiling part of
@@ -842,8 +850,8 @@ class OpCapture(TorchDispatchMode):
         out = func(*args, **kwargs)
         if probe is not None and formula is not None:
             probe.counted_flops += probe.total_flops - before
-        if formula is not None and formula.coarse_scalars:  # an optimizer's step: its
-            args, kwargs = coarsened(args), coarsened(kwargs)  # learning rate is not read
+        if formula is None or formula.coarse_scalars:  # an optimizer's step: its learning
+            args, kwargs = coarsened(args), coarsened(kwargs)  # rate is not read
         self._log.keep_code(self._code(func, scope, phase, args, kwargs, out), scope_call)
         if phase == FORWARD:
             self._tracker.note_parameters(args, scope)

@@ -70,6 +70,8 @@ class _Block:
         changed: whether a module was added to any model since the last look for unhooked
             modules (so the model is walked again only after a change).
         unhooked: leaf modules found in the model that were not there on entry.
+        replicated: the ``nn.DataParallel`` modules on several devices, left unfollowed:
+            ``(name, devices)``.
     """
 
     log: CallLog
@@ -82,6 +84,7 @@ class _Block:
     tree: list[tuple[str, nn.Module, Formula | None]] = field(default_factory=list)
     changed: bool = False
     unhooked: tuple[Named, ...] = ()
+    replicated: list[tuple[str, int]] = field(default_factory=list)
     params: int | None = None  # the model's, once known
     optimizer_hooks: list[RemovableHandle] = field(default_factory=list)
     tracker: ModuleTracker = field(init=False)
@@ -217,6 +220,13 @@ class Profiler:
             self._leave()
             raise
         self._active = True
+        for name, devices in block.replicated:
+            warnings.warn(
+                f"{_described(name)} is an nn.DataParallel on {devices} devices, whose "
+                "copies of its module, made at each call, cannot be followed: profile its "
+                "module on one device",
+                stacklevel=2,
+            )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -291,12 +301,7 @@ class Profiler:
         if isinstance(module, nn.DataParallel) and len(module.device_ids) > 1:
             # Each call runs copies of its module, made then (a copy of a followed module
             # would run the original's forward): left as it is.
-            warnings.warn(
-                f"{_described(name)} is an nn.DataParallel on {len(module.device_ids)} "
-                "devices, whose copies of its module, made at each call, cannot be followed: "
-                "profile its module on one device",
-                stacklevel=4,
-            )
+            block.replicated.append((name, len(module.device_ids)))
             return
         for child_name, child in module._modules.items():
             # A counted module's formula holds the children it accounts for (all of them,

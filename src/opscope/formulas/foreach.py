@@ -34,6 +34,7 @@ from opscope.formulas import activation, elementwise, memory, reduction  # noqa:
 from opscope.formulas.registry import (
     OpCall,
     OpCountFn,
+    OpFormula,
     TensorMeta,
     aten_ops,
     register_op,
@@ -113,15 +114,15 @@ def _foreach_names() -> list[str]:
     )
 
 
-def _element_formula(name: str) -> OpCountFn | None:
-    """The count of ``aten.<base>`` (or of its in-place ``<base>_``) for ``_foreach_<base>``
+def _element_formula(name: str) -> OpFormula | None:
+    """The formula of ``aten.<base>`` (or of its in-place ``<base>_``) for ``_foreach_<base>``
     (``_foreach_<base>_``), or None when it has none."""
     base = name[len("_foreach_") :].removesuffix("_")
     registered = registered_ops()
     for candidate in aten_ops(base, base + "_"):
         formula = registered.get(candidate)
         if formula is not None:
-            return formula.count
+            return formula
     return None
 
 
@@ -130,19 +131,17 @@ FOREACH_OPS: dict[str, str] = {}
 formula counts it."""
 
 for _name in _foreach_names():
-    _count = _element_formula(_name)
+    _formula = _element_formula(_name)
     _packet = getattr(aten, _name)
-    if _count is None:
+    if _formula is None:
         continue
     _base = _name[len("_foreach_") :].removesuffix("_")
-    register_op(_packet, family="foreach", coarse_scalars=True)(
-        partial(count_foreach, _count, _base)
-    )
+    # the numbers are read as the element's formula reads them (a norm's ord exactly)
+    _register = partial(register_op, family="foreach", coarse_scalars=_formula.coarse_scalars)
+    _register(_packet)(partial(count_foreach, _formula.count, _base))
     FOREACH_OPS[_name] = _base
     if _base in ("addcmul", "addcdiv") and "Tensor" in _packet.overloads():
-        register_op(_packet.Tensor, family="foreach", coarse_scalars=True)(
-            partial(count_foreach_tensor_scale, _count)
-        )
+        _register(_packet.Tensor)(partial(count_foreach_tensor_scale, _formula.count))
 
 
 # -- fused optimizer steps ------------------------------------------------------------------
