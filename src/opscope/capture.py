@@ -414,6 +414,18 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
+def _boundary(
+    mode: TorchDispatchMode | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> set[int] | None:
+    """Before a module call, when the backward pass is followed (``mode``, the operators',
+    is on): the ids of the autograd nodes that made its inputs, where
+    :meth:`ModuleTracker.claim` stops (read before the call, since an in-place operator such
+    as ``ReLU(inplace=True)`` gives its input a new node)."""
+    if mode is None or not torch.is_grad_enabled():
+        return None
+    return {id(t.grad_fn) for t in _tensors((args, kwargs)) if t.grad_fn is not None}
+
+
 def _no_mode() -> None:
     """No operators' mode: operators are not counted."""
 
@@ -479,14 +491,6 @@ class ModuleTracker:
             0,
             STEP if threads.stepping else FORWARD,
         )
-
-    def _boundary(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int] | None:
-        """Before a module call, when the backward pass is followed: the ids of the autograd
-        nodes that made its inputs, where :meth:`claim` stops (read before the call, since an
-        in-place operator such as ``ReLU(inplace=True)`` gives its input a new node)."""
-        if self.mode() is None or not torch.is_grad_enabled():
-            return None
-        return {id(t.grad_fn) for t in _tensors((args, kwargs)) if t.grad_fn is not None}
 
     def claim(self, code: int, boundary: set[int], output: Any) -> None:
         """Make the autograd nodes a module call created (from its output back to the
@@ -663,7 +667,7 @@ class _ScopeForward(_Followed):
         # A scope inside a counted module (a child its formula does not account for): the
         # operators' mode, left for the counted module, is back for the scope.
         mode = tracker.mode()
-        boundary = tracker._boundary(args, kwargs)
+        boundary = _boundary(mode, args, kwargs)
         quiet = mode is not None and self.sequential and tracker.plain_children(self.module)
         # left only when it is the next to see an operator; back only when it is not on the
         # stack at all (under another mode, such as a FlopCounterMode entered in the block,
@@ -710,7 +714,7 @@ class _SiteForward(_Followed):
         # Its formula counts its operators: the mode is left while it runs, so that they cost
         # nothing to profile (a dispatch mode costs tens of µs per operator).
         mode = tracker.mode()
-        boundary = tracker._boundary(args, kwargs)
+        boundary = _boundary(mode, args, kwargs)
         popped = mode is not None and _on_top(mode)
         if popped:
             _pop_dispatch_mode(None)
