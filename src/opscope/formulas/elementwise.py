@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 
 import torch
@@ -31,6 +32,10 @@ from opscope.formulas.activation import elementwise_ops, per_element, with_inpla
 from opscope.formulas.registry import OpCall, aten_ops, register_op
 
 aten = torch.ops.aten
+
+# Every formula here reads a number argument only as 1 or not (alpha, value) or given or not
+# (a clamp's bounds): the calls are logged with numbers coarsened.
+_register = partial(register_op, family="elementwise", coarse_scalars=True)
 
 OPS_PER_OUTPUT_ELEMENT: Mapping[str, int] = MappingProxyType(
     {
@@ -66,7 +71,7 @@ OPS_PER_OUTPUT_ELEMENT: Mapping[str, int] = MappingProxyType(
 """Operations per output element of each point-wise operator (and its in-place ``name_``)."""
 
 for _name, _cost in OPS_PER_OUTPUT_ELEMENT.items():
-    register_op(*with_inplace(_name), family="elementwise", coarse_scalars=True)(per_element(_cost))
+    _register(*with_inplace(_name))(per_element(_cost))
 
 
 def _scaled(call: OpCall, index: int, name: str) -> int:
@@ -74,9 +79,7 @@ def _scaled(call: OpCall, index: int, name: str) -> int:
     return int(call.arg(index, name, 1) != 1)
 
 
-@register_op(
-    *with_inplace("add", "sub", "subtract", "rsub"), family="elementwise", coarse_scalars=True
-)
+@_register(*with_inplace("add", "sub", "subtract", "rsub"))
 def count_add(call: OpCall) -> int:
     """``add(self, other, alpha=1)`` (``sub``, ``rsub`` alike): one addition per output
     element, plus one multiplication by ``alpha`` when it is not 1.
@@ -89,14 +92,14 @@ def count_add(call: OpCall) -> int:
     return elementwise_ops(call.output, 1 + _scaled(call, 2, "alpha"))
 
 
-@register_op(*with_inplace("div", "divide"), family="elementwise", coarse_scalars=True)
+@_register(*with_inplace("div", "divide"))
 def count_div(call: OpCall) -> int:
     """``div(self, other, rounding_mode=None)``: one division per output element, plus the
     rounding (``'floor'`` or ``'trunc'``) when there is one."""
     return elementwise_ops(call.output, 1 + int(call.arg(2, "rounding_mode") is not None))
 
 
-@register_op(*with_inplace("clamp", "clip"), family="elementwise", coarse_scalars=True)
+@_register(*with_inplace("clamp", "clip"))
 def count_clamp(call: OpCall) -> int:
     """``clamp(self, min=None, max=None)``: one comparison per output element for each bound
     given."""
@@ -104,7 +107,7 @@ def count_clamp(call: OpCall) -> int:
     return elementwise_ops(call.output, bounds)
 
 
-@register_op(*with_inplace("addcmul", "addcdiv"), family="elementwise", coarse_scalars=True)
+@_register(*with_inplace("addcmul", "addcdiv"))
 def count_addcmul(call: OpCall) -> int:
     """``addcmul(self, t1, t2, value=1)``: ``self + value * t1 * t2`` per output element, one
     multiplication (``addcdiv``: division), one addition, and one multiplication by ``value``
@@ -112,16 +115,14 @@ def count_addcmul(call: OpCall) -> int:
     return elementwise_ops(call.output, 2 + _scaled(call, 3, "value"))
 
 
-@register_op(aten.max.other, aten.min.other, family="elementwise", coarse_scalars=True)
+@_register(aten.max.other, aten.min.other)
 def count_binary_extremum(call: OpCall) -> int:
     """``max(self, other)`` / ``min(self, other)``, the element-wise overloads: one comparison
     per output element (the reductions ``max(self, dim)`` are in the reduction family)."""
     return elementwise_ops(call.output, 1)
 
 
-@register_op(
-    *aten_ops("nonzero", "nonzero_static", "argwhere"), family="elementwise", coarse_scalars=True
-)
+@_register(*aten_ops("nonzero", "nonzero_static", "argwhere"))
 def count_nonzero_positions(call: OpCall) -> int:
     """``nonzero(self)``: one comparison with zero per *input* element (the output lists the
     positions found, its size is not the work)."""

@@ -32,6 +32,7 @@ import torch
 
 from opscope.formulas import activation, elementwise, memory, reduction  # noqa: F401  (registered first)
 from opscope.formulas.registry import (
+    OTHER_NUMBER,
     OpCall,
     OpCountFn,
     OpFormula,
@@ -43,9 +44,9 @@ from opscope.formulas.registry import (
 
 aten = torch.ops.aten
 
-UNREAD_SCALE = float("nan")
+UNREAD_SCALE = OTHER_NUMBER
 """A scale opscope does not read (a per-tensor number held in a tensor): not 1, so a
-formula counts its multiplication."""
+formula counts its multiplication (the registry's "another number")."""
 
 REDUCTIONS = frozenset({"max", "norm"})
 """The ``_foreach_<name>`` operators that reduce each tensor to one number."""
@@ -187,12 +188,10 @@ def count_fused_adam(decoupled: bool, call: OpCall) -> int:
     return per_element * sum(math.prod(meta.shape) for meta in call.args[0])
 
 
-register_op(*aten_ops("_fused_adam_", "_fused_adam"), family="foreach", coarse_scalars=True)(
-    partial(count_fused_adam, False)
-)
-register_op(*aten_ops("_fused_adamw_", "_fused_adamw"), family="foreach", coarse_scalars=True)(
-    partial(count_fused_adam, True)
-)
+# A fused step reads its numbers coarsely: a weight decay or none, a momentum or none.
+_register_step = partial(register_op, family="foreach", coarse_scalars=True)
+_register_step(*aten_ops("_fused_adam_", "_fused_adam"))(partial(count_fused_adam, False))
+_register_step(*aten_ops("_fused_adamw_", "_fused_adamw"))(partial(count_fused_adam, True))
 
 
 def sgd_step_ops_per_element(
@@ -228,7 +227,7 @@ def sgd_step_ops_per_element(
     return ops
 
 
-@register_op(*aten_ops("_fused_sgd_", "_fused_sgd"), family="foreach", coarse_scalars=True)
+@_register_step(*aten_ops("_fused_sgd_", "_fused_sgd"))
 def count_fused_sgd(call: OpCall) -> int:
     """``_fused_sgd_(params, grads, momentum_buffer_list, *, weight_decay, momentum, lr,
     dampening, nesterov, maximize, is_first_step, grad_scale, found_inf)``:
