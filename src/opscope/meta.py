@@ -44,19 +44,19 @@ _IN_PLACE = {
     aten.copy_, aten.relu_, aten.silu_, aten.hardswish_, aten.hardsigmoid_, aten.hardtanh_,
     aten.gelu_, aten.sigmoid_, aten.tanh_,
 }  # fmt: skip
-# Activations whose output, for a floating-point input, has its shape, dtype and layout
-# (what empty_like gives: a dense input's strides, else contiguous), as for any unary
-# element-wise op; torch derives it on meta through slow Python decompositions (GELU).
+# Activations whose output, for a floating-point input laid out exactly contiguously, is a
+# contiguous tensor of its shape and dtype, as for any unary element-wise op; torch derives
+# it on meta through slow Python decompositions (GELU).
 _ACTIVATIONS = {
     aten.gelu.default, aten.silu.default, aten.relu.default, aten.sigmoid.default,
     aten.tanh.default, aten.hardswish.default, aten.hardsigmoid.default,
     aten.clamp.default, aten.clamp_min.default,  # between scalars (Swin V2's logit scale)
 }  # fmt: skip
 
-# Binary element-wise ops: on two contiguous meta tensors of one floating-point dtype, a
-# contiguous tensor of their broadcast shape and that dtype (TensorIterator lays an output out
-# like its inputs, and these are laid out plainly); with a scalar (a Python int or float, or
-# a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
+# Binary element-wise ops: on two exactly contiguous meta tensors of one floating-point dtype,
+# a contiguous tensor of their broadcast shape and that dtype (TensorIterator lays an output
+# out like its inputs, and these are laid out plainly); with a scalar (a Python int or float,
+# or a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 _SHAPED = _BINARY | {aten.adaptive_avg_pool2d.default}  # answered by _plain_shape
 
@@ -130,8 +130,8 @@ def _plain_activation(func: Any, args: tuple[Any, ...]) -> bool:
 
 
 def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
-    """The output shape of a binary element-wise op on two contiguous floating-point meta
-    tensors of one dtype, or of an adaptive average pooling of a contiguous one, whose output
+    """The output shape of a binary element-wise op on two exactly contiguous floating-point
+    meta tensors of one dtype, or of an adaptive average pooling of one, whose output
     is then a contiguous tensor of their dtype; None for any other call (left to torch, which
     also raises for the invalid ones)."""
     if func not in _SHAPED:  # most ops: decided before reading any tensor's layout
