@@ -19,6 +19,7 @@ LAYERS = (
     "opscope.inputs",
     "opscope.catalogue",
     "opscope.exports",
+    "opscope.dispatch",
     "opscope.formulas",  # the formula registry and families, a unit: see below
     "opscope.records",
     "opscope.capture",

@@ -48,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+from opscope.dispatch import DispatchMode
 from opscope.formulas.registry import OpaqueMeta, OpCall, coarsened, op_formula_for
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
@@ -807,7 +808,7 @@ def _vmap_active() -> bool:
     return maybe_current_level() is not None
 
 
-class OpCapture(TorchDispatchMode):
+class OpCapture(DispatchMode):
     """A dispatch mode that logs every ATen operator run inside the block but outside counted
     modules, under the innermost running module.
 

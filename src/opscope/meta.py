@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from opscope.dispatch import DispatchMode
 
 aten = torch.ops.aten
 
@@ -63,7 +64,7 @@ _SHAPED = _BINARY | {aten.adaptive_avg_pool2d.default}  # answered by _plain_sha
 T = TypeVar("T")
 
 
-class MetaShortcuts(TorchDispatchMode):
+class MetaShortcuts(DispatchMode):
     """Answer normalisations, activations, ``F.linear``, binary element-wise ops, adaptive
     average pooling and initialisers on meta tensors directly."""
 
