@@ -3,8 +3,11 @@ vmap, keyword calls, subclasses with children, idle modules, checkpointing."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import warnings
+import weakref
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -180,8 +183,9 @@ def _loss_ops(phases: dict[str, tuple[int, int]]) -> int:
 
 def test_an_operator_call_is_described_once_per_distinct_metadata(monkeypatch) -> None:
     # The dispatch mode finds a call's number by a cheap fingerprint of its metadata: the
-    # OpCall a formula reads is built once per distinct call, yet calls that differ in a
-    # scalar argument stay apart.
+    # OpCall a formula reads is built once per distinct call in the process (a model profiled
+    # again describes nothing again), yet calls that differ in a scalar argument stay apart.
+    monkeypatch.setattr(capture, "_descriptions", {})
     described = []
     real_of = OpCall.of
 
@@ -212,6 +216,47 @@ def test_an_operator_call_is_described_once_per_distinct_metadata(monkeypatch) -
     assert dict(record.config.ops) == {name: calls for name, (calls, _) in expected.items()}
     assert record.ops == sum(ops for _, ops in expected.values())
     assert p.total_ops == record.ops
+    with Profiler(net) as again:
+        net[0](x, y)
+    assert len(described) == 4
+    assert again.records == p.records
+    # Bounded: emptied when full (here at pow(3)), with the same results.
+    monkeypatch.setattr(capture, "_descriptions", {})
+    monkeypatch.setattr(capture, "_DESCRIPTIONS_KEPT", 2)
+    with Profiler(net) as bounded:
+        net[0](x, y)
+    assert len(described) == 8
+    assert len(capture._descriptions) == 2  # pow(3) and cat
+    assert bounded.records == p.records
+
+
+def test_the_process_descriptions_keep_no_tensor() -> None:
+    # They outlive the block: shapes and plain values only, never a tensor of the forward.
+    class Work(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pieces = torch.cat([x, x * 2]).split(1)
+            return torch.stack(list(pieces)).clamp(min=x.min()).softmax(-1)
+
+    net = nn.Sequential(Work())
+    x = torch.randn(2, 5)
+    with Profiler(net):
+        y = net(x)
+    refs = [weakref.ref(t) for t in (x, y)]
+    del x, y
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+    def held(value: object) -> Iterator[object]:
+        yield value
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                yield from held(item)
+        elif dataclasses.is_dataclass(value):
+            for field in dataclasses.fields(value):
+                yield from held(getattr(value, field.name))
+
+    kept = list(held(list(capture._descriptions.items())))
+    assert any(isinstance(value, OpCall) for value in kept)
+    assert not any(isinstance(value, torch.Tensor) for value in kept)
 
 
 def test_a_new_scalar_result_is_not_a_new_distinct_call() -> None:

@@ -359,6 +359,33 @@ def _output_fingerprint(out: Any) -> tuple[Any, ...]:
     return ()
 
 
+_DESCRIPTIONS_KEPT = 1024
+_descriptions: dict[tuple[Any, ...], tuple[OpCall | None, tuple[torch.dtype, ...]]] = {}
+"""The description of each distinct operator call by its fingerprint, shared by every block of
+the process, so that profiling a model again describes none of its operators again. Shapes
+and plain values only, never a tensor; emptied when full (models of ever new shapes)."""
+
+
+def _description(
+    fingerprint: tuple[Any, ...] | None, args: Any, kwargs: Any, out: Any
+) -> tuple[OpCall | None, tuple[torch.dtype, ...]]:
+    """An operator call's :class:`OpCall` (None when its tensors cannot be read: counted as an
+    operator that has no formula) and its outputs' dtypes, from the process's descriptions
+    when ``fingerprint`` (None: it has none) is there."""
+    described = _descriptions.get(fingerprint) if fingerprint is not None else None
+    if described is None:
+        try:
+            call: OpCall | None = OpCall.of(args, kwargs, out)
+        except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
+            call = None
+        described = (call, _dtypes(out))
+        if fingerprint is not None:
+            if len(_descriptions) >= _DESCRIPTIONS_KEPT:
+                _descriptions.clear()
+            _descriptions[fingerprint] = described
+    return described
+
+
 def _dtypes(out: Any) -> tuple[torch.dtype, ...]:
     """The dtypes of the tensors in an operator's output, flattened in order."""
     if isinstance(out, torch.Tensor):
@@ -872,26 +899,18 @@ class OpCapture(DispatchMode):
         out: Any,
     ) -> int:
         """The log's number of this operator call. Found by a cheap fingerprint of the call's
-        metadata: the :class:`LoggedOp` (its :class:`OpCall`) is built only for a call not
-        seen before in the block, since building one costs several times the lookup."""
+        metadata: the :class:`LoggedOp` is built only for a call not seen before in the block,
+        and its :class:`OpCall` only for one not seen before in the process, since building
+        one costs several times the lookup."""
         try:
-            key = (
-                func,
-                scope,
-                phase,
-                _fingerprint(args),
-                _fingerprint(kwargs),
-                _output_fingerprint(out),
-            )
+            described = (func, _fingerprint(args), _fingerprint(kwargs), _output_fingerprint(out))
+            key: tuple[Any, ...] | None = (scope, phase, described)
             code = self._codes.get(key)
         except Exception:  # noqa: BLE001 - a nested tensor, an uninitialised parameter, an
-            key, code = None, None  # argument that cannot be a key: described the slow way
+            described, key, code = None, None, None  # argument that cannot be a key
         if code is None:
-            try:
-                call: OpCall | None = OpCall.of(args, kwargs, out)
-            except Exception:  # noqa: BLE001 - a tensor without shape must not break the forward
-                call = None  # counted as an operator that has no formula
-            code = self._log.code(LoggedOp(scope, func, call, _dtypes(out), phase))
+            call, out_dtypes = _description(described, args, kwargs, out)
+            code = self._log.code(LoggedOp(scope, func, call, out_dtypes, phase))
             if key is not None:
                 self._codes[key] = code
         return code
