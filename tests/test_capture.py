@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.nn.utils.prune
 import torch.utils.checkpoint
 from torch import nn
@@ -230,21 +231,40 @@ def test_an_operator_call_is_described_once_per_distinct_metadata(monkeypatch) -
     assert bounded.records == p.records
 
 
-def test_the_process_descriptions_keep_no_tensor() -> None:
-    # They outlive the block: shapes and plain values only, never a tensor of the forward.
+def test_the_process_descriptions_keep_no_tensor_storage_or_generator() -> None:
+    # They outlive the block: shapes and plain values only. A storage (set_ rebuilds every
+    # batch a DataLoader's workers send, and every tensor torch.load reads) holds its memory,
+    # and a new one at each call would be a new key: it is known by its class, as a generator.
     class Work(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            pieces = torch.cat([x, x * 2]).split(1)
+            rebuilt = torch.empty(0).set_(x.clone().untyped_storage(), 0, x.shape, x.stride())
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+            pieces = torch.cat([rebuilt, x * 2 + noise]).split(1)
             return torch.stack(list(pieces)).clamp(min=x.min()).softmax(-1)
 
     net = nn.Sequential(Work())
     x = torch.randn(2, 5)
-    with Profiler(net):
-        y = net(x)
-    refs = [weakref.ref(t) for t in (x, y)]
-    del x, y
+    storages = []
+    real_set = torch.Tensor.set_
+
+    def noted_set(tensor: torch.Tensor, source: object, *args: object) -> torch.Tensor:
+        storages.append(weakref.ref(source))
+        return real_set(tensor, source, *args)
+
+    with Profiler(net, summary=True) as p:
+        torch.Tensor.set_ = noted_set  # type: ignore[method-assign]
+        try:
+            for _ in range(3):
+                y = net(x)
+        finally:
+            torch.Tensor.set_ = real_set  # type: ignore[method-assign]
+    distinct, _ = p._block.log.snapshot()
+    assert sum(1 for call in distinct if "set_" in str(getattr(call, "op", ""))) == 1
+    refs = [weakref.ref(t) for t in (x, y)] + storages
+    del x, y, p
     gc.collect()
-    assert [ref() for ref in refs] == [None, None]
+    assert len(refs) == 5 and [ref() for ref in refs] == [None] * 5
+
     def held(value: object) -> Iterator[object]:
         yield value
         if isinstance(value, (tuple, list)):
@@ -256,7 +276,20 @@ def test_the_process_descriptions_keep_no_tensor() -> None:
 
     kept = list(held(list(capture._descriptions.items())))
     assert any(isinstance(value, OpCall) for value in kept)
-    assert not any(isinstance(value, torch.Tensor) for value in kept)
+    opaque = (torch.Tensor, torch.UntypedStorage, torch.Generator)
+    assert not any(isinstance(value, opaque) for value in kept)
+
+
+def test_a_nan_argument_is_one_distinct_call() -> None:
+    # A NaN equals no NaN: each call's new one would be a new key, in the block and in the
+    # process's descriptions.
+    net = nn.Linear(4, 4)
+    before = len(capture._descriptions)
+    with Profiler(net, summary=True) as p:
+        for _ in range(20):
+            F.pad(net(torch.randn(2, 4)), (1, 1), value=float("nan"))
+    assert len(p._block.mode._codes) == 2  # randn and constant_pad_nd
+    assert len(capture._descriptions) <= before + 2
 
 
 def test_a_new_scalar_result_is_not_a_new_distinct_call() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -98,3 +99,30 @@ def test_without_dynamos_api_torchs_wrapper_stays(monkeypatch: pytest.MonkeyPatc
     ones = torch.ones(2)
     with Doubling():
         assert ones.add(1).tolist() == [4.0, 4.0]
+
+
+def test_a_decorated_method_keeps_torchs_wrapper() -> None:
+    # Its code is the decorator's wrapper's, shared by every function the decorator wraps:
+    # marking it would keep torch.compile from tracing all of them.
+    from torch._dynamo.utils import counters
+
+    def passed_on(function):  # type: ignore[no-untyped-def]
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    class Logging(DispatchMode):
+        @passed_on
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            return func(*args, **(kwargs or {}))
+
+    @passed_on
+    def step(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2
+
+    assert not Logging._marked_skipped
+    counters.clear()
+    torch.compile(step, backend="eager")(torch.randn(4))
+    assert counters["stats"]["unique_graphs"] == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import operator
 import sys
 import threading
@@ -49,7 +50,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from opscope.dispatch import DispatchMode
-from opscope.formulas.registry import OpaqueMeta, OpCall, coarsened, op_formula_for
+from opscope.formulas.registry import (
+    OPAQUE_TYPES,
+    OpaqueMeta,
+    OpCall,
+    coarsened,
+    op_formula_for,
+)
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
 """What a hook reads of a tensor: its shape and dtype."""
@@ -325,7 +332,8 @@ class _Tensor:
 def _fingerprint(value: Any) -> Any:
     """What tells an operator's arguments or outputs apart as its formula and the byte counts
     see them, cheaply built: each tensor's shape and dtype, every list or tuple as a tuple,
-    a dict as its items, a TorchBind object as its class, every other value as it is.
+    a dict as its items, an opaque object (a TorchBind object, a storage, a generator) as its
+    class, every NaN as one NaN, every other value as it is.
 
     Raises:
         TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`);
@@ -339,8 +347,10 @@ def _fingerprint(value: Any) -> Any:
         return tuple([_fingerprint(item) for item in value])
     if isinstance(value, dict):
         return tuple([(name, _fingerprint(item)) for name, item in value.items()])
-    if isinstance(value, torch.ScriptObject):  # a new one at each call: a profiler marker's
+    if isinstance(value, OPAQUE_TYPES):  # a new one at each call: a marker's, a batch's storage
         return OpaqueMeta.of(value)
+    if isinstance(value, float) and value != value:  # a NaN equals none, itself included
+        return math.nan
     return value
 
 

@@ -33,12 +33,15 @@ def skipped_by_dynamo(function: Callable[..., Any]) -> bool:
 
 class DispatchMode(TorchDispatchMode):
     """A ``TorchDispatchMode`` whose ``__torch_dispatch__`` is marked skipped by dynamo when
-    the subclass is made, instead of wrapped (where marking is not possible, torch's wrapper
-    stays)."""
+    the subclass is made, instead of wrapped. Where marking is not possible (an older torch,
+    a decorated method), torch's wrapper stays."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         dispatch = cls.__dict__.get("__torch_dispatch__")
-        cls._marked_skipped = callable(dispatch) and skipped_by_dynamo(dispatch)
+        # Only a method's own code: a decorated one's is its decorator's wrapper's, shared by
+        # every function that decorator wraps, which would all be marked.
+        own_code = getattr(getattr(dispatch, "__code__", None), "co_name", None)
+        cls._marked_skipped = own_code == "__torch_dispatch__" and skipped_by_dynamo(dispatch)
         super().__init_subclass__(**kwargs)  # asks _should_skip_dynamo whether to wrap
 
     @classmethod

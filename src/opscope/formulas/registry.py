@@ -370,22 +370,41 @@ def vectors(meta: AnyTensorMeta) -> tuple[int, int]:
     return sum(math.prod(shape[:-1]) for shape in shapes), last
 
 
+OPAQUE_TYPES: tuple[type, ...] = tuple(
+    kind
+    for kind in (
+        torch.ScriptObject,  # TorchBind: a profiler marker's handle, packed quantized weights
+        torch.UntypedStorage,  # set_(storage), as unpickling and DataLoader workers do
+        torch.TypedStorage,
+        torch.Generator,  # randn(generator=...), dropout's
+        getattr(torch, "Stream", None),
+        getattr(torch, "Event", None),
+    )
+    if isinstance(kind, type)
+)
+"""The arguments an op formula knows by their class only (:class:`OpaqueMeta`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OpaqueMeta:
-    """What an op formula knows of a TorchBind object argument (a profiler marker's handle,
-    packed quantized weights): its class's name. A new object at each call (every optimizer
-    step's marker) is then no new distinct call, and none is held."""
+    """What an op formula knows of an opaque argument (a TorchBind object, a storage, a
+    generator, a stream; :data:`OPAQUE_TYPES`): its class's name. A new object at each call
+    (every optimizer step's marker, every batch's storage) is then no new distinct call, and
+    none is held: a storage holds its memory."""
 
     name: str
 
     @classmethod
-    def of(cls, value: torch.ScriptObject) -> OpaqueMeta:
-        return cls(value._type().qualified_name())
+    def of(cls, value: Any) -> OpaqueMeta:
+        if isinstance(value, torch.ScriptObject):
+            return cls(value._type().qualified_name())
+        kind = type(value)
+        return cls(f"{kind.__module__}.{kind.__qualname__}")
 
 
 def _meta_of(value: Any) -> Any:
     """``value`` with every tensor replaced by its :class:`TensorMeta` (a nested one by its
-    :class:`NestedTensorMeta`), every TorchBind object by its :class:`OpaqueMeta` and every
+    :class:`NestedTensorMeta`), every opaque object by its :class:`OpaqueMeta` and every
     list or tuple by a tuple (hashable, and as a formula expects to read it)."""
     if isinstance(value, torch.Tensor):
         if value.is_nested:
@@ -393,7 +412,7 @@ def _meta_of(value: Any) -> Any:
         return TensorMeta(tuple(value.shape), value.dtype)
     if isinstance(value, (list, tuple)):
         return tuple(_meta_of(item) for item in value)
-    if isinstance(value, torch.ScriptObject):
+    if isinstance(value, OPAQUE_TYPES):
         return OpaqueMeta.of(value)
     return value
 
