@@ -130,6 +130,24 @@ def test_a_compiled_model_is_counted_as_its_eager_model() -> None:
         assert p.total_ops == 2 * eager.total_ops > 0
     assert "forward" not in vars(compiled._orig_mod[0])  # nothing left behind
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_torch_export_in_the_block_works_and_is_not_a_forward(strict: bool) -> None:
+    # torch.export traces the model with fake tensors (strict: with dynamo, through the
+    # forwards opscope gives the modules): it must see each module's own forward, read its
+    # code, and count nothing; the real forward of the same block is counted as ever.
+    net, x = model(), torch.randn(1, 3, 6, 6)
+    with Profiler(net) as eager:
+        net(x)
+    with Profiler(net) as p:
+        assert net[0].forward.__code__ is type(net[0]).forward.__code__
+        assert net[0].forward.__self__ is net[0]
+        exported = torch.export.export(net, (x,), strict=strict)
+        net(x)
+    assert p.records == eager.records
+    assert torch.equal(exported.module()(x), net(x))
+    assert hook_count(net) == 0
+
+
 def test_data_parallel_and_functional_call() -> None:
     net = model()
     x = torch.randn(2, 3, 6, 6)

@@ -49,6 +49,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+# Whether torch.export traces the model (with fake tensors): not a forward pass of the user's.
+# Strict export traces the followed modules' forwards with dynamo: they are then their own.
+try:
+    from torch.compiler import is_exporting as _exporting
+except ImportError:  # a torch older than torch.export's flag: nothing exports
+
+    def _exporting() -> bool:
+        return False
+
+
 from opscope.dispatch import DispatchMode
 from opscope.formulas.registry import (
     OPAQUE_TYPES,
@@ -672,6 +682,13 @@ class _Followed:
         self.module = module
         self.tracker = tracker
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else is the module's own forward's (its __code__, which torch.export reads,
+        # its __self__ and __func__), as for the bound method it stands for.
+        if name == "__wrapped__":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy of the module made in the block (copy.deepcopy, pickle, torch.save) is not
         # followed: it gets the forward the module has without the block, its own.
@@ -695,6 +712,8 @@ class _ScopeForward(_Followed):
         self.sequential = type(module).forward is nn.Sequential.forward and self.own is None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _exporting():
+            return self.__wrapped__(*args, **kwargs)
         tracker, scope = self.tracker, self.scope
         stack = tracker._threads.stack
         if not stack:  # a new forward pass of the model
@@ -741,6 +760,8 @@ class _SiteForward(_Followed):
         self.index = index
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _exporting():
+            return self.__wrapped__(*args, **kwargs)
         tracker, module, index = self.tracker, self.module, self.index
         timer, probe = tracker._timer, tracker._probe
         begun = timer.start(module, args) if timer is not None else 0
@@ -804,9 +825,9 @@ def _on_top(mode: TorchDispatchMode) -> bool:
 
 def _tracing() -> bool:
     """Whether ``torch.jit.trace`` runs the model: tracing it (its shapes are traced values),
-    or checking the trace (running the model and the traced graph again), not the user's
-    forward passes."""
-    return _tracing_state() is not None or _jit_trace._trace_module_map is not None
+    or checking the trace (running the model and the traced graph again); or
+    ``torch.export`` traces it: not the user's forward passes."""
+    return _tracing_state() is not None or _jit_trace._trace_module_map is not None or _exporting()
 
 
 def _on_stack(mode: TorchDispatchMode) -> bool:
