@@ -288,8 +288,9 @@ def test_a_nan_argument_is_one_distinct_call() -> None:
     with Profiler(net, summary=True) as p:
         for _ in range(20):
             F.pad(net(torch.randn(2, 4)), (1, 1), value=float("nan"))
-    assert len(p._block.mode._codes) == 2  # randn and constant_pad_nd
-    assert len(capture._descriptions) <= before + 2
+            torch.full((2,), complex(float("nan"), 0))
+    assert len(p._block.mode._codes) == 3  # randn, constant_pad_nd and full
+    assert len(capture._descriptions) <= before + 3
 
 
 def test_a_new_scalar_result_is_not_a_new_distinct_call() -> None:

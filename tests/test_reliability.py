@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import io
 import json
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -146,6 +148,54 @@ def test_torch_export_in_the_block_works_and_is_not_a_forward(strict: bool) -> N
     assert p.records == eager.records
     assert torch.equal(exported.module()(x), net(x))
     assert hook_count(net) == 0
+
+
+def test_an_export_in_another_thread_stops_no_counting() -> None:
+    # torch.export's flag is the process's: only this thread's export is not a forward.
+    other = nn.Sequential(*[nn.Linear(16, 16) for _ in range(20)])
+    net, x = model(), torch.randn(1, 3, 6, 6)
+    with Profiler(net) as eager:
+        net(x)
+    exported = threading.Event()
+    seen = []
+
+    def export() -> None:
+        for _ in range(2):
+            torch.export.export(other, (torch.randn(1, 16),), strict=False)
+        exported.set()
+
+    thread = threading.Thread(target=export)
+    with Profiler(net) as p:
+        thread.start()
+        forwards = 0
+        while not exported.is_set():
+            seen.append(torch.compiler.is_exporting())
+            net(x)
+            forwards += 1
+        thread.join()
+    assert any(seen)  # some forwards ran while the flag was set
+    assert p.total_ops == forwards * eager.total_ops
+    assert len(p.records) == forwards * len(eager.records)
+
+
+def test_a_forward_with_its_own_signature_keeps_the_bound_one() -> None:
+    # A function's __signature__ (set by some decorators) includes self: inspect.signature
+    # of the block's forward must still be the bound method's, as torch.export reads it.
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+            return self.linear(x) if y is None else self.linear(x) + y
+
+    Scaled.forward.__signature__ = inspect.signature(Scaled.forward)  # type: ignore[attr-defined]
+    net, x = nn.Sequential(Scaled()), torch.randn(1, 2)
+    outside = inspect.signature(net[0].forward)
+    with Profiler(net):
+        assert inspect.signature(net[0].forward) == outside
+        exported = torch.export.export(net[0], (x,), {"y": x})
+    assert exported.graph_signature.user_inputs == ("x", "y")
 
 
 def test_data_parallel_and_functional_call() -> None:

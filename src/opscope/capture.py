@@ -49,16 +49,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
-# Whether torch.export traces the model (with fake tensors): not a forward pass of the user's.
-# Strict export traces the followed modules' forwards with dynamo: they are then their own.
-try:
-    from torch.compiler import is_exporting as _exporting
-except ImportError:  # a torch older than torch.export's flag: nothing exports
-
-    def _exporting() -> bool:
-        return False
-
-
 from opscope.dispatch import DispatchMode
 from opscope.formulas.registry import (
     OPAQUE_TYPES,
@@ -67,6 +57,25 @@ from opscope.formulas.registry import (
     coarsened,
     op_formula_for,
 )
+
+try:
+    from torch._guards import TracingContext
+    from torch.compiler import is_dynamo_compiling, is_exporting
+except ImportError:  # a torch older than torch.export's flag: nothing exports
+    is_exporting = None
+
+
+def _exporting() -> bool:
+    """Whether torch.export traces the model in this thread (with fake tensors): not a forward
+    pass of the user's; strict export traces the followed modules' forwards with dynamo, so
+    they are then the modules' own. Export's flag is the process's, set while any thread
+    exports: this thread's export is the one that runs dynamo or has a tracing context."""
+    return (
+        is_exporting is not None
+        and is_exporting()
+        and (is_dynamo_compiling() or TracingContext.try_get() is not None)
+    )
+
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
 """What a hook reads of a tensor: its shape and dtype."""
@@ -359,7 +368,7 @@ def _fingerprint(value: Any) -> Any:
         return tuple([(name, _fingerprint(item)) for name, item in value.items()])
     if isinstance(value, OPAQUE_TYPES):  # a new one at each call: a marker's, a batch's storage
         return OpaqueMeta.of(value)
-    if isinstance(value, float) and value != value:  # a NaN equals none, itself included
+    if isinstance(value, (float, complex)) and value != value:  # a NaN equals no value
         return math.nan
     return value
 
@@ -685,7 +694,9 @@ class _Followed:
     def __getattr__(self, name: str) -> Any:
         # Anything else is the module's own forward's (its __code__, which torch.export reads,
         # its __self__ and __func__), as for the bound method it stands for.
-        if name == "__wrapped__":  # not set yet: no recursion
+        # __wrapped__ not set yet: no recursion; and no __signature__, which would stop
+        # inspect.signature at the function's own, self included, before the bound method
+        if name in ("__wrapped__", "__signature__"):
             raise AttributeError(name)
         return getattr(self.__wrapped__, name)
 
