@@ -61,20 +61,18 @@ from opscope.formulas.registry import (
 try:
     from torch._guards import TracingContext
     from torch.compiler import is_dynamo_compiling, is_exporting
+
+    def _exporting() -> bool:
+        """Whether torch.export traces the model in this thread (with fake tensors): not a
+        forward pass of the user's; strict export traces the followed modules' forwards with
+        dynamo, so they are then the modules' own. Export's flag is the process's, set while
+        any thread exports: this thread's export runs dynamo or has a tracing context."""
+        return is_exporting() and (is_dynamo_compiling() or TracingContext.try_get() is not None)
+
 except ImportError:  # a torch older than torch.export's flag: nothing exports
-    is_exporting = None
 
-
-def _exporting() -> bool:
-    """Whether torch.export traces the model in this thread (with fake tensors): not a forward
-    pass of the user's; strict export traces the followed modules' forwards with dynamo, so
-    they are then the modules' own. Export's flag is the process's, set while any thread
-    exports: this thread's export is the one that runs dynamo or has a tracing context."""
-    return (
-        is_exporting is not None
-        and is_exporting()
-        and (is_dynamo_compiling() or TracingContext.try_get() is not None)
-    )
+    def _exporting() -> bool:
+        return False
 
 
 ShapeAndDtype = tuple[torch.Size, torch.dtype]
@@ -348,11 +346,12 @@ class _Tensor:
     """Marks a tensor's metadata in a fingerprint: equal to no argument value."""
 
 
-def _fingerprint(value: Any) -> Any:
+def _fingerprint(value: Any, coarse: bool = False) -> Any:
     """What tells an operator's arguments or outputs apart as its formula and the byte counts
     see them, cheaply built: each tensor's shape and dtype, every list or tuple as a tuple,
     a dict as its items, an opaque object (a TorchBind object, a storage, a generator) as its
-    class, every NaN as one NaN, every other value as it is.
+    class, every NaN as one NaN, every other value as it is, or, when ``coarse``, as
+    :func:`~opscope.formulas.registry.coarsened` makes it.
 
     Raises:
         TypeError: a nested tensor (its shape is read the slow way, by :class:`OpCall`);
@@ -363,11 +362,13 @@ def _fingerprint(value: Any) -> Any:
             raise TypeError("a nested tensor has no single shape")
         return (_Tensor, value.shape, value.dtype)
     if isinstance(value, (tuple, list)):
-        return tuple([_fingerprint(item) for item in value])
+        return tuple([_fingerprint(item, coarse) for item in value])
     if isinstance(value, dict):
-        return tuple([(name, _fingerprint(item)) for name, item in value.items()])
+        return tuple([(name, _fingerprint(item, coarse)) for name, item in value.items()])
     if isinstance(value, OPAQUE_TYPES):  # a new one at each call: a marker's, a batch's storage
         return OpaqueMeta.of(value)
+    if coarse:
+        value = coarsened(value)
     if isinstance(value, (float, complex)) and value != value:  # a NaN equals no value
         return math.nan
     return value
@@ -796,7 +797,7 @@ class _SiteForward(_Followed):
             stack.pop()
         if probe is not None:
             probe.end(flops)
-        if _tracing():  # torch.jit.trace: its shapes are traced values
+        if _jit_tracing():  # its shapes are traced values (an export returned above)
             return output
         phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
         call = _logged(index, module, args, kwargs, output, phase)
@@ -834,11 +835,11 @@ def _on_top(mode: TorchDispatchMode) -> bool:
     return depth > 0 and _dispatch_stack_at(depth - 1) is mode
 
 
-def _tracing() -> bool:
+def _jit_tracing() -> bool:
     """Whether ``torch.jit.trace`` runs the model: tracing it (its shapes are traced values),
-    or checking the trace (running the model and the traced graph again); or
-    ``torch.export`` traces it: not the user's forward passes."""
-    return _tracing_state() is not None or _jit_trace._trace_module_map is not None or _exporting()
+    or checking the trace (running the model and the traced graph again), not the user's
+    forward passes."""
+    return _tracing_state() is not None or _jit_trace._trace_module_map is not None
 
 
 def _on_stack(mode: TorchDispatchMode) -> bool:
@@ -907,7 +908,8 @@ class OpCapture(DispatchMode):
         if (
             (phase != BACKWARD and scope <= _SITES)
             or (scope == OUTSIDE and phase == FORWARD and _in_a_module_call())
-            or _tracing()  # torch.jit.trace: its shapes are traced values
+            or _jit_tracing()  # its shapes are traced values
+            or _exporting()
         ):
             # Counted by a formula (in the forward: the backward of a counted module is
             # counted by operators); or a module foreign to the model (profiling part of
@@ -924,9 +926,9 @@ class OpCapture(DispatchMode):
         out = func(*args, **kwargs)
         if probe is not None and formula is not None:
             probe.counted_flops += probe.total_flops - before
-        if formula is None or formula.coarse_scalars:  # an optimizer's step: its learning
-            args, kwargs = coarsened(args), coarsened(kwargs)  # rate is not read
-        self._log.keep_code(self._code(func, scope, phase, args, kwargs, out), scope_call)
+        # an optimizer's step: its learning rate is not read
+        coarse = formula is None or formula.coarse_scalars
+        self._log.keep_code(self._code(func, scope, phase, args, kwargs, out, coarse), scope_call)
         if phase == FORWARD:
             self._tracker.note_parameters(args, scope)
         return out
@@ -939,18 +941,26 @@ class OpCapture(DispatchMode):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         out: Any,
+        coarse: bool,
     ) -> int:
         """The log's number of this operator call. Found by a cheap fingerprint of the call's
-        metadata: the :class:`LoggedOp` is built only for a call not seen before in the block,
-        and its :class:`OpCall` only for one not seen before in the process, since building
-        one costs several times the lookup."""
+        metadata (its numbers ``coarse``-ly read): the :class:`LoggedOp` is built only for a
+        call not seen before in the block, and its :class:`OpCall` only for one not seen
+        before in the process, since building one costs several times the lookup."""
         try:
-            described = (func, _fingerprint(args), _fingerprint(kwargs), _output_fingerprint(out))
+            described = (
+                func,
+                _fingerprint(args, coarse),
+                _fingerprint(kwargs, coarse),
+                _output_fingerprint(out),
+            )
             key: tuple[Any, ...] | None = (scope, phase, described)
             code = self._codes.get(key)
         except Exception:  # noqa: BLE001 - a nested tensor, an uninitialised parameter, an
             described, key, code = None, None, None  # argument that cannot be a key
         if code is None:
+            if coarse:
+                args, kwargs = coarsened(args), coarsened(kwargs)
             call, out_dtypes = _description(described, args, kwargs, out)
             code = self._log.code(LoggedOp(scope, func, call, out_dtypes, phase))
             if key is not None:
