@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import pytest
 
 from opscope import catalogue
@@ -58,3 +61,33 @@ def test_sorting() -> None:
     assert by_params[0].name == "resnet18"
     with pytest.raises(ValueError, match="sort must be one of"):
         sort_summaries(summaries, "flops")  # type: ignore[arg-type]
+
+
+def test_workers_inherit_the_parents_objects_frozen_and_the_parent_gets_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The factory runs in a worker: it fails there unless the inherited objects are frozen,
+    # which keeps the worker's garbage collector off torch's several hundred thousand.
+    (tmp_path / "frozen_check.py").write_text(
+        "import gc, torch\n"
+        "def net():\n"
+        "    assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "    return torch.nn.Conv2d(3, 2, 1)\n"
+        "other = net\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    summaries = compare(models("frozen_check:net", "frozen_check:other"))
+    assert [s.error for s in summaries] == [None, None]
+    assert gc.get_freeze_count() == 0  # this process's own objects are collectable again
+
+
+def test_objects_the_caller_froze_stay_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        compare(models("squeezenet1_1", "resnet18"), (1, 3, 32, 32))
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()

@@ -6,9 +6,11 @@ import threading
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from opscope.meta import MetaShortcuts, build_on_meta
+from opscope.meta import MetaShortcuts, _broadcast, build_on_meta
 
 NORMS = [
     (nn.BatchNorm2d(4), (2, 4, 5, 5)),
@@ -228,3 +230,21 @@ def test_a_clamp_without_bounds_is_left_to_torch_which_raises() -> None:
     x = torch.empty(2, 3, device="meta")
     with torch.inference_mode(), MetaShortcuts(), pytest.raises(ValueError, match="both min and max are none"):
         torch.ops.aten.clamp.default(x)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), max_size=4),
+    st.lists(st.integers(0, 3), max_size=4),
+)
+def test_broadcasting_gives_torchs_shape_or_leaves_the_error_to_torch(left: list[int], right: list[int]) -> None:
+    a, b = torch.empty(left, device="meta"), torch.empty(right, device="meta")
+    try:
+        expected = torch.broadcast_shapes(left, right)
+    except RuntimeError:
+        with torch.inference_mode(), MetaShortcuts(), pytest.raises(RuntimeError):
+            torch.add(a, b)
+        assert _broadcast(left, right) is None
+        return
+    assert _broadcast(left, right) == tuple(expected)
+    _same(torch.add, a, b)

@@ -126,9 +126,10 @@ def qualified(source: str, name: str) -> str:
 
 
 def _registered_names(source: str) -> list[str]:
-    """The names ``@register_model()`` gives the builders of one torchvision source file."""
+    """The names ``@register_model()`` gives the builders of one torchvision source file: its
+    top-level functions (walking every node of the 39 files took 0.2 s of every command)."""
     names = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.parse(source).body:
         if not isinstance(node, ast.FunctionDef):
             continue
         for decorator in node.decorator_list:
