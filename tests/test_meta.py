@@ -248,3 +248,60 @@ def test_broadcasting_gives_torchs_shape_or_leaves_the_error_to_torch(left: list
         return
     assert _broadcast(left, right) == tuple(expected)
     _same(torch.add, a, b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batch=st.integers(0, 2),
+    groups=st.integers(1, 3),
+    group_channels=st.integers(0, 2),
+    out_per_group=st.integers(0, 2),
+    size=st.tuples(st.integers(0, 7), st.integers(0, 7)),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.sampled_from([1, 2, 3, [1, 2], [2, 1], [0, 1]]),
+    padding=st.sampled_from([0, 1, 2, [0, 1], [2, 0], [-1, 0]]),
+    dilation=st.sampled_from([1, 2, [1, 3], [0, 1]]),
+    bias=st.sampled_from(["none", "matching", "wrong size"]),
+    mismatched_channels=st.booleans(),
+)
+def test_convolutions_give_torchs_output_or_leave_the_error_to_torch(
+    batch, groups, group_channels, out_per_group, size, kernel, stride, padding, dilation,
+    bias, mismatched_channels,
+) -> None:  # fmt: skip
+    channels = group_channels * groups + int(mismatched_channels)
+    out_channels = out_per_group * groups
+    x = torch.empty(batch, channels, *size, device="meta")
+    weight = torch.empty(out_channels, group_channels, *kernel, device="meta")
+    bias_tensor = {
+        "none": None,
+        "matching": torch.empty(out_channels, device="meta"),
+        "wrong size": torch.empty(out_channels + 1, device="meta"),
+    }[bias]
+    arguments = (x, weight, bias_tensor, stride, padding, dilation, groups)
+
+    def conv2d(*given):
+        return torch.nn.functional.conv2d(*given)
+
+    def convolution(*given):
+        pair = lambda v: [v, v] if isinstance(v, int) else v  # noqa: E731 - aten wants lists
+        x_, w_, b_, s_, p_, d_, g_ = given
+        return torch.ops.aten.convolution.default(x_, w_, b_, pair(s_), pair(p_), pair(d_), False, [0, 0], g_)
+
+    for run in (conv2d, convolution):
+        try:
+            with torch.inference_mode():
+                expected = run(*arguments)
+        except Exception as error:  # noqa: BLE001 - whatever torch raises (ZeroDivisionError too)
+            with torch.inference_mode(), MetaShortcuts(), pytest.raises(type(error)):
+                run(*arguments)
+            continue
+        _same(run, *arguments)
+
+
+def test_convolutions_the_shortcut_does_not_answer_are_torchs() -> None:
+    x, weight = torch.empty(2, 4, 9, 9, device="meta"), torch.empty(6, 4, 3, 3, device="meta")
+    _same(lambda *a: torch.nn.functional.conv2d(*a), x.to(memory_format=torch.channels_last), weight)
+    _same(lambda *a: torch.nn.functional.conv2d(*a, padding="same"), x, weight)
+    _same(lambda *a: torch.nn.functional.conv2d(*a), x[0], weight)  # unbatched
+    _same(lambda *a: torch.nn.functional.conv_transpose2d(*a), x, weight.transpose(0, 1))
+    _same(lambda *a: torch.nn.functional.conv2d(*a), x.half(), weight.half())

@@ -7,10 +7,10 @@ weight initialisation. Three things still cost time there, and this module remov
   far slower than the answer is simple. Normalisations (batch, layer, group and instance
   norm) and activations (GELU, SiLU, ...) return a tensor of their input's shape, a
   ``F.linear`` one of ``(*input.shape[:-1], out_features)``, binary element-wise ops one of
-  the broadcast shape, adaptive average pooling one of its output size, and weight
-  initialisers and in-place activations change no shape at all; :class:`MetaShortcuts`
-  answers those directly for meta tensors and leaves every other op, and every non-meta
-  tensor, to torch.
+  the broadcast shape, a 2-d convolution and adaptive average pooling one of their output
+  size, and weight initialisers and in-place activations change no shape at all;
+  :class:`MetaShortcuts` answers those directly for meta tensors and leaves every other op,
+  and every non-meta tensor, to torch.
 * building initialises every weight; on meta there is nothing to initialise, so
   :func:`build_on_meta` skips ``torch.nn.init``'s initialisers;
 * some builders compute with real tensors while building (the RegNets derive their widths
@@ -59,14 +59,17 @@ _ACTIVATIONS = {
 # out like its inputs, and these are laid out plainly); with a scalar (a Python int or float,
 # or a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
-_SHAPED = _BINARY | {aten.adaptive_avg_pool2d.default}  # answered by _plain_shape
+# 2-d convolutions (not transposed) of an exactly contiguous input: a contiguous output of
+# the input's dtype, as torch's meta kernel gives (derived in Python there: 80 µs a call).
+_CONVOLUTIONS = {aten.conv2d.default, aten.convolution.default}
+_SHAPED = _BINARY | _CONVOLUTIONS | {aten.adaptive_avg_pool2d.default}  # see _plain_shape
 
 T = TypeVar("T")
 
 
 class MetaShortcuts(DispatchMode):
-    """Answer normalisations, activations, ``F.linear``, binary element-wise ops, adaptive
-    average pooling and initialisers on meta tensors directly."""
+    """Answer normalisations, activations, ``F.linear``, binary element-wise ops, 2-d
+    convolutions, adaptive average pooling and initialisers on meta tensors directly."""
 
     def __torch_dispatch__(
         self,
@@ -143,9 +146,9 @@ def _plain_activation(func: Any, args: tuple[Any, ...]) -> bool:
 
 def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
     """The output shape of a binary element-wise op on two exactly contiguous floating-point
-    meta tensors of one dtype, or of an adaptive average pooling of one, whose output
-    is then a contiguous tensor of their dtype; None for any other call (left to torch, which
-    also raises for the invalid ones)."""
+    meta tensors of one dtype, or of a 2-d convolution or an adaptive average pooling of one,
+    whose output is then a contiguous tensor of their dtype; None for any other call (left to
+    torch, which also raises for the invalid ones)."""
     if func not in _SHAPED:  # most ops: decided before reading any tensor's layout
         return None
     first = args[0]
@@ -162,6 +165,9 @@ def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
         if other.dtype != first.dtype or not _laid_out_plainly(other):
             return None
         return _broadcast(first.shape, other.shape)
+    if func in _CONVOLUTIONS:
+        arguments = _conv2d_arguments if func is aten.conv2d.default else _convolution_arguments
+        return _conv2d_shape(*arguments(*args))
     if func is aten.adaptive_avg_pool2d.default and first.dim() in (3, 4):
         size = tuple(args[1])
         if len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
@@ -184,6 +190,100 @@ def _broadcast(left: Sequence[int], right: Sequence[int]) -> tuple[int, ...] | N
             return None
         shape.append(theirs if mine == 1 else mine)
     return tuple(shape)
+
+
+def _conv2d_arguments(
+    input: torch.Tensor,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = (1,),
+    padding: Any = (0,),
+    dilation: Any = (1,),
+    groups: Any = 1,
+) -> tuple[Any, ...]:
+    """``aten.conv2d``'s arguments, its defaults filled in."""
+    return input, weight, bias, stride, padding, dilation, groups
+
+
+def _convolution_arguments(
+    input: torch.Tensor,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: Any,
+    output_padding: Any,
+    groups: Any,
+) -> tuple[Any, ...]:
+    """``aten.convolution``'s arguments as ``aten.conv2d``'s; a transposed one's weight as
+    None (not answered)."""
+    return input, None if transposed else weight, bias, stride, padding, dilation, groups
+
+
+def _conv2d_shape(
+    input: torch.Tensor,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+) -> tuple[int, ...] | None:
+    """The output shape of a valid, plain 2-d convolution of a batched meta ``input``:
+    ``(N, C_out, (H + 2p - d(k - 1) - 1) // s + 1, ...)``; None for anything else (left to
+    torch, which also raises for the invalid ones)."""
+    if not (
+        isinstance(weight, torch.Tensor)
+        and weight.is_meta
+        and weight.dim() == 4
+        and input.dim() == 4
+        and weight.dtype == input.dtype
+        and type(groups) is int
+        and groups >= 1
+    ):
+        return None
+    batch, channels, *spatial = input.shape
+    out_channels, group_channels, *kernel = weight.shape
+    if (
+        channels == 0
+        or channels != group_channels * groups
+        or out_channels == 0
+        or out_channels % groups
+        or min(spatial) < 1
+        or min(kernel) < 1
+    ):
+        return None
+    if bias is not None and not (
+        isinstance(bias, torch.Tensor)
+        and bias.is_meta
+        and bias.dtype == input.dtype
+        and tuple(bias.shape) == (out_channels,)
+    ):
+        return None
+    strides, paddings, dilations = _pair(stride), _pair(padding), _pair(dilation)
+    if strides is None or paddings is None or dilations is None:
+        return None
+    if min(strides) < 1 or min(dilations) < 1 or min(paddings) < 0:
+        return None
+    sizes = []
+    for size, extent, step, pad, spacing in zip(spatial, kernel, strides, paddings, dilations):
+        span = spacing * (extent - 1) + 1
+        if size + 2 * pad < span:
+            return None
+        sizes.append((size + 2 * pad - span) // step + 1)
+    return (batch, out_channels, *sizes)
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    """A convolution's stride, padding or dilation as two ints (one given stands for both);
+    None for anything else."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or any(type(v) is not int for v in values):
+        return None
+    return values  # type: ignore[return-value]
 
 
 def _plain_linear(input: torch.Tensor, weight: Any, bias: Any = None) -> bool:
