@@ -63,11 +63,13 @@ def test_sorting() -> None:
         sort_summaries(summaries, "flops")  # type: ignore[arg-type]
 
 
-def test_workers_inherit_the_parents_objects_frozen_and_the_parent_gets_them_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("cores", [1, 2])
+def test_models_are_built_with_torchs_objects_frozen_and_the_caller_gets_them_back(
+    cores: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The factory runs in a worker: it fails there unless the inherited objects are frozen,
-    # which keeps the worker's garbage collector off torch's several hundred thousand.
+    # The factory runs in a worker (or here, on one core): it fails unless the objects that
+    # were there before are frozen, which keeps the garbage collector off torch's several
+    # hundred thousand.
     (tmp_path / "frozen_check.py").write_text(
         "import gc, torch\n"
         "def net():\n"
@@ -76,7 +78,7 @@ def test_workers_inherit_the_parents_objects_frozen_and_the_parent_gets_them_bac
         "other = net\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
     summaries = compare(models("frozen_check:net", "frozen_check:other"))
     assert [s.error for s in summaries] == [None, None]
     assert gc.get_freeze_count() == 0  # this process's own objects are collectable again
