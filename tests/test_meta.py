@@ -301,6 +301,7 @@ def test_convolutions_give_torchs_output_or_leave_the_error_to_torch(
 def test_convolutions_the_shortcut_does_not_answer_are_torchs() -> None:
     x, weight = torch.empty(2, 4, 9, 9, device="meta"), torch.empty(6, 4, 3, 3, device="meta")
     _same(lambda *a: torch.nn.functional.conv2d(*a), x.to(memory_format=torch.channels_last), weight)
+    _same(lambda *a: torch.nn.functional.conv2d(*a), x, weight.to(memory_format=torch.channels_last))
     _same(lambda *a: torch.nn.functional.conv2d(*a, padding="same"), x, weight)
     _same(lambda *a: torch.nn.functional.conv2d(*a), x[0], weight)  # unbatched
     _same(lambda *a: torch.nn.functional.conv_transpose2d(*a), x, weight.transpose(0, 1))

@@ -59,8 +59,8 @@ _ACTIVATIONS = {
 # out like its inputs, and these are laid out plainly); with a scalar (a Python int or float,
 # or a 0-dim tensor of a real dtype), the floating-point tensor's shape and dtype.
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
-# 2-d convolutions (not transposed) of an exactly contiguous input: a contiguous output of
-# the input's dtype, as torch's meta kernel gives (derived in Python there: 80 µs a call).
+# 2-d convolutions (not transposed) of an exactly contiguous input and weight: a contiguous
+# output of the input's dtype, as torch's meta kernel gives (derived in Python: 80 µs a call).
 _CONVOLUTIONS = {aten.conv2d.default, aten.convolution.default}
 _SHAPED = _BINARY | _CONVOLUTIONS | {aten.adaptive_avg_pool2d.default}  # see _plain_shape
 
@@ -230,15 +230,17 @@ def _conv2d_shape(
     dilation: Any,
     groups: Any,
 ) -> tuple[int, ...] | None:
-    """The output shape of a valid, plain 2-d convolution of a batched meta ``input``:
-    ``(N, C_out, (H + 2p - d(k - 1) - 1) // s + 1, ...)``; None for anything else (left to
-    torch, which also raises for the invalid ones)."""
+    """The output shape of a valid, plain 2-d convolution of a batched meta ``input`` by an
+    exactly contiguous ``weight``, ``(N, C_out, (H + 2p - d(k - 1) - 1) // s + 1, ...)``;
+    None for anything else (left to torch, which also raises for the invalid ones)."""
     if not (
         isinstance(weight, torch.Tensor)
         and weight.is_meta
         and weight.dim() == 4
         and input.dim() == 4
         and weight.dtype == input.dtype
+        # a channels_last weight made some torch versions' meta kernel lay the output out so
+        and _laid_out_plainly(weight)
         and type(groups) is int
         and groups >= 1
     ):
