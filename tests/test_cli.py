@@ -316,3 +316,44 @@ def test_the_console_script_spares_the_interpreters_last_collections(
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def _fresh_python(code: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_commands_import_torchvision_without_dynamo_until_it_is_needed() -> None:
+    # torchvision.ops imports one function of torch._dynamo.utils, and with it all of dynamo
+    # (1.6 s a command); the CLI gives it a stand-in that imports dynamo's own when called.
+    out = _fresh_python(
+        "import sys\n"
+        "from opscope.cli import _import_sparing_dynamo\n"
+        "_import_sparing_dynamo('torchvision')\n"
+        "import torchvision\n"
+        "print('torch._dynamo' in sys.modules, 'torch._dynamo.utils' in sys.modules)\n"
+        "stand_in = sys.modules['torchvision.ops.roi_align'].is_compile_supported\n"
+        "answers = [stand_in(device) for device in ('cpu', 'meta')]\n"
+        "from torch._dynamo.utils import is_compile_supported\n"
+        "print(answers == [is_compile_supported(device) for device in ('cpu', 'meta')])\n"
+    )
+    assert out.split() == ["False", "False", "True"]
+
+
+def test_a_module_that_wants_more_of_dynamo_is_imported_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "wants_more.py").write_text(
+        "from torch._dynamo.utils import is_compile_supported, counters\n"
+    )
+    out = _fresh_python(
+        "import sys\n"
+        "from opscope.cli import _import_sparing_dynamo\n"
+        "_import_sparing_dynamo('wants_more')\n"
+        "import torch._dynamo.utils, wants_more\n"
+        "print(wants_more.counters is torch._dynamo.utils.counters,\n"
+        "      wants_more.is_compile_supported is torch._dynamo.utils.is_compile_supported)\n",
+        cwd=tmp_path,
+    )
+    assert out.split() == ["True", "True"]

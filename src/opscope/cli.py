@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -340,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args)
         check(args)
         models = resolve(args)
-        from opscope import commands  # loads torch: only once the arguments are known good
+        _import_sparing_dynamo("torchvision")  # torch: only once the arguments are known good
+        from opscope import commands
 
         return commands.run(args, models)
     except catalogue.MissingExtra as error:  # the name may be right: install, and it works
@@ -356,6 +359,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - last resort: a bug of ours is still one line
         lines = str(error).strip().splitlines()
         return _fail(f"internal error: {type(error).__name__}: {lines[0] if lines else ''}", 1)
+
+
+_DYNAMO_UTILS = "torch._dynamo.utils"
+
+
+def _import_sparing_dynamo(name: str) -> None:
+    """Import module ``name`` (torchvision) without importing ``torch._dynamo`` for it.
+
+    ``torchvision.ops`` imports one function of ``torch._dynamo.utils`` when it is imported
+    (``is_compile_supported``, which only ``roi_align`` calls), and with it all of dynamo:
+    about 1.6 s of every command on 2 cores, for models that never need it. While ``name``
+    is imported, that module is a stand-in whose function imports dynamo's own at its first
+    call. A module that imports anything else of it (another torchvision) is imported again,
+    as it is, without the stand-in.
+    """
+    import torch  # noqa: F401 - first: the stand-in is only ever seen by ``name``
+
+    if name in sys.modules or "torch._dynamo" in sys.modules:
+        importlib.import_module(name)
+        return
+    stand_in = types.ModuleType(_DYNAMO_UTILS)
+    stand_in.is_compile_supported = _is_compile_supported  # type: ignore[attr-defined]
+    sys.modules[_DYNAMO_UTILS] = stand_in
+    try:
+        importlib.import_module(name)
+    except ImportError:  # it wants more of dynamo: forget what was half imported
+        for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+            del sys.modules[module]
+    else:
+        return
+    finally:
+        if sys.modules.get(_DYNAMO_UTILS) is stand_in:
+            del sys.modules[_DYNAMO_UTILS]
+    importlib.import_module(name)
+
+
+def _is_compile_supported(device_type: str) -> bool:
+    """``torch._dynamo.utils.is_compile_supported``, dynamo imported at the first call."""
+    from torch._dynamo.utils import is_compile_supported
+
+    return bool(is_compile_supported(device_type))
 
 
 def _fail(message: str, exit_code: int) -> int:
