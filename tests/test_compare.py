@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -63,13 +64,12 @@ def test_sorting() -> None:
         sort_summaries(summaries, "flops")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("cores", [1, 2])
-def test_models_are_built_with_torchs_objects_frozen_and_the_caller_gets_them_back(
-    cores: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_workers_inherit_torchs_objects_frozen_and_the_caller_gets_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The factory runs in a worker (or here, on one core): it fails unless the objects that
-    # were there before are frozen, which keeps the garbage collector off torch's several
-    # hundred thousand.
+    # The factory runs in a worker: it fails there unless the objects inherited from this
+    # process are frozen, which keeps its garbage collector off torch's several hundred
+    # thousand.
     (tmp_path / "frozen_check.py").write_text(
         "import gc, torch\n"
         "def net():\n"
@@ -78,10 +78,39 @@ def test_models_are_built_with_torchs_objects_frozen_and_the_caller_gets_them_ba
         "other = net\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     summaries = compare(models("frozen_check:net", "frozen_check:other"))
     assert [s.error for s in summaries] == [None, None]
     assert gc.get_freeze_count() == 0  # this process's own objects are collectable again
+
+
+def test_garbage_made_before_a_comparison_is_collectable_during_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In this process (one core, or a real device), nothing is frozen: a factory that
+    # collects frees what its caller dropped (a model kept by a cycle, holding memory).
+    (tmp_path / "collecting.py").write_text(
+        "import gc, torch\n"
+        "freed, seen = [], []\n"
+        "def net():\n"
+        "    gc.collect()\n"
+        "    seen.append(bool(freed))\n"
+        "    return torch.nn.Conv2d(3, 2, 1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import collecting  # noqa: PLC0415 - written just above
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.me = garbage  # type: ignore[attr-defined]
+    weakref.finalize(garbage, collecting.freed.append, True)
+    del garbage
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    (summary,) = compare(models("collecting:net"), (1, 3, 8, 8), device="cpu")
+    assert summary.error is None
+    assert collecting.seen == [True]
 
 
 def test_objects_the_caller_froze_stay_frozen(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ for an interrupt.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
 import os
@@ -18,12 +19,16 @@ import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opscope import catalogue
 from opscope.choices import COMPARE_SORTS, FORMATS, SORT_ORDERS, plot_format
 from opscope.format import plural
 from opscope.inputs import InputSpec, parse_input
 from opscope.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Characters that str.splitlines() breaks on: escaped in messages so that an error stays one line.
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -311,7 +316,6 @@ def resolve(args: argparse.Namespace) -> list[catalogue.ZooModel]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     models = catalogue.list_models(args.pattern, args.task, args.source)
@@ -320,7 +324,7 @@ def _list(args: argparse.Namespace) -> int:
         raise CliError(f"no {args.source} model {matching}has the task {args.task!r}", 2)
     if not models:
         raise CliError(catalogue.unknown_message(catalogue.qualified(args.source, args.pattern)), 2)
-    console = Console()
+    console = stdout_console()
     console.print(
         f"{plural(len(models), 'model')} from {catalogue.library(args.source)}", highlight=False
     )
@@ -354,11 +358,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:  # the reader of the output went away (| head): it wants no more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is left, flushed at exit, goes nowhere
+        return 0
     except SystemExit as exit_:  # a user's factory or forward called sys.exit()
         return _fail(f"a model exited while running (SystemExit: {exit_.code})", 1)
     except Exception as error:  # noqa: BLE001 - last resort: a bug of ours is still one line
         lines = str(error).strip().splitlines()
         return _fail(f"internal error: {type(error).__name__}: {lines[0] if lines else ''}", 1)
+
+
+def stdout_console() -> Console:
+    """A rich console on stdout that raises ``BrokenPipeError`` when the reader goes away
+    (rich's own raises ``SystemExit(1)``, which reads as a model's exit)."""
+    from rich.console import Console
+
+    console = Console()
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+    return console
+
+
+def _broken_pipe() -> None:
+    raise BrokenPipeError
 
 
 _DYNAMO_UTILS = "torch._dynamo.utils"
@@ -416,7 +438,8 @@ def run() -> None:
         code = main()
     except KeyboardInterrupt:  # before main could catch it
         code = _fail("interrupted", 130)
-    # The process ends: the interpreter's last garbage collections need not walk torch's
-    # objects, which took 0.6 s of every command (the output is written and closed already).
-    gc.freeze()
+    # The interpreter's last garbage collections need not walk torch's objects (0.6 s of
+    # every command): frozen as it exits, not now (a host that catches SystemExit and goes
+    # on, such as runpy, keeps collecting them).
+    atexit.register(gc.freeze)
     sys.exit(code)

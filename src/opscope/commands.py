@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opscope import documents, exports, html, plots, zoo
 from opscope.catalogue import ZooModel
-from opscope.cli import CliError
+from opscope.cli import CliError, stdout_console
 from opscope.compare import (
     ModelError,
     ModelSummary,
@@ -60,7 +60,7 @@ def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
     to_stdout = args.output in (None, "-")
     if not isinstance(content, str):
         if to_stdout:
-            Console().print(content)
+            stdout_console().print(content)
             return
         buffer = io.StringIO()
         Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(content)

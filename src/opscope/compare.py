@@ -351,14 +351,13 @@ def _ignore_interrupts() -> None:
 
 
 @contextmanager
-def _objects_frozen() -> Iterator[None]:
-    """The objects that exist when the block starts (the several hundred thousand torch and
-    torchvision import) frozen until it ends (``gc.freeze``), here and in the processes forked
-    meanwhile: the garbage collector's full collections, several while models are built, no
-    longer walk them, nor write to (and so copy) the memory that holds them. Running the 80
-    classification models in one process, collections took 1.5 s of 8.9 s; frozen, 0.25 s
-    of 6.0 s. Unfrozen afterwards (collectable again), unless the caller had frozen some
-    before (then left as they are)."""
+def _frozen_for_fork() -> Iterator[None]:
+    """Processes forked in the block inherit this one's objects frozen (``gc.freeze``): their
+    garbage collector's full collections, several while models are built, never walk the
+    several hundred thousand objects torch and torchvision import, nor write to (and so copy)
+    the memory that holds them. Running the 80 classification models in one process,
+    collections took 1.5 s of 8.9 s; frozen, 0.25 s of 6.0 s. This process's objects are
+    unfrozen when the block ends (it only forks), unless some were frozen before it."""
     if gc.get_freeze_count():
         yield
         return
@@ -390,20 +389,11 @@ def compare(
     chosen = [zoo.published_inputs(model) if published_size else inputs for model in models]
     tasks = [(model, shape, device, coverage) for model, shape in zip(models, chosen)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
-    with _objects_frozen():
-        return _summarize_all(tasks, workers, on_done)
-
-
-def _summarize_all(
-    tasks: list[tuple[zoo.ZooModel, Inputs, str, bool]],
-    workers: int,
-    on_done: Callable[[ModelSummary], None] | None,
-) -> list[ModelSummary]:
-    """Every task's summary, in order, on ``workers`` processes (forked) or in this one."""
     pool = None
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork: the workers inherit the imported torch and any user factory's module.
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_interrupts)
+        with _frozen_for_fork():
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_interrupts)
     try:
         summaries: Iterable[ModelSummary] = (
             pool.imap(_summarize_task, tasks) if pool else map(_summarize_task, tasks)
