@@ -64,21 +64,29 @@ def test_sorting() -> None:
         sort_summaries(summaries, "flops")  # type: ignore[arg-type]
 
 
+def factories(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, cores: int, module: str, body: str
+) -> None:
+    """Write ``module`` (importable) with two model factories, ``net`` and ``other``, each
+    running ``body`` first, and make ``compare`` see ``cores`` cores."""
+    (folder / f"{module}.py").write_text(
+        "import gc, torch\nfreed, seen = [], []\n"
+        f"def net():\n{body}    return torch.nn.Conv2d(3, 2, 1)\nother = net\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+
+
 def test_workers_inherit_torchs_objects_frozen_and_the_caller_gets_them_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The factory runs in a worker: it fails there unless the objects inherited from this
     # process are frozen, which keeps its garbage collector off torch's several hundred
     # thousand.
-    (tmp_path / "frozen_check.py").write_text(
-        "import gc, torch\n"
-        "def net():\n"
-        "    assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
-        "    return torch.nn.Conv2d(3, 2, 1)\n"
-        "other = net\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    factories(
+        tmp_path, monkeypatch, cores=2, module="frozen_check",
+        body="    assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n",
+    )  # fmt: skip
     summaries = compare(models("frozen_check:net", "frozen_check:other"))
     assert [s.error for s in summaries] == [None, None]
     assert gc.get_freeze_count() == 0  # this process's own objects are collectable again
@@ -89,15 +97,10 @@ def test_garbage_made_before_a_comparison_is_collectable_during_it(
 ) -> None:
     # In this process (one core, or a real device), nothing is frozen: a factory that
     # collects frees what its caller dropped (a model kept by a cycle, holding memory).
-    (tmp_path / "collecting.py").write_text(
-        "import gc, torch\n"
-        "freed, seen = [], []\n"
-        "def net():\n"
-        "    gc.collect()\n"
-        "    seen.append(bool(freed))\n"
-        "    return torch.nn.Conv2d(3, 2, 1)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    factories(
+        tmp_path, monkeypatch, cores=1, module="collecting",
+        body="    gc.collect()\n    seen.append(bool(freed))\n",
+    )  # fmt: skip
     import collecting  # noqa: PLC0415 - written just above
 
     class Cycle:
@@ -107,7 +110,6 @@ def test_garbage_made_before_a_comparison_is_collectable_during_it(
     garbage.me = garbage  # type: ignore[attr-defined]
     weakref.finalize(garbage, collecting.freed.append, True)
     del garbage
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
     (summary,) = compare(models("collecting:net"), (1, 3, 8, 8), device="cpu")
     assert summary.error is None
     assert collecting.seen == [True]
