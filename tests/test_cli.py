@@ -374,3 +374,12 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str]) ->
     process.stdout.close()  # before anything is written: every write fails
     err = process.stderr.read().decode()
     assert (process.wait(timeout=120), err) == (0, "")
+
+
+def test_a_closed_output_in_process_ends_quietly_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    monkeypatch.setattr(sys, "stdout", Closed())  # no file descriptor to redirect
+    assert main(["list", "resnet1*"]) == 0

@@ -359,8 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:  # the reader of the output went away (| head): it wants no more
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # what is left, flushed at exit, goes nowhere
+        _discard_stdout()
         return 0
     except SystemExit as exit_:  # a user's factory or forward called sys.exit()
         return _fail(f"a model exited while running (SystemExit: {exit_.code})", 1)
@@ -381,6 +380,14 @@ def stdout_console() -> Console:
 
 def _broken_pipe() -> None:
     raise BrokenPipeError
+
+
+def _discard_stdout() -> None:
+    """Send what is left on stdout, flushed at exit, nowhere (its reader has gone)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (output captured in-process)
+        pass
 
 
 _DYNAMO_UTILS = "torch._dynamo.utils"
