@@ -344,6 +344,38 @@ def test_commands_import_torchvision_without_dynamo_until_it_is_needed() -> None
     assert out.split() == ["False", "False", "True"]
 
 
+def test_a_module_that_calls_the_function_while_it_is_imported_is_imported_as_it_is(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "calls_it.py").write_text(
+        "from torch._dynamo.utils import is_compile_supported\n"
+        "SUPPORTED = is_compile_supported('cpu')\n"
+    )
+    out = _fresh_python(
+        "from opscope.cli import _import_sparing_dynamo\n"
+        "_import_sparing_dynamo('calls_it')\n"
+        "import torch._dynamo.utils as real, calls_it\n"
+        "print(calls_it.is_compile_supported is real.is_compile_supported,\n"
+        "      calls_it.SUPPORTED == real.is_compile_supported('cpu'))\n",
+        cwd=tmp_path,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_with_other_threads_running_torchvision_is_imported_as_it_is() -> None:
+    # another thread importing meanwhile would see the stand-in
+    out = _fresh_python(
+        "import sys, threading\n"
+        "done = threading.Event()\n"
+        "threading.Thread(target=done.wait).start()\n"
+        "from opscope.cli import _import_sparing_dynamo\n"
+        "_import_sparing_dynamo('torchvision')\n"
+        "print('torch._dynamo' in sys.modules)\n"
+        "done.set()\n"
+    )
+    assert out.split() == ["True"]
+
+
 def test_a_module_that_wants_more_of_dynamo_is_imported_as_it_is(tmp_path: Path) -> None:
     (tmp_path / "wants_more.py").write_text(
         "from torch._dynamo.utils import is_compile_supported, counters\n"
@@ -360,20 +392,42 @@ def test_a_module_that_wants_more_of_dynamo_is_imported_as_it_is(tmp_path: Path)
     assert out.split() == ["True", "True"]
 
 
-@pytest.mark.parametrize(
-    "command", [["list"], ["profile", "resnet18"], ["profile", "resnet18", "--format", "csv"]]
-)
-def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str]) -> None:
-    # `opscope list | head -1`: once the reader has gone, the rest is not wanted (rich's
-    # own handling read as "a model exited while running", and plain text as a traceback).
+def _to_a_reader_gone(command: list[str]) -> tuple[int, str]:
+    """Run the console script with a stdout whose reader has gone before anything is
+    written, its own output buffered as a user's is: exit code and stderr."""
     script = Path(sys.executable).parent / "opscope"
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     process = subprocess.Popen(
-        [str(script), *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [str(script), *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
     )
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # before anything is written: every write fails
     err = process.stderr.read().decode()
-    assert (process.wait(timeout=120), err) == (0, "")
+    return process.wait(timeout=120), err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["--version"],  # a few bytes, left in the buffer until the interpreter exits
+        ["profile", "resnet18"],
+        ["profile", "resnet18", "--format", "csv"],
+        ["compare", "resnet18", "--format", "csv"],
+    ],
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str]) -> None:
+    # `opscope list | head -1`: once the reader has gone, the rest is not wanted (rich's
+    # own handling read as "a model exited while running", plain text as a traceback, and
+    # a short output failed at exit).
+    assert _to_a_reader_gone(command) == (0, "")
+
+
+def test_a_plot_is_still_written_when_the_reader_of_the_table_goes_away(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    plot = tmp_path / "layers.png"
+    assert _to_a_reader_gone(["profile", "resnet18", "--plot", str(plot)]) == (0, "")
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_closed_output_in_process_ends_quietly_too(monkeypatch: pytest.MonkeyPatch) -> None:

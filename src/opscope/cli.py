@@ -16,6 +16,7 @@ import gc
 import importlib
 import os
 import sys
+import threading
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -359,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:  # the reader of the output went away (| head): it wants no more
-        _discard_stdout()
+        discard_stdout()
         return 0
     except SystemExit as exit_:  # a user's factory or forward called sys.exit()
         return _fail(f"a model exited while running (SystemExit: {exit_.code})", 1)
@@ -382,7 +383,7 @@ def _broken_pipe() -> None:
     raise BrokenPipeError
 
 
-def _discard_stdout() -> None:
+def discard_stdout() -> None:
     """Send what is left on stdout, flushed at exit, nowhere (its reader has gone)."""
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -405,7 +406,8 @@ def _import_sparing_dynamo(name: str) -> None:
     """
     import torch  # noqa: F401 - first: the stand-in is only ever seen by ``name``
 
-    if name in sys.modules or "torch._dynamo" in sys.modules:
+    # Another thread importing meanwhile would see the stand-in: only while there is none.
+    if name in sys.modules or "torch._dynamo" in sys.modules or threading.active_count() > 1:
         importlib.import_module(name)
         return
     stand_in = types.ModuleType(_DYNAMO_UTILS)
@@ -413,7 +415,7 @@ def _import_sparing_dynamo(name: str) -> None:
     sys.modules[_DYNAMO_UTILS] = stand_in
     try:
         importlib.import_module(name)
-    except ImportError:  # it wants more of dynamo: forget what was half imported
+    except Exception:  # noqa: BLE001 - it wants more of dynamo (or fails anyway): as it is
         for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
             del sys.modules[module]
     else:
@@ -425,10 +427,16 @@ def _import_sparing_dynamo(name: str) -> None:
 
 
 def _is_compile_supported(device_type: str) -> bool:
-    """``torch._dynamo.utils.is_compile_supported``, dynamo imported at the first call."""
-    from torch._dynamo.utils import is_compile_supported
+    """``torch._dynamo.utils.is_compile_supported``, dynamo imported at the first call.
 
-    return bool(is_compile_supported(device_type))
+    Raises:
+        ImportError: called while the stand-in stands in (by the module being imported),
+            which then is imported as it is.
+    """
+    dynamo_utils = importlib.import_module(_DYNAMO_UTILS)
+    if dynamo_utils.is_compile_supported is _is_compile_supported:
+        raise ImportError(f"{_DYNAMO_UTILS} itself is needed while importing")
+    return bool(dynamo_utils.is_compile_supported(device_type))
 
 
 def _fail(message: str, exit_code: int) -> int:
@@ -445,6 +453,10 @@ def run() -> None:
         code = main()
     except KeyboardInterrupt:  # before main could catch it
         code = _fail("interrupted", 130)
+    try:
+        sys.stdout.flush()  # now: at exit, a reader that went away would be a traceback
+    except BrokenPipeError:
+        discard_stdout()
     # The interpreter's last garbage collections need not walk torch's objects (0.6 s of
     # every command): frozen as it exits, not now (a host that catches SystemExit and goes
     # on, such as runpy, keeps collecting them).

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opscope import documents, exports, html, plots, zoo
 from opscope.catalogue import ZooModel
-from opscope.cli import CliError, stdout_console
+from opscope.cli import CliError, discard_stdout, stdout_console
 from opscope.compare import (
     ModelError,
     ModelSummary,
@@ -58,16 +58,19 @@ def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
     stdout). Text is written as it is; a rich renderable (the terminal table) is drawn for
     the terminal, or at :data:`TABLE_WIDTH_IN_FILES` columns for a file."""
     to_stdout = args.output in (None, "-")
+    if to_stdout:
+        try:
+            if isinstance(content, str):
+                print(content, end="", flush=True)
+            else:
+                stdout_console().print(content)
+        except BrokenPipeError:  # the reader went away (| head): the rest (a plot) still runs
+            discard_stdout()
+        return
     if not isinstance(content, str):
-        if to_stdout:
-            stdout_console().print(content)
-            return
         buffer = io.StringIO()
         Console(file=buffer, width=TABLE_WIDTH_IN_FILES, color_system=None).print(content)
         content = buffer.getvalue()
-    if to_stdout:
-        print(content, end="")
-        return
     try:
         exports.write_atomic(args.output, content)
     except (OSError, ValueError) as error:  # ValueError: a name the file system cannot encode
