@@ -166,8 +166,10 @@ def _plain_shape(func: Any, args: tuple[Any, ...]) -> tuple[int, ...] | None:
             return None
         return _broadcast(first.shape, other.shape)
     if func in _CONVOLUTIONS:
-        arguments = _conv2d_arguments if func is aten.conv2d.default else _convolution_arguments
-        return _conv2d_shape(*arguments(*args))
+        if func is aten.convolution.default:  # every argument given; a transposed one: no
+            *given, transposed, _, groups = args
+            return None if transposed else _conv2d_shape(*given, groups)
+        return _conv2d_shape(*_conv2d_arguments(*args))
     if func is aten.adaptive_avg_pool2d.default and first.dim() in (3, 4):
         size = tuple(args[1])
         if len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
@@ -203,22 +205,6 @@ def _conv2d_arguments(
 ) -> tuple[Any, ...]:
     """``aten.conv2d``'s arguments, its defaults filled in."""
     return input, weight, bias, stride, padding, dilation, groups
-
-
-def _convolution_arguments(
-    input: torch.Tensor,
-    weight: Any,
-    bias: Any,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    transposed: Any,
-    output_padding: Any,
-    groups: Any,
-) -> tuple[Any, ...]:
-    """``aten.convolution``'s arguments as ``aten.conv2d``'s; a transposed one's weight as
-    None (not answered)."""
-    return input, None if transposed else weight, bias, stride, padding, dilation, groups
 
 
 def _conv2d_shape(
