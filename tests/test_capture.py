@@ -488,3 +488,60 @@ def test_a_counted_module_profiled_alone_forgets_the_nodes_of_its_past_forwards(
         outputs = [linear(torch.randn(2, 4)) for _ in range(50)]  # kept: no id is reused
         assert len(p._block.tracker._claimed) <= 8  # the last forward's nodes
     assert len(outputs) == 50
+
+
+def test_calls_with_the_same_input_are_told_apart_by_dtype_mode_and_output() -> None:
+    # A plain call (one tensor in, one out) is numbered by a flat key of what it read: its
+    # input's shape and dtype, its output's, and the module's mode. Each call below differs
+    # from the one before it in one of those only, so each must be a record of its own.
+    flatten = nn.Flatten()
+    x = torch.randn(2, 3, 4)
+    with Profiler(flatten) as profiler:
+        flatten(x)
+        flatten(x.double())  # another dtype, in and out
+        flatten.eval()
+        flatten(x.double())  # another mode
+        flatten.start_dim = 2
+        flatten(x.double())  # another output shape
+        flatten(x[:1].double())  # another input shape
+        flatten(x[:1].double())  # the same call again
+    records = profiler.records
+    assert [(r.input_shapes, r.output_shapes, r.training) for r in records] == [
+        (((2, 3, 4),), ((2, 12),), True),
+        (((2, 3, 4),), ((2, 12),), True),
+        (((2, 3, 4),), ((2, 12),), False),
+        (((2, 3, 4),), ((2, 3, 4),), False),
+        (((1, 3, 4),), ((1, 3, 4),), False),
+        (((1, 3, 4),), ((1, 3, 4),), False),
+    ]
+    assert [r.input_bytes for r in records[:2]] == [2 * 3 * 4 * 4, 2 * 3 * 4 * 8]
+
+
+def test_calls_told_apart_by_one_dtype_alone() -> None:
+    # The input's dtype alone (an embedding's indices), the output's alone (autocast).
+    embedding, linear = nn.Embedding(10, 4), nn.Linear(4, 4)
+    indices, x = torch.tensor([1, 2, 3]), torch.randn(3, 4)
+    with Profiler(embedding) as lookups:
+        embedding(indices)
+        embedding(indices.int())
+    with Profiler(linear) as products:
+        linear(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            linear(x)
+    assert [r.input_bytes for r in lookups.records] == [3 * 8, 3 * 4]
+    assert [r.output_bytes for r in products.records] == [3 * 4 * 4, 3 * 4 * 2]
+
+
+def test_calls_not_plain_are_numbered_the_slow_way_with_the_same_result() -> None:
+    # A parameter, a keyword argument or a nested tensor takes the general path; a plain call
+    # of the same shapes after it finds its own number, not theirs.
+    linear = nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    with Profiler(linear) as profiler:
+        linear(nn.Parameter(x))
+        linear(input=x)
+        linear(x)
+        linear(x)
+    assert [(r.input_shapes, r.output_shapes, r.ops) for r in profiler.records] == [
+        (((3, 4),), ((3, 2),), 3 * 2 * (2 * 4)),
+    ] * 4

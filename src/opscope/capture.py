@@ -33,6 +33,7 @@ from torch._C import _get_tracing_state as _tracing_state
 from torch._C import _len_torch_dispatch_stack as _len_dispatch_stack
 from torch._C import _pop_torch_dispatch_stack as _pop_dispatch_mode
 from torch._C import _push_on_torch_dispatch_stack as _push_dispatch_mode
+from torch._C import is_grad_enabled as _grad_enabled
 from torch._C._functorch import (
     get_unwrapped,
     is_batchedtensor,
@@ -472,15 +473,11 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def _boundary(
-    mode: TorchDispatchMode | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> set[int] | None:
-    """Before a module call, when the backward pass is followed (``mode``, the operators',
-    is on): the ids of the autograd nodes that made its inputs, where
+def _boundary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int]:
+    """Before a module call, when the backward pass is followed (the operators' mode is on,
+    and gradients are recorded): the ids of the autograd nodes that made its inputs, where
     :meth:`ModuleTracker.claim` stops (read before the call, since an in-place operator such
     as ``ReLU(inplace=True)`` gives its input a new node)."""
-    if mode is None or not torch.is_grad_enabled():
-        return None
     return {id(t.grad_fn) for t in _tensors((args, kwargs)) if t.grad_fn is not None}
 
 
@@ -531,6 +528,9 @@ class ModuleTracker:
         self.mode: Callable[[], TorchDispatchMode | None] = _no_mode
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
         self._followed: set[int] = set()  # ids of the forwards given to followed modules
+        # (site, input shape and dtype, output shape and dtype, training): the log's number
+        # of a site's plain call, one tensor in and one out, in a forward pass
+        self.site_codes: dict[tuple[Any, ...], int] = {}
 
     def phase(self) -> tuple[int, int, int]:
         """Where an operator that runs now belongs: ``(scope, scope call, phase)``. In the
@@ -628,6 +628,26 @@ class ModuleTracker:
             ):
                 return False
         return True
+
+    def number_site_call(
+        self,
+        index: int,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+        key: tuple[Any, ...] | None,
+    ) -> int:
+        """The log's number of a call of site ``index``, kept under ``key`` (see
+        :attr:`site_codes`) when it has one."""
+        phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
+        code = self._log.code(_logged(index, module, args, kwargs, output, phase))
+        if key is not None:  # kept as plain tuples, which the garbage collector stops tracking
+            site, in_shape, in_dtype, out_shape, out_dtype, training = key
+            self.site_codes[
+                site, tuple(in_shape), in_dtype, tuple(out_shape), out_dtype, training
+            ] = code
+        return code
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
@@ -736,7 +756,7 @@ class _ScopeForward(_Followed):
         # A scope inside a counted module (a child its formula does not account for): the
         # operators' mode, left for the counted module, is back for the scope.
         mode = tracker.mode()
-        boundary = _boundary(mode, args, kwargs)
+        boundary = None if mode is None or not _grad_enabled() else _boundary(args, kwargs)
         quiet = mode is not None and self.sequential and tracker.plain_children(self.module)
         # left only when it is the next to see an operator; back only when it is not on the
         # stack at all (under another mode, such as a FlopCounterMode entered in the block,
@@ -785,7 +805,7 @@ class _SiteForward(_Followed):
         # Its formula counts its operators: the mode is left while it runs, so that they cost
         # nothing to profile (a dispatch mode costs tens of µs per operator).
         mode = tracker.mode()
-        boundary = _boundary(mode, args, kwargs)
+        boundary = None if mode is None or not _grad_enabled() else _boundary(args, kwargs)
         popped = mode is not None and _on_top(mode)
         if popped:
             _pop_dispatch_mode(None)
@@ -799,13 +819,31 @@ class _SiteForward(_Followed):
             probe.end(flops)
         if _jit_tracing():  # its shapes are traced values (an export returned above)
             return output
-        phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
-        call = _logged(index, module, args, kwargs, output, phase)
+        # The hot path, a plain tensor in and out of a forward pass: the call's number is
+        # found by a flat key of what it read, without building the logged call.
+        code = key = None
+        if (
+            len(args) == 1
+            and not kwargs
+            and type(output) is torch.Tensor
+            and type(args[0]) is torch.Tensor
+            and _current_autograd_node() is None
+            and maybe_current_level() is None
+        ):
+            first = args[0]
+            try:
+                key = (index, first.shape, first.dtype, output.shape, output.dtype, module.training)
+            except RuntimeError:  # a nested tensor has no single shape
+                key = None
+            else:
+                code = tracker.site_codes.get(key)
+        if code is None:
+            code = tracker.number_site_call(index, module, args, kwargs, output, key)
         log = tracker._log
         if timer is None:
-            log.keep(call)
+            log.keep_code(code)
         else:
-            timer.keep(begun, lambda: log.keep(call))
+            timer.keep(begun, lambda: log.keep_code(code))
         if boundary is not None:
             tracker.claim(_SITES - index, boundary, output)
         return output
@@ -845,9 +883,10 @@ def _jit_tracing() -> bool:
 def _on_stack(mode: TorchDispatchMode) -> bool:
     """Whether ``mode`` is on this thread's dispatch mode stack, where every operator reaches
     it (through the modes above it)."""
-    return any(
-        _dispatch_stack_at(depth) is mode for depth in reversed(range(_len_dispatch_stack()))
-    )
+    for depth in range(_len_dispatch_stack() - 1, -1, -1):  # innermost first: most often there
+        if _dispatch_stack_at(depth) is mode:
+            return True
+    return False
 
 
 def _logged(
