@@ -638,15 +638,16 @@ class ModuleTracker:
         output: Any,
         key: tuple[Any, ...] | None,
     ) -> int:
-        """The log's number of a call of site ``index``, kept under ``key`` (see
-        :attr:`site_codes`) when it has one."""
-        phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
-        code = self._log.code(_logged(index, module, args, kwargs, output, phase))
-        if key is not None:  # kept as plain tuples, which the garbage collector stops tracking
-            site, in_shape, in_dtype, out_shape, out_dtype, training = key
-            self.site_codes[
-                site, tuple(in_shape), in_dtype, tuple(out_shape), out_dtype, training
-            ] = code
+        """The log's number of a call of site ``index``; a plain call's (``key``, see
+        :attr:`site_codes`) is logged as its key says, and kept under it."""
+        if key is None:
+            phase = RECOMPUTE if _current_autograd_node() is not None else FORWARD
+            return self._log.code(_logged(index, module, args, kwargs, output, phase))
+        # as plain tuples, which the garbage collector stops tracking
+        _, in_shape, in_dtype, out_shape, out_dtype, training = key
+        inputs, outputs = ((tuple(in_shape), in_dtype),), ((tuple(out_shape), out_dtype),)
+        code = self._log.code((index, inputs, outputs, training, 1, FORWARD))
+        self.site_codes[(index, *inputs[0], *outputs[0], training)] = code
         return code
 
     def add_site(self, index: int, module: nn.Module) -> None:
