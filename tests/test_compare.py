@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
 import weakref
 from pathlib import Path
 
@@ -124,3 +127,37 @@ def test_objects_the_caller_froze_stay_frozen(monkeypatch: pytest.MonkeyPatch) -
         assert gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("spared", [True, False])
+def test_workers_run_torchs_python_meta_kernels_without_importing_dynamo(spared: bool) -> None:
+    # SqueezeNet's cat and MNASNet's mean run through torch's Python meta kernels, whose
+    # wrappers import torch._dynamo (1.6 s) at their first call: not in a worker.
+    script = textwrap.dedent(
+        f"""
+        import dataclasses, os, sys
+        from opscope import cli
+
+        cli._import_sparing_dynamo("torchvision")
+        from opscope import catalogue, compare
+
+        os.cpu_count = lambda: 2
+        if not {spared}:
+            compare.disable_without_dynamo = lambda wrappers: None
+        summarize = compare.summarize
+
+        def reporting(*args):  # run in the worker: say whether it imported dynamo
+            summary = summarize(*args)
+            return dataclasses.replace(summary, error=summary.error or str("torch._dynamo" in sys.modules))
+
+        compare.summarize = reporting
+        rows = compare.compare(catalogue.resolve(["squeezenet1_1", "mnasnet0_5"]))
+        print([(row.name, row.error, row.total_ops > 0) for row in rows])
+        print("torch._dynamo" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows, parent = done.stdout.strip().splitlines()
+    assert rows == str([("squeezenet1_1", str(not spared), True), ("mnasnet0_5", str(not spared), True)])
+    assert parent == "False"

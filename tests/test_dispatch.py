@@ -52,6 +52,43 @@ def test_profiling_and_building_on_meta_do_not_import_dynamo() -> None:
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("spared", [True, False])
+def test_torchs_python_meta_kernels_run_without_importing_dynamo_once_disabled(spared) -> None:
+    # torch's Python meta kernels (here cat's, mean's and a channels-last mul's) are wrapped
+    # in torch._disable_dynamo, which imports dynamo at their first call; a compare worker
+    # gives each the disabled function itself instead, with the same results.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import torch
+        from opscope.dispatch import disable_without_dynamo, lazy_dynamo_disables
+
+        wrappers = lazy_dynamo_disables()
+        assert len(wrappers) > 50, len(wrappers)
+        if {spared}:
+            disable_without_dynamo(wrappers)
+        x = torch.empty(1, 8, 5, 5, device="meta")
+        scale = torch.empty(8, 1, 1, device="meta")
+        outputs = [
+            torch.cat([x, x], 1),
+            x.mean([2, 3]),
+            scale * x.to(memory_format=torch.channels_last),
+        ]
+        print([(tuple(y.shape), y.stride()) for y in outputs])
+        print("torch._dynamo" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    shapes, imported = done.stdout.strip().splitlines()
+    assert shapes == str(
+        [((1, 16, 5, 5), (400, 25, 5, 1)), ((1, 8), (8, 1)), ((1, 8, 5, 5), (200, 1, 40, 8))]
+    )
+    assert imported == str(not spared)
+
+
 class _Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from torch.nn.parameter import is_lazy
 
 from opscope import zoo
 from opscope.choices import COMPARE_SORTS, CompareSort
+from opscope.dispatch import disable_without_dynamo, lazy_dynamo_disables
 from opscope.inputs import InputSpec, describe_inputs
 from opscope.meta import MetaShortcuts
 from opscope.profiler import Profiler
@@ -345,9 +346,12 @@ def _summarize_task(task: tuple[zoo.ZooModel, Inputs, str, bool]) -> ModelSummar
     return summarize(*task)
 
 
-def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C is the parent's to handle (it stops the pool)."""
+def _start_worker(lazy_disables: Sequence[Any]) -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it stops the pool); torch's Python
+    meta kernels run without importing ``torch._dynamo`` (1.6 s a worker; 47 of the 80
+    classification models need one), which a worker, never compiling, does not need."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    disable_without_dynamo(lazy_disables)
 
 
 @contextmanager
@@ -392,8 +396,12 @@ def compare(
     pool = None
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork: the workers inherit the imported torch and any user factory's module.
+        # (The wrappers are found before the freeze, which hides objects from the search.)
+        lazy_disables = lazy_dynamo_disables()
         with _frozen_for_fork():
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_interrupts)
+            pool = multiprocessing.get_context("fork").Pool(
+                workers, initializer=_start_worker, initargs=(lazy_disables,)
+            )
     try:
         summaries: Iterable[ModelSummary] = (
             pool.imap(_summarize_task, tasks) if pool else map(_summarize_task, tasks)

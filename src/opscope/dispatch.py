@@ -1,4 +1,5 @@
-"""The base of opscope's dispatch modes: one that ``torch.compile`` leaves alone at no cost.
+"""The base of opscope's dispatch modes: one that ``torch.compile`` leaves alone at no cost;
+and torch's own lazily disabled functions, disabled without importing ``torch._dynamo``.
 
 ``TorchDispatchMode`` wraps each subclass's ``__torch_dispatch__`` in ``torch._dynamo.disable``
 (so that a model compiled while the mode is on never traces the mode's own frames). That
@@ -10,7 +11,9 @@ method's code is marked, once, as never compiled, it and every frame it calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import types
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,3 +50,45 @@ class DispatchMode(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         return not cls.__dict__.get("_marked_skipped", False)
+
+
+def lazy_dynamo_disables() -> tuple[types.FunctionType, ...]:
+    """The wrappers ``torch._disable_dynamo`` made in this process (torch's Python meta
+    kernels, ``cat``, ``stack``, ``mean``, ``mul`` ..., are such): each imports
+    ``torch._dynamo``, about 1.6 s on 2 cores, at its first call, to wrap the function it
+    stands for in ``torch._dynamo.disable``. Found among the objects the garbage collector
+    tracks (not those frozen by ``gc.freeze``); none where torch has no such wrapper."""
+    try:
+        from torch._compile import _disable_dynamo
+
+        code = _disable_dynamo(lambda: None).__code__
+    except (ImportError, AttributeError):  # a torch without it
+        return ()
+    return tuple(
+        item
+        for item in gc.get_objects()
+        if type(item) is types.FunctionType and item.__code__ is code
+    )
+
+
+def disable_without_dynamo(wrappers: Sequence[types.FunctionType]) -> None:
+    """Give the function each of ``wrappers`` stands for what ``torch._dynamo.disable``
+    would give it, without importing dynamo: its code marked never compiled, with every
+    frame it calls (:func:`skipped_by_dynamo`), kept where the wrapper looks for it first.
+
+    Only for a process that never compiles (one of :func:`opscope.compare.compare`'s
+    workers): a compiled function would trace through the marked one, where it would have
+    found a disabled wrapper. A wrapper of another form, or not recursive, is left as it is.
+    """
+    for wrapper in wrappers:
+        cells = dict(zip(wrapper.__code__.co_freevars, wrapper.__closure__ or ()))
+        try:
+            function, recursive = cells["fn"].cell_contents, cells["recursive"].cell_contents
+        except (KeyError, ValueError):  # another form, or a cell still empty
+            continue
+        if (
+            recursive is True
+            and getattr(function, "__dynamo_disable", None) is None
+            and skipped_by_dynamo(function)
+        ):
+            function.__dynamo_disable = function
