@@ -161,3 +161,33 @@ def test_workers_run_torchs_python_meta_kernels_without_importing_dynamo(spared:
     rows, parent = done.stdout.strip().splitlines()
     assert rows == str([("squeezenet1_1", str(not spared), True), ("mnasnet0_5", str(not spared), True)])
     assert parent == "False"
+
+
+@pytest.mark.parametrize(
+    "death, reason",
+    [
+        ("os._exit(3)", "the process profiling it exited (exit code 3)"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "the process profiling it was killed by SIGKILL (out of memory?)"),
+        ("ctypes.string_at(0)", "the process profiling it was killed by SIGSEGV"),  # a crash
+    ],
+)
+def test_a_worker_that_dies_fails_only_its_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, death: str, reason: str
+) -> None:
+    # A worker killed (out of memory), crashed or exited takes its model's row with it, not
+    # the comparison: the others are profiled, by the remaining worker and a new one.
+    (tmp_path / "dying.py").write_text(
+        "import ctypes, os, signal, torch\n"
+        f"def dies():\n    {death}\n"
+        "def lives():\n    return torch.nn.Conv2d(3, 2, 1)\n"
+        "a = c = d = f = lives\nb = e = dies\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    names = [f"dying:{name}" for name in "abcdef"]
+    done: list[str] = []
+    summaries = compare(models(*names), (1, 3, 8, 8), on_done=lambda s: done.append(s.name))
+    assert [s.name for s in summaries] == done == names
+    assert [s.error for s in summaries] == [None, reason, None, None, reason, None]
+    conv = 2 * 64 * (2 * 3)  # 2 channels of 8x8, each 3 products, 2 sums and the bias
+    assert [s.total_ops for s in summaries] == [conv, None, conv, conv, None, conv]

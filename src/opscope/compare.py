@@ -9,9 +9,12 @@ import re
 import signal
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple
 
 import torch
@@ -336,22 +339,128 @@ def summarize(
         counts = (params, conv_calls, conv_ops, report.total_ops, measured, report.total_macs)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
+    return _row(model, shape, counts, error, described)
+
+
+def _row(
+    model: zoo.ZooModel,
+    shape: Sequence[int],
+    counts: tuple[int | float | None, ...],
+    error: str | None,
+    described: str,
+) -> ModelSummary:
     return ModelSummary(
         model.name, model.task, tuple(shape), *counts,  # type: ignore[arg-type]
         published=zoo.published_metrics(model), error=error, inputs=described,
     )  # fmt: skip
 
 
-def _summarize_task(task: tuple[zoo.ZooModel, Inputs, str, bool]) -> ModelSummary:
-    return summarize(*task)
+Task = tuple[zoo.ZooModel, Inputs, str, bool]
+"""What :func:`summarize` is called with: a model, its inputs, the device, coverage."""
 
 
-def _start_worker(lazy_disables: Sequence[Any]) -> None:
-    """In a worker: Ctrl-C is the parent's to handle (it stops the pool); torch's Python
-    meta kernels run without importing ``torch._dynamo`` (1.6 s a worker; 47 of the 80
-    classification models need one), which a worker, never compiling, does not need."""
+def _serve(connection: Connection, lazy_disables: Sequence[Any]) -> None:
+    """A worker's life: summarise each task the parent sends, until it sends None.
+
+    Ctrl-C is the parent's to handle (it stops the workers); torch's Python meta kernels run
+    without importing ``torch._dynamo`` (1.6 s a worker; 47 of the 80 classification models
+    need one), which a worker, never compiling, does not need."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     disable_without_dynamo(lazy_disables)
+    for task in iter(connection.recv, None):
+        connection.send(summarize(*task))
+
+
+def _ended(exitcode: int | None) -> str:
+    """How a worker process ended without a result, for the row of the model it ran."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        memory = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the process profiling it was killed by {name}{memory}"
+    return f"the process profiling it exited (exit code {exitcode})"
+
+
+@dataclass
+class _Worker:
+    """A forked worker process, the parent's end of its pipe, and the task it runs."""
+
+    process: BaseProcess
+    connection: Connection
+    task: int | None = None
+
+
+def _in_parallel(tasks: Sequence[Task], workers: int) -> Iterator[ModelSummary]:
+    """The summaries of ``tasks``, in order, made by ``workers`` forked processes, each
+    running one task at a time: a worker that dies (killed, out of memory, a crash in native
+    code, ``os._exit``) fails only the model it ran, whose row says so, and a new worker
+    takes its place. Every worker is stopped when the summaries end, or are interrupted."""
+    context = multiprocessing.get_context("fork")  # inherits torch and any factory's module
+    lazy_disables = lazy_dynamo_disables()  # before any freeze, which hides objects from it
+    pending = deque(range(len(tasks)))
+    finished: dict[int, ModelSummary] = {}
+    running: list[_Worker] = []
+
+    def start() -> None:
+        mine, theirs = context.Pipe()
+        with _frozen_for_fork():
+            process = context.Process(target=_serve, args=(theirs, lazy_disables), daemon=True)
+            process.start()
+        theirs.close()  # so that the parent's end reads the end of a worker that died
+        running.append(_Worker(process, mine))
+
+    def assign(worker: _Worker) -> None:
+        worker.task = pending.popleft() if pending else None
+        if worker.task is not None:
+            try:
+                worker.connection.send(tasks[worker.task])
+            except OSError:  # it died between tasks: the task waits for another worker
+                pending.appendleft(worker.task)
+                worker.task = None
+
+    try:
+        for _ in range(workers):
+            start()
+        for reported in range(len(tasks)):
+            while reported not in finished:
+                for worker in [w for w in running if w.task is None and not w.process.is_alive()]:
+                    running.remove(worker)  # died: another takes its place
+                    worker.connection.close()
+                    start()
+                for worker in running:
+                    if worker.task is None:
+                        assign(worker)
+                busy = [worker for worker in running if worker.task is not None]
+                wait([worker.connection for worker in busy] + [w.process.sentinel for w in busy])
+                for worker in busy:
+                    _collect(worker, tasks, finished)
+            yield finished.pop(reported)
+    finally:
+        for worker in running:  # done, or interrupted: no worker outlives the comparison
+            worker.process.terminate()
+        for worker in running:
+            worker.process.join()
+            worker.connection.close()
+
+
+def _collect(worker: _Worker, tasks: Sequence[Task], finished: dict[int, ModelSummary]) -> None:
+    """Take ``worker``'s summary if it sent one, or make its model's failed row if it died."""
+    task = worker.task
+    assert task is not None
+    try:
+        if worker.connection.poll():
+            finished[task] = worker.connection.recv()
+            worker.task = None
+            return
+    except (EOFError, OSError):  # its end closed: it died
+        pass
+    if not worker.process.is_alive():
+        worker.process.join()
+        model = tasks[task][0]
+        finished[task] = _row(model, (), (None,) * 6, _ended(worker.process.exitcode), "")
+        worker.task = None
 
 
 @contextmanager
@@ -393,29 +502,16 @@ def compare(
     chosen = [zoo.published_inputs(model) if published_size else inputs for model in models]
     tasks = [(model, shape, device, coverage) for model, shape in zip(models, chosen)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
-    pool = None
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        # fork: the workers inherit the imported torch and any user factory's module.
-        # (The wrappers are found before the freeze, which hides objects from the search.)
-        lazy_disables = lazy_dynamo_disables()
-        with _frozen_for_fork():
-            pool = multiprocessing.get_context("fork").Pool(
-                workers, initializer=_start_worker, initargs=(lazy_disables,)
-            )
-    try:
-        summaries: Iterable[ModelSummary] = (
-            pool.imap(_summarize_task, tasks) if pool else map(_summarize_task, tasks)
-        )
-        results = []
-        for summary in summaries:
-            results.append(summary)
-            if on_done:
-                on_done(summary)
-        return results
-    finally:
-        if pool is not None:
-            pool.terminate()  # done, or interrupted: no worker outlives the comparison
-            pool.join()
+    parallel = workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+    summaries: Iterable[ModelSummary] = (
+        _in_parallel(tasks, workers) if parallel else (summarize(*task) for task in tasks)
+    )
+    results = []
+    for summary in summaries:
+        results.append(summary)
+        if on_done:
+            on_done(summary)
+    return results
 
 
 def sort_summaries(summaries: Sequence[ModelSummary], by: CompareSort) -> list[ModelSummary]:
