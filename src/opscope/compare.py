@@ -367,8 +367,11 @@ def _serve(connection: Connection, lazy_disables: Sequence[Any]) -> None:
     need one), which a worker, never compiling, does not need."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     disable_without_dynamo(lazy_disables)
-    for task in iter(connection.recv, None):
-        connection.send(summarize(*task))
+    try:
+        for task in iter(connection.recv, None):
+            connection.send(summarize(*task))
+    except EOFError:  # the parent went away (interrupted as it forked this one)
+        return
 
 
 def _ended(exitcode: int | None) -> str:
@@ -433,7 +436,8 @@ def _in_parallel(tasks: Sequence[Task], workers: int) -> Iterator[ModelSummary]:
                     if worker.task is None:
                         assign(worker)
                 busy = [worker for worker in running if worker.task is not None]
-                wait([worker.connection for worker in busy] + [w.process.sentinel for w in busy])
+                # an idle worker's end too: one that died between tasks is replaced above
+                wait([worker.connection for worker in busy] + [w.process.sentinel for w in running])
                 for worker in busy:
                     _collect(worker, tasks, finished)
             yield finished.pop(reported)
