@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import weakref
 from pathlib import Path
 
@@ -191,3 +195,107 @@ def test_a_worker_that_dies_fails_only_its_model(
     assert [s.error for s in summaries] == [None, reason, None, None, reason, None]
     conv = 2 * 64 * (2 * 3)  # 2 channels of 8x8, each 3 products, 2 sums and the bias
     assert [s.total_ops for s in summaries] == [conv, None, conv, conv, None, conv]
+
+
+def write_factories(folder: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Write module ``lives_dies`` (importable) and make ``compare`` see 2 cores."""
+    (folder / "lives_dies.py").write_text(
+        "import ctypes, os, signal, threading, time, torch\n"
+        "def lives():\n    return torch.nn.Conv2d(3, 2, 1)\n" + textwrap.dedent(source)
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+
+
+def test_a_worker_killed_by_the_model_before_is_not_blamed_on_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "leaves" returns at once but leaves a thread that ends its worker 1 s later, while the
+    # worker runs "slow": "slow" is run again by a new worker, and counted.
+    write_factories(tmp_path, monkeypatch, """
+        def leaves():
+            threading.Timer(1.0, os._exit, (4,)).start()
+            return lives()
+        def slow():
+            time.sleep(3)
+            return lives()
+        def slower():
+            time.sleep(6)
+            return lives()
+    """)  # fmt: skip
+    summaries = compare(models("lives_dies:leaves", "lives_dies:slower", "lives_dies:slow"), (1, 3, 8, 8))
+    assert [s.error for s in summaries] == [None, None, None]
+    assert [s.total_ops for s in summaries] == [2 * 64 * (2 * 3)] * 3
+
+
+def test_a_failed_rows_inputs_are_those_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_factories(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\n")
+    rows = compare(models("lives_dies:lives", "lives_dies:dies"), (1, 3, 8, 8))
+    assert [(row.input_shape, row.inputs, row.error is None) for row in rows] == [
+        ((1, 3, 8, 8), "1×3×8×8", True),
+        ((1, 3, 8, 8), "1×3×8×8", False),
+    ]
+
+
+def test_workers_that_ignore_sigterm_are_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A library that installs its own SIGTERM handler in a worker: the comparison still ends.
+    write_factories(tmp_path, monkeypatch, """
+        def deaf():
+            signal.signal(signal.SIGTERM, lambda *args: None)
+            return lives()
+        also_deaf = deaf
+    """)  # fmt: skip
+    rows = compare(models("lives_dies:deaf", "lives_dies:lives", "lives_dies:also_deaf"), (1, 3, 8, 8))
+    assert [row.error for row in rows] == [None, None, None]
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_stop_when_a_progress_callback_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_factories(tmp_path, monkeypatch, "")
+
+    def progress(summary: object) -> None:
+        raise RuntimeError("the display broke")
+
+    with pytest.raises(RuntimeError, match="the display broke") as raised:
+        compare(models("lives_dies:lives", "resnet18", "mobilenet_v3_small"), on_done=progress)
+    assert raised.value.__traceback__ is not None  # held, as a notebook holds the last one
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    # The comparing process dies (killed by SIGKILL) while both workers run a model: each ends
+    # as its model ends, instead of waiting for a task forever.
+    (tmp_path / "pids.py").write_text(textwrap.dedent(f"""
+        import os, time, torch
+        def slow():
+            with open({str(tmp_path / "pids.txt")!r}, "a") as pids:
+                pids.write(f"{{os.getpid()}}\\n")
+            time.sleep(2)
+            return torch.nn.Conv2d(3, 2, 1)
+        other = slow
+    """))  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import os, signal, threading
+        from opscope import catalogue, compare
+        os.cpu_count = lambda: 2
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        compare.compare(catalogue.resolve(["pids:slow", "pids:other"]), (1, 3, 8, 8))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    pids = [int(line) for line in (tmp_path / "pids.txt").read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

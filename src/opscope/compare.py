@@ -10,7 +10,7 @@ import signal
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -359,18 +359,26 @@ Task = tuple[zoo.ZooModel, Inputs, str, bool]
 """What :func:`summarize` is called with: a model, its inputs, the device, coverage."""
 
 
-def _serve(connection: Connection, lazy_disables: Sequence[Any]) -> None:
-    """A worker's life: summarise each task the parent sends, until it sends None.
+def _serve(
+    connection: Connection, inherited: Sequence[Connection], lazy_disables: Sequence[Any]
+) -> None:
+    """A worker's life: summarise each task the parent sends, until it sends None or goes
+    away.
 
-    Ctrl-C is the parent's to handle (it stops the workers); torch's Python meta kernels run
-    without importing ``torch._dynamo`` (1.6 s a worker; 47 of the 80 classification models
-    need one), which a worker, never compiling, does not need."""
+    Ctrl-C is the parent's to handle (it stops the workers; SIGINT is blocked from before
+    the fork until it is ignored here); torch's Python meta kernels run without importing
+    ``torch._dynamo`` (1.6 s a worker; 47 of the 80 classification models need one), which
+    a worker, never compiling, does not need. The parent's ends of the pipes, inherited by
+    the fork, are closed: with the parent gone, this one reads the end of its pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for end in inherited:
+        end.close()
     disable_without_dynamo(lazy_disables)
     try:
         for task in iter(connection.recv, None):
             connection.send(summarize(*task))
-    except EOFError:  # the parent went away (interrupted as it forked this one)
+    except (EOFError, BrokenPipeError):  # the parent went away
         return
 
 
@@ -386,6 +394,14 @@ def _ended(exitcode: int | None) -> str:
     return f"the process profiling it exited (exit code {exitcode})"
 
 
+def _failed_row(task: Task, reason: str) -> ModelSummary:
+    """The row of a model whose worker died: its inputs as given, no counts."""
+    model, inputs, *_ = task
+    specs = _specs(inputs) or ()
+    shape = specs[0].shape if specs else ()
+    return _row(model, shape, (None,) * 6, reason, describe_inputs(specs) if specs else "")
+
+
 @dataclass
 class _Worker:
     """A forked worker process, the parent's end of its pipe, and the task it runs."""
@@ -394,77 +410,117 @@ class _Worker:
     connection: Connection
     task: int | None = None
 
+    def result(self) -> ModelSummary | None:
+        """The summary it sent, if it sent one (its task is then done)."""
+        try:
+            if self.connection.poll():
+                summary: ModelSummary = self.connection.recv()
+                self.task = None
+                return summary
+        except (EOFError, OSError):  # its end closed: it died
+            pass
+        return None
 
-def _in_parallel(tasks: Sequence[Task], workers: int) -> Iterator[ModelSummary]:
-    """The summaries of ``tasks``, in order, made by ``workers`` forked processes, each
-    running one task at a time: a worker that dies (killed, out of memory, a crash in native
-    code, ``os._exit``) fails only the model it ran, whose row says so, and a new worker
-    takes its place. Every worker is stopped when the summaries end, or are interrupted."""
-    context = multiprocessing.get_context("fork")  # inherits torch and any factory's module
-    lazy_disables = lazy_dynamo_disables()  # before any freeze, which hides objects from it
-    pending = deque(range(len(tasks)))
-    finished: dict[int, ModelSummary] = {}
-    running: list[_Worker] = []
 
-    def start() -> None:
-        mine, theirs = context.Pipe()
-        with _frozen_for_fork():
-            process = context.Process(target=_serve, args=(theirs, lazy_disables), daemon=True)
-            process.start()
+class _Workers:
+    """Forked worker processes, each running one task at a time, so that the task of one
+    that dies (killed, out of memory, a crash in native code, ``os._exit``) is known."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.tasks = tasks
+        self.pending = deque(range(len(tasks)))
+        self.running: list[_Worker] = []
+        self._context = multiprocessing.get_context("fork")  # inherits torch, factories
+        self._lazy_disables = lazy_dynamo_disables()  # before any freeze, which hides them
+
+    def start(self) -> None:
+        """Fork a new worker."""
+        mine, theirs = self._context.Pipe()
+        inherited = [worker.connection for worker in self.running] + [mine]
+        process = self._context.Process(
+            target=_serve, args=(theirs, inherited, self._lazy_disables), daemon=True
+        )
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with _frozen_for_fork():
+                process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C meanwhile: now
         theirs.close()  # so that the parent's end reads the end of a worker that died
-        running.append(_Worker(process, mine))
+        self.running.append(_Worker(process, mine))
 
-    def assign(worker: _Worker) -> None:
-        worker.task = pending.popleft() if pending else None
-        if worker.task is not None:
-            try:
-                worker.connection.send(tasks[worker.task])
-            except OSError:  # it died between tasks: the task waits for another worker
-                pending.appendleft(worker.task)
-                worker.task = None
+    def assign(self) -> None:
+        """Give each idle worker the next pending task; replace those that died idle."""
+        for worker in [w for w in self.running if w.task is None and not w.process.is_alive()]:
+            self.running.remove(worker)
+            worker.connection.close()
+            self.start()
+        for worker in self.running:
+            if worker.task is None and self.pending:
+                worker.task = self.pending.popleft()
+                try:
+                    worker.connection.send(self.tasks[worker.task])
+                except OSError:  # it died between tasks: the task waits for another worker
+                    self.pending.appendleft(worker.task)
+                    worker.task = None
 
+    def collect(self, finished: dict[int, ModelSummary], retried: set[int]) -> None:
+        """Wait for a worker to send a summary or die; put the summaries in ``finished``. A
+        worker's death fails its task's row if the task killed a worker before: the first
+        time, the task is run again by a new worker, since the task before it on that
+        worker may have left something that killed it (a thread)."""
+        busy = [worker for worker in self.running if worker.task is not None]
+        # an idle worker's end too: one that died between tasks is replaced by assign()
+        wait([w.connection for w in busy] + [w.process.sentinel for w in self.running])
+        for worker in busy:
+            task, summary = worker.task, worker.result()
+            assert task is not None
+            if summary is not None:
+                finished[task] = summary
+            elif not worker.process.is_alive():
+                worker.task = None  # replaced by assign()
+                if task in retried:
+                    finished[task] = _failed_row(self.tasks[task], _ended(worker.process.exitcode))
+                else:
+                    retried.add(task)
+                    self.pending.appendleft(task)
+
+    def stop(self) -> None:
+        """Stop every worker: the idle ones are told to, all are terminated, and one that
+        ignores it (a library's SIGTERM handler) is killed after a second."""
+        for worker in self.running:
+            if worker.task is None:
+                try:
+                    worker.connection.send(None)
+                except OSError:
+                    pass
+            worker.process.terminate()
+        for worker in self.running:
+            worker.process.join(timeout=1)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self.running.clear()
+
+
+def _in_parallel(tasks: Sequence[Task], workers: int) -> Generator[ModelSummary, None, None]:
+    """The summaries of ``tasks``, in order, made by ``workers`` forked processes: a worker
+    that dies fails only the model it ran, whose row says so, and a new worker takes its
+    place. Every worker is stopped when the summaries end, or are interrupted."""
+    pool = _Workers(tasks)
+    finished: dict[int, ModelSummary] = {}
+    retried: set[int] = set()
     try:
         for _ in range(workers):
-            start()
+            pool.start()
         for reported in range(len(tasks)):
             while reported not in finished:
-                for worker in [w for w in running if w.task is None and not w.process.is_alive()]:
-                    running.remove(worker)  # died: another takes its place
-                    worker.connection.close()
-                    start()
-                for worker in running:
-                    if worker.task is None:
-                        assign(worker)
-                busy = [worker for worker in running if worker.task is not None]
-                # an idle worker's end too: one that died between tasks is replaced above
-                wait([worker.connection for worker in busy] + [w.process.sentinel for w in running])
-                for worker in busy:
-                    _collect(worker, tasks, finished)
+                pool.assign()
+                pool.collect(finished, retried)
             yield finished.pop(reported)
-    finally:
-        for worker in running:  # done, or interrupted: no worker outlives the comparison
-            worker.process.terminate()
-        for worker in running:
-            worker.process.join()
-            worker.connection.close()
-
-
-def _collect(worker: _Worker, tasks: Sequence[Task], finished: dict[int, ModelSummary]) -> None:
-    """Take ``worker``'s summary if it sent one, or make its model's failed row if it died."""
-    task = worker.task
-    assert task is not None
-    try:
-        if worker.connection.poll():
-            finished[task] = worker.connection.recv()
-            worker.task = None
-            return
-    except (EOFError, OSError):  # its end closed: it died
-        pass
-    if not worker.process.is_alive():
-        worker.process.join()
-        model = tasks[task][0]
-        finished[task] = _row(model, (), (None,) * 6, _ended(worker.process.exitcode), "")
-        worker.task = None
+    finally:  # done, or interrupted: no worker outlives the comparison
+        pool.stop()
 
 
 @contextmanager
@@ -507,14 +563,17 @@ def compare(
     tasks = [(model, shape, device, coverage) for model, shape in zip(models, chosen)]
     workers = min(os.cpu_count() or 1, len(tasks)) if device == "meta" else 1
     parallel = workers > 1 and "fork" in multiprocessing.get_all_start_methods()
-    summaries: Iterable[ModelSummary] = (
+    summaries: Generator[ModelSummary, None, None] = (
         _in_parallel(tasks, workers) if parallel else (summarize(*task) for task in tasks)
     )
     results = []
-    for summary in summaries:
-        results.append(summary)
-        if on_done:
-            on_done(summary)
+    try:
+        for summary in summaries:
+            results.append(summary)
+            if on_done:
+                on_done(summary)
+    finally:  # also when on_done raises: the workers are stopped now, not when freed
+        summaries.close()
     return results
 
 
