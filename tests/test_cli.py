@@ -257,9 +257,12 @@ def test_the_console_script_imports_factories_from_the_current_folder(tmp_path: 
 @pytest.mark.parametrize("after", [0.3, 4.0])
 def test_an_interrupt_ends_promptly_in_one_line_and_leaves_no_worker(after: float) -> None:
     script = Path(sys.executable).parent / "opscope"
+    # started as from a terminal, where Ctrl-C is not ignored (a shell's background job, as
+    # `make test &` runs this one, ignores it, and so would the command line it starts)
     process = subprocess.Popen(
         [str(script), "compare", "--all"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(after)
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
