@@ -71,17 +71,35 @@ def test_sorting() -> None:
         sort_summaries(summaries, "flops")  # type: ignore[arg-type]
 
 
+def importable(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, cores: int, module: str, source: str
+) -> None:
+    """Write ``module`` (importable) from ``source``, and make ``compare`` see ``cores`` cores."""
+    (folder / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+
+
 def factories(
     folder: Path, monkeypatch: pytest.MonkeyPatch, *, cores: int, module: str, body: str
 ) -> None:
-    """Write ``module`` (importable) with two model factories, ``net`` and ``other``, each
-    running ``body`` first, and make ``compare`` see ``cores`` cores."""
-    (folder / f"{module}.py").write_text(
-        "import gc, torch\nfreed, seen = [], []\n"
-        f"def net():\n{body}    return torch.nn.Conv2d(3, 2, 1)\nother = net\n"
-    )
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    """Write ``module`` with two model factories, ``net`` and ``other``, each running
+    ``body`` first (see :func:`importable`)."""
+    importable(
+        folder, monkeypatch, cores=cores, module=module,
+        source="import gc, torch\nfreed, seen = [], []\n"
+        f"def net():\n{body}    return torch.nn.Conv2d(3, 2, 1)\nother = net\n",
+    )  # fmt: skip
+
+
+def lives_dies(folder: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Write module ``lives_dies``: factory ``lives`` (a Conv2d) and those of ``source``, on
+    2 cores (see :func:`importable`)."""
+    importable(
+        folder, monkeypatch, cores=2, module="lives_dies",
+        source="import ctypes, os, signal, threading, time, torch\n"
+        "def lives():\n    return torch.nn.Conv2d(3, 2, 1)\n" + textwrap.dedent(source),
+    )  # fmt: skip
 
 
 def test_workers_inherit_torchs_objects_frozen_and_the_caller_gets_them_back(
@@ -180,15 +198,8 @@ def test_a_worker_that_dies_fails_only_its_model(
 ) -> None:
     # A worker killed (out of memory), crashed or exited takes its model's row with it, not
     # the comparison: the others are profiled, by the remaining worker and a new one.
-    (tmp_path / "dying.py").write_text(
-        "import ctypes, os, signal, torch\n"
-        f"def dies():\n    {death}\n"
-        "def lives():\n    return torch.nn.Conv2d(3, 2, 1)\n"
-        "a = c = d = f = lives\nb = e = dies\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    names = [f"dying:{name}" for name in "abcdef"]
+    lives_dies(tmp_path, monkeypatch, f"def dies():\n    {death}\na = c = d = f = lives\nb = e = dies\n")
+    names = [f"lives_dies:{name}" for name in "abcdef"]
     done: list[str] = []
     summaries = compare(models(*names), (1, 3, 8, 8), on_done=lambda s: done.append(s.name))
     assert [s.name for s in summaries] == done == names
@@ -197,22 +208,12 @@ def test_a_worker_that_dies_fails_only_its_model(
     assert [s.total_ops for s in summaries] == [conv, None, conv, conv, None, conv]
 
 
-def write_factories(folder: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
-    """Write module ``lives_dies`` (importable) and make ``compare`` see 2 cores."""
-    (folder / "lives_dies.py").write_text(
-        "import ctypes, os, signal, threading, time, torch\n"
-        "def lives():\n    return torch.nn.Conv2d(3, 2, 1)\n" + textwrap.dedent(source)
-    )
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-
-
 def test_a_worker_killed_by_the_model_before_is_not_blamed_on_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # "leaves" returns at once but leaves a thread that ends its worker 1 s later, while the
     # worker runs "slow": "slow" is run again by a new worker, and counted.
-    write_factories(tmp_path, monkeypatch, """
+    lives_dies(tmp_path, monkeypatch, """
         def leaves():
             threading.Timer(1.0, os._exit, (4,)).start()
             return lives()
@@ -229,7 +230,7 @@ def test_a_worker_killed_by_the_model_before_is_not_blamed_on_the_next(
 
 
 def test_a_failed_rows_inputs_are_those_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_factories(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\n")
+    lives_dies(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\n")
     rows = compare(models("lives_dies:lives", "lives_dies:dies"), (1, 3, 8, 8))
     assert [(row.input_shape, row.inputs, row.error is None) for row in rows] == [
         ((1, 3, 8, 8), "1×3×8×8", True),
@@ -239,7 +240,7 @@ def test_a_failed_rows_inputs_are_those_given(tmp_path: Path, monkeypatch: pytes
 
 def test_workers_that_ignore_sigterm_are_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A library that installs its own SIGTERM handler in a worker: the comparison still ends.
-    write_factories(tmp_path, monkeypatch, """
+    lives_dies(tmp_path, monkeypatch, """
         def deaf():
             signal.signal(signal.SIGTERM, lambda *args: None)
             return lives()
@@ -251,7 +252,7 @@ def test_workers_that_ignore_sigterm_are_stopped(tmp_path: Path, monkeypatch: py
 
 
 def test_workers_stop_when_a_progress_callback_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_factories(tmp_path, monkeypatch, "")
+    lives_dies(tmp_path, monkeypatch, "")
 
     def progress(summary: object) -> None:
         raise RuntimeError("the display broke")
