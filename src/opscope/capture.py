@@ -183,10 +183,13 @@ class CallLog:
     def code(self, call: LoggedCall | LoggedOp) -> int:
         """The number of a distinct call (numbered when first seen)."""
         code = self._codes.get(call)
-        if code is None:
-            with self._lock:
-                code = self._codes.setdefault(_kept(call), len(self._codes))
-        return code
+        return self.number(_kept(call)) if code is None else code
+
+    def number(self, kept: LoggedCall | LoggedOp) -> int:
+        """The number of a distinct call given as the log keeps it (see :func:`_kept`),
+        numbered if new: one lookup, where :meth:`code` makes two."""
+        with self._lock:
+            return self._codes.setdefault(kept, len(self._codes))
 
     def keep(self, call: LoggedCall | LoggedOp, scope_call: int = 0) -> None:
         """Log one call; ``scope_call`` numbers the call of the op's scope it ran in."""
@@ -645,9 +648,9 @@ class ModuleTracker:
             return self._log.code(_logged(index, module, args, kwargs, output, phase))
         # as plain tuples, which the garbage collector stops tracking
         _, in_shape, in_dtype, out_shape, out_dtype, training = key
-        inputs, outputs = ((tuple(in_shape), in_dtype),), ((tuple(out_shape), out_dtype),)
-        code = self._log.code((index, inputs, outputs, training, 1, FORWARD))
-        self.site_codes[(index, *inputs[0], *outputs[0], training)] = code
+        meta_in, meta_out = (tuple(in_shape), in_dtype), (tuple(out_shape), out_dtype)
+        code = self._log.number((index, (meta_in,), (meta_out,), training, 1, FORWARD))
+        self.site_codes[(index, *meta_in, *meta_out, training)] = code
         return code
 
     def add_site(self, index: int, module: nn.Module) -> None:
@@ -1002,7 +1005,7 @@ class OpCapture(DispatchMode):
             if coarse:
                 args, kwargs = coarsened(args), coarsened(kwargs)
             call, out_dtypes = _description(described, args, kwargs, out)
-            code = self._log.code(LoggedOp(scope, func, call, out_dtypes, phase))
+            code = self._log.number(LoggedOp(scope, func, call, out_dtypes, phase))
             if key is not None:
                 self._codes[key] = code
         return code
