@@ -462,6 +462,23 @@ def test_a_model_copied_or_saved_in_the_block_is_a_model_of_its_own() -> None:
     assert torch.equal(torch.load(buffer, weights_only=False)(x), linear(x))
 
 
+def test_a_shallow_copy_made_in_the_block_logs_nothing_after_it() -> None:
+    # copy.copy shares the module's attributes, the block's forward included, which the
+    # block cannot take back from the copy: after the block it must neither change the
+    # block's counts nor keep logging (a log growing at every call of the copy).
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    x = torch.randn(2, 4)
+    with Profiler(net) as p:
+        linear, whole = copy.copy(net[0]), copy.copy(net)
+        net(x)
+    total, calls = p.total_ops, [r.calls for r in p.records]
+    for _ in range(3):
+        assert torch.equal(linear(x), net[0](x))
+        assert torch.equal(whole(x), net(x))
+    assert (p.total_ops, [r.calls for r in p.records]) == (total, calls)
+    assert len(p._block.log) == 2
+
+
 def test_profilers_of_one_model_may_end_in_any_order() -> None:
     # Two blocks on one model that end out of order (two threads, an ExitStack): the model
     # keeps no forward of either, and neither logs a forward run after both ended.

@@ -672,6 +672,9 @@ class ModuleTracker:
         self._followed.clear()
         while self._wrapped:
             tracked = self._wrapped.pop()
+            # A shallow copy of the module made during the block (copy.copy) shares this
+            # forward and keeps it: from now on it runs the module's own and logs nothing.
+            tracked.__class__ = _RELEASED[type(tracked)]
             module = tracked.module
             current = module.__dict__.get("forward")
             if current is tracked:
@@ -851,6 +854,22 @@ class _SiteForward(_Followed):
         if boundary is not None:
             tracker.claim(_SITES - index, boundary, output)
         return output
+
+
+class _Released(_Followed):
+    """A followed module's forward after its block: only the module's own runs."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+
+# Each kind of forward, released: the same slots, so that an object can become one.
+_RELEASED: dict[type[_Followed], type[_Followed]] = {
+    kind: type(f"_Released{kind.__name__}", (_Released, kind), {"__slots__": ()})
+    for kind in (_ScopeForward, _SiteForward)
+}
 
 
 _MODULE_CALL = nn.Module._call_impl.__code__
