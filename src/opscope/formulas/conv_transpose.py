@@ -429,23 +429,22 @@ def convolution_backward_ops(sizes: ConvBackwardSizes) -> int:
 
 
 def convolution_backward_macs(sizes: ConvBackwardSizes) -> int:
-    """Multiply-accumulates of one ``convolution_backward`` call, as ``FlopCounterMode``
-    counts them (``conv_backward_flop``, halved), so that the identity MACs = FLOPs / 2 holds
-    for the backward pass too:
+    """Multiply-accumulates of one ``convolution_backward`` call: the products of the
+    gradients ``output_mask`` asks for.
 
     * ``grad_input``: the forward's products, ``N * Cg * Pg * (Ci / groups) * prod(kernel)``
       for a plain convolution (:func:`conv_transpose_macs`), ``N * Ci * Pi * (Cg / groups) *
       prod(kernel)`` for a transposed one (:func:`~opscope.formulas.conv.conv_macs`);
-    * ``grad_weight``: ``N * P * Cg * Ci * prod(kernel)``, ``P`` as in
-      :meth:`ConvBackwardSizes.weight_products`. ``FlopCounterMode`` counts this correlation
-      as if it were not grouped: ``groups`` times the ``N * P * numel(weight)`` products
-      computed (:func:`convolution_backward_ops` counts those);
+    * ``grad_weight``: ``numel(weight) * N * P``, a dot product of ``N * P`` pairs per weight
+      element (:meth:`ConvBackwardSizes.weight_products`). ``FlopCounterMode`` counts this
+      correlation as if it were not grouped, ``groups`` times as many (``Cin`` times for a
+      depthwise convolution); ungrouped, the MACs are its FLOPs / 2;
     * ``grad_bias``: none (a sum).
 
     >>> sizes = ConvBackwardSizes((1, 8, 4, 4), (1, 8, 4, 4), (8, 1, 3, 3), (1, 1), (1, 1),
     ...                           (1, 1), False, 8, (True, True, False))
-    >>> convolution_backward_macs(sizes)  # depthwise: 1152 for grad_input, 8 x 1152 for weight
-    10368
+    >>> convolution_backward_macs(sizes)  # depthwise: 1152 for grad_input, 1152 for weight
+    2304
     """
     grad_input, grad_weight, _ = sizes.output_mask
     macs = 0
@@ -456,8 +455,7 @@ def convolution_backward_macs(sizes: ConvBackwardSizes) -> int:
         else:
             macs += conv_transpose_macs(**arguments)
     if grad_weight:
-        channels = sizes.grad_output[-(len(sizes.weight) - 1)] * sizes.input[1]
-        macs += sizes.weight_products() * channels * math.prod(sizes.weight[2:])
+        macs += math.prod(sizes.weight) * sizes.weight_products()
     return macs
 
 
