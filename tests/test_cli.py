@@ -195,6 +195,30 @@ def test_user_factory(capsys, tmp_path: Path, monkeypatch) -> None:
     assert code == 2 and "has no attribute 'nope'" in err
 
 
+def test_a_factorys_own_inputs_stand_with_published_size_and_csv_rows_are_flat(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    # a factory's model has no published size: it runs on its own example, as without the
+    # option, and its row says the shape that ran
+    (tmp_path / "pairs_of_mine.py").write_text(
+        "import torch\ndef pair():\n    return torch.nn.Linear(8, 4), torch.randn(2, 8)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run(capsys, "profile", "pairs_of_mine:pair", "--published-size", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["total_ops"] == 2 * 4 * (8 + 7 + 1)
+    code, out, err = run(capsys, "compare", "resnet18", "pairs_of_mine:pair", "--published-size", "--format", "csv")
+    assert code == 0, err
+    rows = {row["name"]: row for row in csv.DictReader(io.StringIO(out))}
+    mine, resnet = rows["pairs_of_mine:pair"], rows["resnet18"]
+    assert (mine["input_shape"], mine["inputs"], mine["total_ops"]) == ("2x8", "2×8", str(2 * 4 * 16))
+    assert (mine["published_metric"], mine["published_gflops"]) == ("", "")
+    published = zoo.published_metrics(zoo.ZooModel("resnet18", "classification"))
+    assert (resnet["published_metric"], resnet["published_gflops"]) == ("acc@1", str(published.gflops))
+    assert float(resnet["published_value"]) == published.acc1
+    assert {row["device"] for row in rows.values()} == {"meta"}
+
+
 @pytest.mark.parametrize("entry", [[sys.executable, "-m", "opscope"], [str(Path(sys.executable).parent / "opscope")]])
 def test_real_entry_points(entry: list[str]) -> None:
     ok = subprocess.run([*entry, "compare", "resnet18", "--format", "json"], capture_output=True, text=True, timeout=120)

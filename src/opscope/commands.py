@@ -268,12 +268,22 @@ def _compare_json(summaries: list[ModelSummary], args: argparse.Namespace) -> st
     return exports.to_json({**data, "models": [summary.to_dict() for summary in summaries]})
 
 
+def _compare_csv(summaries: list[ModelSummary], args: argparse.Namespace) -> str:
+    """One row per model: the published figures a column each, and the device."""
+    rows = []
+    for summary in summaries:
+        row = summary.to_dict()
+        published = row.pop("published")
+        rows.append({**row, **{f"published_{key}": value for key, value in published.items()}})
+    return exports.to_csv([{**row, "device": args.device} for row in rows])
+
+
 COMPARE_WRITERS: dict[
     str, Callable[[list[ModelSummary], argparse.Namespace], str | ConsoleRenderable]
 ] = {
     "table": lambda summaries, args: ComparisonTable(summaries),
     "json": _compare_json,
-    "csv": lambda summaries, args: exports.to_csv([summary.to_dict() for summary in summaries]),
+    "csv": _compare_csv,
     "markdown": lambda summaries, args: documents.markdown_table(comparison_grid(summaries)),
     "latex": lambda summaries, args: documents.latex_table(comparison_grid(summaries)),
     "html": lambda summaries, args: html.comparison_html(

@@ -51,6 +51,8 @@ class ModelRun(NamedTuple):
     """The inputs that ran, as ``--input`` writes them (``1×3×224×224``, ``ids=1×128:int64``)."""
     seconds: float | None = None
     """A training step's median wall time over timed steps run unprofiled, when asked."""
+    input_shape: tuple[int, ...] = ()
+    """The shape of the first tensor that ran (a factory's example's, when it gives one)."""
 
 
 def describe_failure(error: BaseException, device: str) -> str:
@@ -84,12 +86,17 @@ def _specs(inputs: Inputs) -> list[InputSpec] | None:
     return list(inputs)  # type: ignore[arg-type]
 
 
+def _tensors_of(example: zoo.Example) -> list[tuple[str | None, torch.Tensor]]:
+    """The tensors of an example input, by keyword (None: positional), in order."""
+    given = (*((None, value) for value in example.args), *example.kwargs.items())
+    return [(name, value) for name, value in given if isinstance(value, torch.Tensor)]
+
+
 def _described(example: zoo.Example) -> str:
     """The tensors of a factory's example input, as ``--input`` would write them."""
     specs = [
         InputSpec(tuple(value.shape), str(value.dtype).removeprefix("torch."), name)
-        for name, value in (*((None, a) for a in example.args), *example.kwargs.items())
-        if isinstance(value, torch.Tensor)
+        for name, value in _tensors_of(example)
     ]
     return describe_inputs(specs)
 
@@ -150,7 +157,13 @@ def profile_model(
     grad_mode = torch.no_grad() if lazy else torch.inference_mode()
     with grad_mode, shortcuts, Profiler(net, coverage=coverage) as profiler:
         _run(net, example, model.name, described, device)
-    return ModelRun(profiler.report, sum(p.numel() for p in net.parameters()), described)
+    tensors = _tensors_of(example)
+    return ModelRun(
+        profiler.report,
+        sum(p.numel() for p in net.parameters()),
+        described,
+        input_shape=tuple(tensors[0][1].shape) if tensors else (),
+    )
 
 
 def time_model(
@@ -332,7 +345,9 @@ def summarize(
     try:
         specs = specs or zoo.default_inputs(model)
         shape, described = specs[0].shape, describe_inputs(specs)
-        report, params, described, _ = profile_model(model, inputs, device, coverage=coverage)
+        report, params, described, _, shape = profile_model(
+            model, inputs, device, coverage=coverage
+        )
         conv_calls = sum(1 for record in report.records if record.family == "Conv2d")
         measured = report.coverage.share if report.coverage else None
         conv_ops = report.ops_of("Conv2d")

@@ -121,9 +121,13 @@ def default_input(model: ZooModel) -> tuple[int, ...]:
     return (*shape[:-2], size, size) if size else shape
 
 
-def published_inputs(model: ZooModel) -> list[InputSpec]:
+def published_inputs(model: ZooModel) -> list[InputSpec] | None:
     """What ``model`` runs on with ``--published-size``: :func:`published_input` for an image
-    model, a transformers model's default inputs (they have no published size)."""
+    model, a transformers model's default inputs, and for a user's factory None: what it
+    runs on without the option, its own example inputs or the default (neither has a
+    published size)."""
+    if model.source == CUSTOM:
+        return None
     if model.source == "hf":
         return default_inputs(model)
     return [InputSpec(published_input(model))]
