@@ -195,6 +195,23 @@ def test_user_factory(capsys, tmp_path: Path, monkeypatch) -> None:
     assert code == 2 and "has no attribute 'nope'" in err
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_input_runs_the_model_in_half_precision(capsys, dtype: str) -> None:
+    # float32 weights would fail on a real device ("Input type and weight type should be the
+    # same"): the model is cast to its input's precision, on meta as on the CPU
+    argv = ["profile", "resnet18", "--input", f"1x3x32x32:{dtype}", "--format", "json"]
+    reports = []
+    for device in ("meta", "cpu"):
+        code, out, err = run(capsys, *argv, "--device", device)
+        assert code == 0, err
+        reports.append(json.loads(out))
+    on_meta, on_cpu = reports
+    assert on_meta["total_ops"] == on_cpu["total_ops"]
+    assert on_meta["layers"] == on_cpu["layers"]
+    conv1 = on_cpu["layers"][0]
+    assert (conv1["input_bytes"], conv1["param_bytes"]) == (2 * 3 * 32 * 32, 2 * 64 * 3 * 7 * 7)
+
+
 def test_a_factorys_own_inputs_stand_with_published_size_and_csv_rows_are_flat(
     capsys, tmp_path: Path, monkeypatch
 ) -> None:

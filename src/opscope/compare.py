@@ -126,6 +126,9 @@ def prepare(
         ) from error
     if specs is None and given is not None:
         return net, given, _described(given)
+    floating = {spec.dtype for spec in specs or () if getattr(torch, spec.dtype).is_floating_point}
+    if len(floating) == 1:  # an input in half precision is for the model in half precision
+        net = net.to(dtype=getattr(torch, floating.pop()))
     specs = specs or zoo.default_inputs(model)
     return net, zoo.example_input(model, specs, device), describe_inputs(specs)
 
