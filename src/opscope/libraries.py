@@ -192,8 +192,9 @@ def hf_inputs(model_type: str) -> list[InputSpec]:
 
     ``attention_mask`` is not given: transformers reads a mask's values to decide whether to
     build one at all (a mask of ones is skipped), which the meta device cannot do, and a
-    missing mask means "attend to every token", the count of a mask of ones. Give one with
-    ``--input attention_mask=1x128:int64`` on a real device (masks are ones there).
+    missing mask means "attend to every token", the count of a mask of ones. Give one, with
+    the token ids (given inputs replace these), by ``--input input_ids=1x128:int64 --input
+    attention_mask=1x128:int64`` on a real device (masks are ones there).
 
     Raises:
         ZooError: the forward takes none of those inputs: the user must say them.
