@@ -45,6 +45,7 @@ VALID = {
     "--device": ["meta", "meta", "cpu", "cuda"],
     "--sort": ["order", "ops", "params", "name", "acc"],
     "--top": ["1", "5", "99999999999999999999"],
+    "--seed": ["0", "7", "18446744073709551615"],
     "--format": ["table", "json", "csv", "markdown"],
     "--output": [f"{OUT}/out.json", f"{OUT}/out.csv", f"{OUT}/table.txt", f"{OUT}/ünï 🙂.md",
                  f"{OUT}/new\nline.txt", f"{OUT}/a_file", "relative.txt"],
@@ -56,6 +57,7 @@ INVALID = {
     "--device": ["CPU", "gpu", "cuda:0", "mps", ""],
     "--sort": ["size", "OPS", ""],
     "--top": ["0", "-1", "²", "x", "", "1.5", " 3"],
+    "--seed": ["-1", "18446744073709551616", "99999999999999999999", "1.5", "x", ""],
     "--format": ["pdf", "JSON", ""],
     "--output": [f"{OUT}", f"{OUT}/", f"{OUT}/a_file/out.csv", f"{OUT}/missing/folder/out.json",
                  f"{OUT}/" + "n" * 300, f"{OUT}/nul\0.txt", ""],
@@ -63,8 +65,8 @@ INVALID = {
 }  # fmt: skip
 FLAGS = {"--coverage", "--all", *STOPPING_OPTIONS}
 OWN_OPTIONS = {
-    "profile": ["--input", "--device", "--sort", "--top", "--format", "--output", "--coverage"],
-    "compare": ["--input", "--device", "--sort", "--format", "--output", "--coverage", "--all"],
+    "profile": ["--input", "--device", "--sort", "--top", "--format", "--output", "--coverage", "--seed"],
+    "compare": ["--input", "--device", "--sort", "--format", "--output", "--coverage", "--all", "--seed"],
     "list": ["--task"],
 }  # fmt: skip
 CHEAP_MODELS = {"squeezenet1_0", "squeezenet1_1", "resnet18"}
@@ -272,6 +274,8 @@ def test_random_token_soups_never_trace_back(out_dir: Path, argv: list[str]) -> 
         (["profile", "squeezenet1_1", "--input", "99999999999999999999x3x8x8"], 2, "is too large"),
         (["profile", "squeezenet1_1", "--output", ""], 2, "argument --output: invalid file name ''"),
         (["profile", "squeezenet1_1", "--output", "a\0b"], 2, "invalid file name 'a\\x00b'"),
+        (["profile", "squeezenet1_1", "--seed", str(2**64), "--device", "cpu"], 2,
+         "argument --seed: expected an integer from 0 to 2**64 - 1, got '18446744073709551616'"),
         (["list", "a", "b\nc"], 2, "unrecognized arguments: b\\nc"),
         (["list", "a", "b\u2028c"], 2, "unrecognized arguments: b\\u2028c"),
     ],

@@ -7,6 +7,7 @@ import weakref
 
 import pytest
 import torch
+from rich.console import Console
 import torchvision
 from torch import nn
 
@@ -276,3 +277,19 @@ def test_reading_results_walks_the_model_only_after_a_change(monkeypatch) -> Non
         assert len(visits) == walked  # once per change
     p.report
     assert len(visits) == walked and p.report.unhooked_modules == (("2", "ReLU"),)
+
+
+def test_a_profiler_never_entered_says_so_instead_of_reporting() -> None:
+    p = Profiler(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    reads = [lambda: p.report, lambda: p.records, lambda: p.total_ops, lambda: p.total_macs,
+             lambda: p.print(), lambda: p.to_json()]  # fmt: skip
+    for read in reads:
+        with pytest.raises(RuntimeError, match="has profiled nothing yet"):
+            read()
+    assert p._repr_html_() is None  # a notebook shows the plain repr
+    with p:
+        pass  # an empty block: there are results, none ran
+    assert p.total_ops == 0 and p.records == ()
+    console = Console(record=True, width=100)
+    p.print(console=console)
+    assert "2 counted module(s) were hooked, but none ran" in console.export_text()

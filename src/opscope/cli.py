@@ -86,6 +86,13 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
+def _seed(text: str) -> int:
+    """A seed torch accepts: an integer from 0 to 2**64 - 1."""
+    if not _is_ascii_number(text) or int(text) >= 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**64 - 1, got {text!r}")
+    return int(text)
+
+
 def _output_path(text: str) -> str:
     """A file name that can be passed to the OS: not empty, without a NUL character."""
     if not text or "\0" in text:
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument(
             "--seed",
-            type=_non_negative_int,
+            type=_seed,
             default=0,
             help="random seed of the weights and inputs on a real device (0)",
         )

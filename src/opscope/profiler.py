@@ -181,6 +181,7 @@ class Profiler:
         self._report_calls = 0  # how many calls the cached report holds
         self._watch: RemovableHandle | None = None
         self._mode_entered = False
+        self._profiled = False  # a block was entered: there are results to read
 
     def _new_block(self) -> _Block:
         return _Block(
@@ -219,7 +220,7 @@ class Profiler:
         except BaseException:
             self._leave()
             raise
-        self._active = True
+        self._active = self._profiled = True
         for name, devices in block.replicated:
             warnings.warn(
                 f"{_described(name)} is an nn.DataParallel on {devices} devices, whose "
@@ -335,7 +336,12 @@ class Profiler:
 
     @property
     def report(self) -> Report:
-        """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached)."""
+        """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached).
+
+        Raises:
+            RuntimeError: the profiler was never entered: there is nothing to read.
+        """
+        self._check_profiled()
         block = self._block
         if self._active:
             self._refresh_unhooked()
@@ -422,7 +428,15 @@ class Profiler:
         """Multiply-accumulates of every recorded call (see :attr:`Report.total_macs`)."""
         return self._totals()[1]
 
+    def _check_profiled(self) -> None:
+        if not self._profiled:
+            raise RuntimeError(
+                "this Profiler has profiled nothing yet: run the model in its block, "
+                "'with Profiler(model) as p: model(x)', then read p"
+            )
+
     def _totals(self) -> tuple[int, int]:
+        self._check_profiled()
         block = self._block
         if self._report is not None and self._report_calls == len(block.log):
             return self._report.total_ops, self._report.total_macs
@@ -433,9 +447,10 @@ class Profiler:
         """JSON-ready results (see :meth:`Report.to_dict`)."""
         return self.report.to_dict()
 
-    def _repr_html_(self) -> str:
-        """The report, as a notebook shows it (:meth:`Report._repr_html_`)."""
-        return self.report._repr_html_()
+    def _repr_html_(self) -> str | None:
+        """The report, as a notebook shows it (:meth:`Report._repr_html_`); None (the
+        notebook shows the plain repr) before the profiler was entered."""
+        return self.report._repr_html_() if self._profiled else None
 
     def to_json(self) -> str:
         """The results as JSON text (see :meth:`Report.to_json`)."""
