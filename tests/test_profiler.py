@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 import torch
-from rich.console import Console
 import torchvision
+from rich.console import Console
 from torch import nn
 
 from opscope import Profiler
