@@ -75,3 +75,32 @@ def test_every_format_shows_the_tree(tmp_path, capsys) -> None:
         text = capsys.readouterr().out
         assert marker in text and "layer1.0" in text and "layer1.0.conv1" not in text
     assert main(["profile", "resnet18", "--depth", "1", "--top", "3"]) == 2
+
+
+@pytest.mark.parametrize("option", [["--top", "3"], ["--sort", "ops"], ["--bytes"], ["--time", "--device", "cpu"]])
+def test_what_the_tree_cannot_show_is_refused(capsys, option: list[str]) -> None:
+    # the tree has no bytes or time columns and keeps the model's order: refused, not dropped
+    assert main(["profile", "resnet18", "--depth", "1", *option]) == 2
+    assert "--depth shows the model's tree" in capsys.readouterr().err
+
+
+def small() -> Profiler:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with Profiler(model) as p:
+        model(torch.randn(2, 4))
+    return p
+
+
+@pytest.mark.parametrize("options", [{"top": 3}, {"sort": "ops"}, {"show_bytes": True}])
+def test_the_api_refuses_what_the_tree_cannot_show(options: dict) -> None:
+    p = small()
+    with pytest.raises(ValueError, match="depth shows the model's tree"):
+        p.print(depth=1, **options)
+    with pytest.raises(ValueError, match="depth shows the model's tree"):
+        p.report.print(depth=1, **options)
+
+
+@pytest.mark.parametrize("top", [1.5, True, "3"])
+def test_top_must_be_a_whole_number_of_rows(top: object) -> None:
+    with pytest.raises(ValueError, match="top must be a positive number of rows"):
+        small().print(top=top)  # type: ignore[arg-type]

@@ -278,8 +278,12 @@ def check(args: argparse.Namespace) -> None:
                 "execution order",
                 2,
             )
-        if args.depth is not None and (args.sort or args.top):
-            raise CliError("--depth shows the model's tree in its own order: no --sort or --top", 2)
+        if args.depth is not None and (args.sort or args.top or args.bytes or args.time):
+            raise CliError(
+                "--depth shows the model's tree in its own order, with operations and "
+                "parameters: no --sort, --top, --bytes or --time",
+                2,
+            )
         if args.repeat is not None and not args.time:
             raise CliError("--repeat goes with --time", 2)
         if args.warmup is not None and not (args.time or args.train):

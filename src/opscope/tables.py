@@ -117,8 +117,18 @@ WIDE_LAYOUT_MIN_WIDTH = 120
 
 def check_top(top: int | None) -> None:
     """Refuse a ``top`` that is not a positive number of rows."""
-    if top is not None and top < 1:
-        raise ValueError(f"top must be a positive number of rows; got {top}")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        raise ValueError(f"top must be a positive number of rows; got {top!r}")
+
+
+def check_depth(depth: int | None, sort: str, top: int | None, show_bytes: bool) -> None:
+    """Refuse what the per-module tree cannot show: it lists the model's modules in their own
+    order, with their operations and parameters."""
+    if depth is not None and (sort != "order" or top is not None or show_bytes):
+        raise ValueError(
+            "depth shows the model's tree in its own order, with operations and parameters: "
+            "not with sort, top or show_bytes"
+        )
 
 
 def layer_label(record: LayerRecord, repeated: bool) -> str:
@@ -446,6 +456,7 @@ def report_document(
     place of the per-call table."""
     report.sorted(sort)  # validate the options, also for an empty report
     check_top(top)
+    check_depth(depth, sort, top, show_bytes)
     if not report.records:
         return Document((), (empty_message(report), *notes(report), *extra_notes), heading)
     if depth is not None:

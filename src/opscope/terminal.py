@@ -22,6 +22,7 @@ from opscope.tables import (
     WIDE_LAYOUT_MIN_WIDTH,
     Column,
     Grid,
+    check_depth,
     check_top,
     comparison_grid,
     ranks_grid,
@@ -187,6 +188,7 @@ class LayerTable:
     ):
         report.sorted(sort)  # validate the options now, not when printed
         check_top(top)
+        check_depth(depth, sort, top, show_bytes)
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
         self.heading, self.extra_notes, self.depth = heading, extra_notes, depth
 
