@@ -208,6 +208,18 @@ def test_a_worker_that_dies_fails_only_its_model(
     assert [s.total_ops for s in summaries] == [conv, None, conv, conv, None, conv]
 
 
+def test_a_model_raising_keyboard_interrupt_in_a_worker_fails_its_row_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Not the user's Ctrl-C (the parent's to handle): the model's own failure, one row, no
+    # worker's traceback on stderr.
+    lives_dies(tmp_path, monkeypatch, "def stops():\n    raise KeyboardInterrupt\n")
+    summaries = compare(models("lives_dies:lives", "lives_dies:stops"), (1, 3, 8, 8))
+    assert [s.error for s in summaries] == [None, "the model raised KeyboardInterrupt"]
+    assert summaries[1].inputs == "1×3×8×8"
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_worker_killed_by_the_model_before_is_not_blamed_on_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -395,7 +395,11 @@ def _serve(
     disable_without_dynamo(lazy_disables)
     try:
         for task in iter(connection.recv, None):
-            connection.send(summarize(*task))
+            try:
+                row = summarize(*task)
+            except KeyboardInterrupt:  # raised by the model (Ctrl-C is ignored here)
+                row = _failed_row(task, "the model raised KeyboardInterrupt")
+            connection.send(row)
     except (EOFError, BrokenPipeError):  # the parent went away
         return
 
