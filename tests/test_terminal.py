@@ -58,6 +58,28 @@ def test_wide_layout_has_a_column_per_setting(resnet18: Profiler) -> None:
     assert "s2" in stem.split()
 
 
+def test_the_settings_have_a_column_each_or_share_one_never_some_of_them() -> None:
+    # MobileNetV3's depthwise convolutions: their groups are shown at every width the
+    # settings are, in their own column or in the shared one ("3×3 s2 g16")
+    with torch.device("meta"):
+        model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    with Profiler(model) as p:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    layouts = set()
+    for width in range(100, 161, 4):
+        lines = printed(p, width).splitlines()
+        header = next(line for line in lines if line.startswith("Layer")).split()
+        row = next(line for line in lines if line.startswith("features.1.block.0.0 ")).split()
+        settings = [name for name in ("Kernel", "Stride", "Groups", "Bias") if name in header]
+        assert settings in ([], ["Kernel"], ["Kernel", "Stride", "Groups", "Bias"]), (width, header)
+        if settings == ["Kernel"]:
+            assert "g16" in row, (width, row)
+        elif settings:
+            assert row[header.index("Groups")] == "16", (width, row)
+        layouts.add(len(settings))
+    assert layouts == {0, 1, 4}
+
+
 def test_top_and_sort(resnet18: Profiler) -> None:
     text = printed(resnet18, 120, sort="ops", top=3)
     body = [line for line in text.splitlines() if line.startswith(("layer", "conv"))]

@@ -61,6 +61,10 @@ class Column:
     keep: int = ALWAYS
 
 
+WIDE_SETTINGS = {"Kernel": 30, "Stride": 25, "Groups": 24, "Bias": 23}
+"""The wide layout's settings columns, and their ``keep``; the compact one shares one."""
+
+
 def _number(header: str, keep: int = ALWAYS, strong: bool = False) -> Column:
     return Column(header, "right", whole=True, strong=strong, keep=keep)
 
@@ -251,8 +255,7 @@ def layer_grid(
     if show_details:
         columns.append(_shape("Output", keep=40))
         if wide:
-            columns += [_centered("Kernel", 30), _centered("Stride", 25), _number("Groups", 24)]
-            columns.append(_centered("Bias", 23))
+            columns += [_centered(header, keep) for header, keep in WIDE_SETTINGS.items()]
         else:
             columns.append(_centered("Kernel", 30))
         columns.append(_number("Params", 50))

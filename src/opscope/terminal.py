@@ -20,7 +20,9 @@ from opscope.format import share_bar
 from opscope.tables import (
     ALWAYS,
     WIDE_LAYOUT_MIN_WIDTH,
+    WIDE_SETTINGS,
     Column,
+    Document,
     Grid,
     check_depth,
     check_top,
@@ -192,17 +194,24 @@ class LayerTable:
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
         self.heading, self.extra_notes, self.depth = heading, extra_notes, depth
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        document = report_document(
+    def _document(self, wide: bool) -> Document:
+        return report_document(
             self.report,
             sort=self.sort,
             top=self.top,
-            wide=options.max_width >= WIDE_LAYOUT_MIN_WIDTH,
+            wide=wide,
             show_bytes=self.show_bytes,
             heading=self.heading,
             extra_notes=self.extra_notes,
             depth=self.depth,
         )
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        document = self._document(wide=width >= WIDE_LAYOUT_MIN_WIDTH)
+        if document.grids and not _settings_fit(document.grids[0], width):
+            # a column each for kernel, stride, groups and bias, or none: never some of them
+            document = self._document(wide=False)
         if document.heading:
             yield Text(document.heading, style="bold")
         for position, grid in enumerate(document.grids):
@@ -224,6 +233,12 @@ class ComparisonTable:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         wide = options.max_width >= WIDE_LAYOUT_MIN_WIDTH
         yield rich_table(comparison_grid(self.summaries, wide=wide), options.max_width)
+
+
+def _settings_fit(grid: Grid, width: int) -> bool:
+    """Whether every settings column of the wide layout in ``grid`` fits in ``width``."""
+    wanted = {column.header for column in grid.columns} & WIDE_SETTINGS.keys()
+    return wanted <= {column.header for column in fit(grid, width).columns}
 
 
 def print_report(
