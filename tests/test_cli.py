@@ -212,6 +212,25 @@ def test_a_half_precision_input_runs_the_model_in_half_precision(capsys, dtype: 
     assert (conv1["input_bytes"], conv1["param_bytes"]) == (2 * 3 * 32 * 32, 2 * 64 * 3 * 7 * 7)
 
 
+def test_output_and_plot_of_one_file_are_refused(capsys, tmp_path: Path) -> None:
+    same = tmp_path / "report.svg"
+    for command in ("profile", "compare"):
+        code, _, err = run(capsys, command, "resnet18", "--output", str(same), "--plot", str(tmp_path / "." / "report.svg"))
+        assert code == 2 and "--output and --plot name the same file" in err
+    assert not same.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_full_disk_on_stdout_is_one_line(fmt: str) -> None:
+    script = Path(sys.executable).parent / "opscope"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([str(script), "profile", "resnet18", "--format", fmt], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == "opscope: error: cannot write to standard output: No space left on device\n"
+
+
 def test_a_factorys_own_inputs_stand_with_published_size_and_csv_rows_are_flat(
     capsys, tmp_path: Path, monkeypatch
 ) -> None:

@@ -150,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=0,
             help="random seed of the weights and inputs on a real device (0)",
         )
-        command.add_argument("--format", default="table", choices=FORMATS)
+        command.add_argument(
+            "--format",
+            default="table",
+            choices=FORMATS,
+            help="what to write: table (default, for the terminal), json, csv, markdown, "
+            "latex or html",
+        )
         command.add_argument(
             "--output",
             type=_output_path,
@@ -235,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every torchvision classification model"
     )
     add_common(comparison)
-    comparison.add_argument("--sort", default="ops", choices=COMPARE_SORTS)
+    comparison.add_argument(
+        "--sort",
+        default="ops",
+        choices=COMPARE_SORTS,
+        help="row order: ops (default, heaviest first), " + ", ".join(COMPARE_SORTS[1:]),
+    )
 
     listing = commands.add_parser("list", help="the model names opscope knows")
     listing.add_argument(
@@ -271,6 +282,9 @@ def check(args: argparse.Namespace) -> None:
     written, before any model is built."""
     if args.input and args.published_size:
         raise CliError("--input and --published-size cannot be combined: choose one size", 2)
+    if args.plot and args.output not in (None, "-"):
+        if os.path.abspath(args.plot) == os.path.abspath(args.output):
+            raise CliError(f"--output and --plot name the same file, {args.plot!r}", 2)
     if args.command == "profile":
         if args.format in MACHINE_FORMATS and (args.sort or args.top):
             raise CliError(

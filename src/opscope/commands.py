@@ -66,6 +66,8 @@ def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
                 stdout_console().print(content)
         except BrokenPipeError:  # the reader went away (| head): the rest (a plot) still runs
             discard_stdout()
+        except OSError as error:  # a full disk, a device that refuses writes
+            raise CliError(f"cannot write to standard output: {error.strerror or error}") from None
         return
     if not isinstance(content, str):
         buffer = io.StringIO()
