@@ -152,9 +152,32 @@ def test_modules_that_never_ran_are_listed_with_who_used_their_weights() -> None
         model(torch.randn(2, 4))
     assert p.report.idle_modules == (("0.used", "Linear", "0"), ("0.dead", "Linear", ""))
     text = " ".join(notes(p.report))
-    assert "their parameters used by functional calls (counted there): 1 module, in 0" in text
+    assert "their parameters used elsewhere (counted there): 1 module, in 0" in text
     assert "Never called, nor their parameters used: 0.dead (Linear)" in text
     assert p.to_dict()["idle_modules"][1] == {"name": "0.dead", "type": "Linear", "used_by": ""}
+
+
+def test_a_module_whose_tied_weight_ran_elsewhere_is_not_called_unused() -> None:
+    # a language model's head shares its embedding's weight: whichever of the two ran used it
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out, self.dead = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False), nn.Linear(4, 4)
+            self.out.weight = self.emb.weight
+
+        def forward(self, x: torch.Tensor, ids: bool) -> torch.Tensor:
+            return self.emb(x) if ids else self.out(x)
+
+    model = Tied()
+    with Profiler(model) as head:
+        model(torch.randn(2, 4), False)
+    with Profiler(model) as embedding:
+        model(torch.zeros(2, dtype=torch.long), True)
+    assert head.report.idle_modules == (("emb", "Embedding", "out"), ("dead", "Linear", ""))
+    assert embedding.report.idle_modules == (("out", "Linear", "emb"), ("dead", "Linear", ""))
+    text = " ".join(notes(head.report))
+    assert "their parameters used elsewhere (counted there): 1 module, in out" in text
+    assert "Never called, nor their parameters used: dead (Linear)" in text
 
 
 @pytest.mark.parametrize("reentrant", [True, False])

@@ -524,6 +524,7 @@ class ModuleTracker:
         self._threads = _ThreadState()
         self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
+        self.tied: dict[int, set[int]] = {}  # site: the other sites holding one of its parameters
         self._wrapped: list[_Followed] = []
         # The operators' mode, when counting them; held weakly, since the mode holds the
         # tracker: without a cycle, a profiler's log is freed as soon as it is dropped, not
@@ -658,7 +659,10 @@ class ModuleTracker:
         parameters = module._parameters.values() if not module._modules else module.parameters()
         for parameter in parameters:
             if parameter is not None:
-                self._owners.setdefault(id(parameter), index)
+                owner = self._owners.setdefault(id(parameter), index)
+                if owner != index:  # tied (an embedding and a language model's head)
+                    self.tied.setdefault(owner, set()).add(index)
+                    self.tied.setdefault(index, set()).add(owner)
         self._install(_SiteForward(self, module, index))
 
     def _install(self, tracked: _Followed) -> None:

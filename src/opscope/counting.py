@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -216,10 +216,12 @@ class Counter:
         sites: Sequence[Site],
         scopes: Sequence[tuple[str, str]] = (),
         used_by: Mapping[int, int] | None = None,
+        tied: Mapping[int, Collection[int]] | None = None,
     ) -> None:
         self.sites = sites
         self.scopes = scopes
         self.used_by = used_by if used_by is not None else {}
+        self.tied = tied if tied is not None else {}
         self._descriptions: dict[int, Description] = {}
         self._configs: dict[int, Any] = {}
         # Each distinct call counted once, whatever is read (totals, then records).
@@ -460,13 +462,17 @@ class Counter:
                     slot = replace(slot, time_ns=backward_times[work.scope])
             records.append(slot)
         idle = tuple(
-            (site.name, site.module_type, self._user(index))
+            (site.name, site.module_type, self._user(index, calls_per_site))
             for index, (site, calls) in enumerate(zip(self.sites, calls_per_site))
             if not calls
         )
         return Counted(records, tuple(uncounted.most_common()), idle)
 
-    def _user(self, site: int) -> str:
-        """The name of the module whose operators used the site's parameters, or ``""``."""
+    def _user(self, site: int, calls_per_site: Sequence[int]) -> str:
+        """The name of the module whose operators used the site's parameters, or else of a
+        counted module that ran with one of them (tied weights), or ``""``."""
         scope = self.used_by.get(site)
-        return "" if scope is None else self._scope_name(scope)[0] or "(model)"
+        if scope is not None:
+            return self._scope_name(scope)[0] or "(model)"
+        ran = sorted(other for other in self.tied.get(site, ()) if calls_per_site[other])
+        return self.sites[ran[0]].name if ran else ""

@@ -94,7 +94,9 @@ class _Block:
     def __post_init__(self) -> None:
         self.tracker = ModuleTracker(self.log, self.timer, self.probe)
         # The counter describes each site once, when results are first read.
-        self.counter = Counter(self.sites, self.tracker.names, self.tracker.used_by)
+        self.counter = Counter(
+            self.sites, self.tracker.names, self.tracker.used_by, self.tracker.tied
+        )
         self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
         if self.mode is not None:
             self.tracker.mode = weakref.ref(self.mode)

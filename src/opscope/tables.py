@@ -422,7 +422,7 @@ def notes(report: Report) -> list[str]:
         users = sorted({used for _, used in ran_functionally})
         shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
         lines.append(
-            f"Never called, their parameters used by functional calls (counted there): "
+            f"Never called, their parameters used elsewhere (counted there): "
             f"{plural(len(ran_functionally), 'module')}, in {shown}."
         )
     dead = [
