@@ -341,3 +341,23 @@ def test_files_are_written_atomically(
     plot_layers(resnet18, target)
     svg_root(target)
     assert [path.name for path in tmp_path.iterdir()] == ["layers.svg"]
+
+
+@needs_matplotlib
+@pytest.mark.parametrize("plotted", [True, False])
+def test_the_box_beside_the_plot_is_drawn_whole(plotted: bool) -> None:
+    # a long failure, wrapped to its widest: its box, padding and edge included, inside the
+    # picture
+    from opscope.plots import _comparison_figure
+
+    reason = "torch.nonzero() needs tensor values, which the meta device has not: try --device cpu"
+    rows = [summary("fasterrcnn_resnet50_fpn", None, 70.0, error=reason)]
+    if plotted:
+        rows += [summary("small", 1_000_000, 60.0), summary("big", 9_000_000_000, 80.0)]
+    figure = _comparison_figure(rows, None)[0]
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    (box,) = [text for text in figure.axes[0].texts if text.get_bbox_patch() is not None]
+    extent, picture = box.get_bbox_patch().get_window_extent(renderer), figure.bbox
+    assert picture.x0 <= extent.x0 and extent.x1 <= picture.x1, (extent, picture)
+    assert picture.y0 <= extent.y0 and extent.y1 <= picture.y1, (extent, picture)

@@ -499,6 +499,8 @@ def _comparison_figure(
         box = {"boxstyle": "round,pad=0.5", "facecolor": "#f7f7f7", "edgecolor": "#cccccc"}
         axes.text(1.02, 1.0, "\n".join(side), transform=axes.transAxes, va="top", ha="left",
                   fontsize=8, bbox=box)  # fmt: skip
+        # the layout makes room for the text, not for its box's padding and edge
+        figure.get_layout_engine().set(rect=(0, 0, 1 - 0.12 / width, 1))
     if not plotted:
         axes.set_axis_off()
         axes.text(0.5, 0.5, "No model has both a count and a published acc@1.",
