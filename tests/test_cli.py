@@ -212,6 +212,17 @@ def test_a_half_precision_input_runs_the_model_in_half_precision(capsys, dtype: 
     assert (conv1["input_bytes"], conv1["param_bytes"]) == (2 * 3 * 32 * 32, 2 * 64 * 3 * 7 * 7)
 
 
+def test_the_coverage_is_in_the_csv_too(capsys) -> None:
+    code, out, _ = run(capsys, "profile", "resnet18", "--coverage", "--format", "json")
+    share = json.loads(out)["coverage"]["share"]
+    for depth in ([], ["--depth", "1"]):
+        code, out, _ = run(capsys, "profile", "resnet18", "--coverage", "--format", "csv", *depth)
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert code == 0 and rows and {row["coverage"] for row in rows} == {str(share)}
+    code, out, _ = run(capsys, "profile", "resnet18", "--format", "csv")
+    assert "coverage" not in out.splitlines()[0].split(",")
+
+
 def test_output_and_plot_of_one_file_are_refused(capsys, tmp_path: Path) -> None:
     same = tmp_path / "report.svg"
     for command in ("profile", "compare"):

@@ -207,6 +207,9 @@ def _nested(nodes: list[ModuleTotal]) -> list[dict[str, Any]]:
 
 def _profile_csv(profiled: Profiled, args: argparse.Namespace) -> str:
     context = {"model": profiled.model.name, "inputs": profiled.inputs, "device": profiled.device}
+    coverage = profiled.report.coverage
+    if coverage is not None:  # the whole run's: a column repeated on every row
+        context["coverage"] = coverage.share
     if args.depth is not None:
         nodes = profiled.report.by_module(args.depth)
         return exports.to_csv([{**context, **asdict(node)} for node in nodes])
