@@ -338,12 +338,8 @@ class Profiler:
 
     @property
     def report(self) -> Report:
-        """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached).
-
-        Raises:
-            RuntimeError: the profiler was never entered: there is nothing to read.
-        """
-        self._check_profiled()
+        """The records so far, as a :class:`~opscope.report.Report` (built lazily, cached);
+        empty before the profiler was entered."""
         block = self._block
         if self._active:
             self._refresh_unhooked()
@@ -430,15 +426,7 @@ class Profiler:
         """Multiply-accumulates of every recorded call (see :attr:`Report.total_macs`)."""
         return self._totals()[1]
 
-    def _check_profiled(self) -> None:
-        if not self._profiled:
-            raise RuntimeError(
-                "this Profiler has profiled nothing yet: run the model in its block, "
-                "'with Profiler(model) as p: model(x)', then read p"
-            )
-
     def _totals(self) -> tuple[int, int]:
-        self._check_profiled()
         block = self._block
         if self._report is not None and self._report_calls == len(block.log):
             return self._report.total_ops, self._report.total_macs
@@ -468,7 +456,17 @@ class Profiler:
         depth: int | None = None,
     ) -> None:
         """Print the per-layer table (or, with a ``depth``, the per-module tree), the per-type
-        summary and the totals with rich (see :meth:`Report.print`)."""
+        summary and the totals with rich (see :meth:`Report.print`); before the profiler was
+        entered, that there is nothing to show yet."""
+        if not self._profiled:
+            from rich.console import Console
+
+            (console or Console()).print(
+                "Nothing profiled yet: run the model in the profiler's block, "
+                "'with Profiler(model) as p: model(x)', then print p.",
+                highlight=False,
+            )
+            return
         self.report.print(sort=sort, top=top, show_bytes=show_bytes, console=console, depth=depth)
 
     def reduce(
