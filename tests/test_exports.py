@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import stat
 import threading
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opscope.exports import write_atomic
+from opscope.exports import to_csv, write_atomic
 
 
 def test_regular_file_is_replaced_atomically_and_keeps_its_mode(tmp_path: Path) -> None:
@@ -60,3 +62,12 @@ def test_a_directory_or_a_missing_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_atomic(tmp_path / "missing" / "out.json", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_cells_of_shapes_and_of_named_tallies() -> None:
+    rows = [{"input_shape": (1, 3, 8, 8), "input_shapes": ((1, 3), (2, 4)), "kernel_size": (3, 3),
+             "config.ops": (("mul", 2), ("add_", 1)), "families": (("elementwise", 3, 24),),
+             "bias": None}]  # fmt: skip
+    (row,) = csv.DictReader(io.StringIO(to_csv(rows)))
+    assert row == {"input_shape": "1x3x8x8", "input_shapes": "1x3;2x4", "kernel_size": "3x3",
+                   "config.ops": "mul:2;add_:1", "families": "elementwise:3:24", "bias": ""}  # fmt: skip

@@ -23,7 +23,9 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         if value and isinstance(value[0], (list, tuple)):  # several shapes: 1x3x8x8;1x3x8x8
             return ";".join(map(_csv_cell, value))
-        return "x".join(map(str, value))  # a shape or kernel size: 1x3x224x224
+        if all(isinstance(item, int) for item in value):  # a shape or kernel size: 1x3x224x224
+            return "x".join(map(str, value))
+        return ":".join(map(str, value))  # a named tally: mul:2 (an operator, its calls)
     return "" if value is None else value
 
 
