@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from opscope import Profiler, capture
+from opscope.report import Report
 from opscope.formulas.registry import OpCall, op_formula_for
 from opscope.tables import notes
 
@@ -155,6 +156,14 @@ def test_modules_that_never_ran_are_listed_with_who_used_their_weights() -> None
     assert "their parameters used elsewhere (counted there): 1 module, in 0" in text
     assert "Never called, nor their parameters used: 0.dead (Linear)" in text
     assert p.to_dict()["idle_modules"][1] == {"name": "0.dead", "type": "Linear", "used_by": ""}
+    # without the operators' mode nothing says whether their weights were used
+    with Profiler(model, functional=False) as blind:
+        model(torch.randn(2, 4))
+    assert blind.report.idle_modules == (("0.used", "Linear", None), ("0.dead", "Linear", None))
+    text = " ".join(notes(blind.report))
+    assert "nor their parameters used" not in text
+    assert "Never called, their parameters' use not followed (functional=False): 0.used (Linear), 0.dead (Linear)" in text
+    assert Report.from_dict(blind.to_dict()).idle_modules == blind.report.idle_modules
 
 
 def test_a_module_whose_tied_weight_ran_elsewhere_is_not_called_unused() -> None:

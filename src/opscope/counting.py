@@ -203,7 +203,7 @@ class Counted:
 
     records: list[LayerRecord]
     uncounted_ops: tuple[tuple[str, int], ...]
-    idle: tuple[tuple[str, str, str], ...] = ()
+    idle: tuple[tuple[str, str, str | None], ...] = ()
 
 
 class Counter:
@@ -220,7 +220,7 @@ class Counter:
     ) -> None:
         self.sites = sites
         self.scopes = scopes
-        self.used_by = used_by if used_by is not None else {}
+        self.used_by = used_by  # None: not followed (operators not counted)
         self.tied = tied if tied is not None else {}
         self._descriptions: dict[int, Description] = {}
         self._configs: dict[int, Any] = {}
@@ -468,11 +468,14 @@ class Counter:
         )
         return Counted(records, tuple(uncounted.most_common()), idle)
 
-    def _user(self, site: int, calls_per_site: Sequence[int]) -> str:
+    def _user(self, site: int, calls_per_site: Sequence[int]) -> str | None:
         """The name of the module whose operators used the site's parameters, or else of a
-        counted module that ran with one of them (tied weights), or ``""``."""
-        scope = self.used_by.get(site)
+        counted module that ran with one of them (tied weights); ``""`` for none, None when
+        the operators' use of parameters was not followed."""
+        scope = None if self.used_by is None else self.used_by.get(site)
         if scope is not None:
             return self._scope_name(scope)[0] or "(model)"
         ran = sorted(other for other in self.tied.get(site, ()) if calls_per_site[other])
-        return self.sites[ran[0]].name if ran else ""
+        if ran:
+            return self.sites[ran[0]].name
+        return None if self.used_by is None else ""

@@ -94,9 +94,9 @@ class _Block:
     def __post_init__(self) -> None:
         self.tracker = ModuleTracker(self.log, self.timer, self.probe)
         # The counter describes each site once, when results are first read.
-        self.counter = Counter(
-            self.sites, self.tracker.names, self.tracker.used_by, self.tracker.tied
-        )
+        # Without the operators' mode, no use of a counted module's parameters is seen.
+        used_by = self.tracker.used_by if self.functional else None
+        self.counter = Counter(self.sites, self.tracker.names, used_by, self.tracker.tied)
         self.mode = OpCapture(self.log, self.tracker, self.probe) if self.functional else None
         if self.mode is not None:
             self.tracker.mode = weakref.ref(self.mode)

@@ -120,7 +120,9 @@ class Report:
             :attr:`total_params` then sums the modules that ran).
         idle_modules: ``(name, type, used by)`` of the counted modules that were never called:
             ``used by`` names the module whose operators used their parameters (ran
-            functionally, and counted there), ``""`` when nothing did (dead code).
+            functionally, and counted there) or a counted module that ran with them (tied
+            weights), ``""`` when nothing did (dead code), None when it is not known
+            (``functional=False`` follows no operator).
     """
 
     records: tuple[LayerRecord, ...]
@@ -131,7 +133,7 @@ class Report:
     unhooked_modules: tuple[tuple[str, str], ...] = ()
     uncounted_ops: tuple[tuple[str, int], ...] = ()
     params: int | None = None
-    idle_modules: tuple[tuple[str, str, str], ...] = ()
+    idle_modules: tuple[tuple[str, str, str | None], ...] = ()
     modules: tuple[ModuleInfo, ...] = ()
 
     @property

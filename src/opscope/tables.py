@@ -361,6 +361,9 @@ def empty_message(report: Report) -> str:
     )
 
 
+_UNFOLLOWED = "their parameters' use not followed (functional=False)"
+
+
 def notes(report: Report) -> list[str]:
     """Lines under the tables: coverage, when measured, and the modules left uncounted."""
     lines = []
@@ -425,12 +428,12 @@ def notes(report: Report) -> list[str]:
             f"Never called, their parameters used elsewhere (counted there): "
             f"{plural(len(ran_functionally), 'module')}, in {shown}."
         )
-    dead = [
-        f"{name} ({module_type})" for name, module_type, used in report.idle_modules if not used
-    ]
-    if dead and not backward_alone:  # then the forward ran before the block, not "never"
-        more = f" and {len(dead) - 3} more" if len(dead) > 3 else ""
-        lines.append(f"Never called, nor their parameters used: {', '.join(dead[:3])}{more}.")
+    if not backward_alone:  # then the forward ran before the block, not "never"
+        for used, claim in (("", "nor their parameters used"), (None, _UNFOLLOWED)):
+            idle = [f"{name} ({kind})" for name, kind, user in report.idle_modules if user == used]
+            if idle:
+                more = f" and {len(idle) - 3} more" if len(idle) > 3 else ""
+                lines.append(f"Never called, {claim}: {', '.join(idle[:3])}{more}.")
     if report.unhooked_modules:
         named = ", ".join(
             f"{name} ({module_type})" for name, module_type in report.unhooked_modules
