@@ -187,6 +187,26 @@ def test_a_module_whose_tied_weight_ran_elsewhere_is_not_called_unused() -> None
     text = " ".join(notes(head.report))
     assert "their parameters used elsewhere (counted there): 1 module, in out" in text
     assert "Never called, nor their parameters used: dead (Linear)" in text
+    # one weight held by three: whichever ran used it for the other two
+    shared = nn.Linear(4, 4)
+    three = nn.ModuleDict({name: nn.Linear(4, 4) for name in "abc"})
+    for linear in three.values():
+        linear.weight = shared.weight
+    with Profiler(three) as p:
+        three["b"](torch.randn(2, 4))
+    assert p.report.idle_modules == (("a", "Linear", "b"), ("c", "Linear", "b"))
+
+    # a child's parameters are not its parent's own: a child that never ran is unused even
+    # though its parent, a counted module of another kind, holds them too
+    class ConvWithIdleNorm(nn.Conv2d):
+        def __init__(self) -> None:
+            super().__init__(3, 8, 3)
+            self.bn = nn.BatchNorm2d(8)  # folded into the convolution: never run
+
+    model = nn.Sequential(ConvWithIdleNorm())
+    with Profiler(model) as p:
+        model(torch.randn(1, 3, 8, 8))
+    assert p.report.idle_modules == (("0.bn", "BatchNorm2d", ""),)
 
 
 @pytest.mark.parametrize("reentrant", [True, False])

@@ -65,19 +65,22 @@ def test_the_settings_have_a_column_each_or_share_one_never_some_of_them() -> No
         model = torchvision.models.mobilenet_v3_small(weights=None).eval()
     with Profiler(model) as p:
         model(torch.empty(1, 3, 224, 224, device="meta"))
-    layouts = set()
-    for width in range(100, 161, 4):
-        lines = printed(p, width).splitlines()
-        header = next(line for line in lines if line.startswith("Layer")).split()
-        row = next(line for line in lines if line.startswith("features.1.block.0.0 ")).split()
-        settings = [name for name in ("Kernel", "Stride", "Groups", "Bias") if name in header]
-        assert settings in ([], ["Kernel"], ["Kernel", "Stride", "Groups", "Bias"]), (width, header)
-        if settings == ["Kernel"]:
-            assert "g16" in row, (width, row)
-        elif settings:
-            assert row[header.index("Groups")] == "16", (width, row)
-        layouts.add(len(settings))
-    assert layouts == {0, 1, 4}
+    for show_bytes in (False, True):
+        layouts = set()
+        for width in range(100, 181, 4):
+            lines = printed(p, width, show_bytes=show_bytes).splitlines()
+            header = next(line for line in lines if line.startswith("Layer")).split()
+            row = next(line for line in lines if line.startswith("features.1.block.0.0 ")).split()
+            settings = [name for name in ("Kernel", "Stride", "Groups", "Bias") if name in header]
+            assert settings in ([], ["Kernel"], ["Kernel", "Stride", "Groups", "Bias"]), (width, header)
+            if settings == ["Kernel"]:
+                assert "g16" in row, (width, row)
+            elif settings:
+                assert row[header.index("Groups")] == "16", (width, row)
+            if width >= 120:  # the wide layout: its MACs and, bytes or not, the layer's details
+                assert {"MACs", "Output", "Params"} <= set(header), (width, header)
+            layouts.add(len(settings))
+        assert layouts == {0, 1, 4}, show_bytes
 
 
 def test_top_and_sort(resnet18: Profiler) -> None:

@@ -525,6 +525,7 @@ class ModuleTracker:
         self._owners: dict[int, int] = {}  # id(parameter): the site it belongs to
         self.used_by: dict[int, int] = {}  # site: the first scope whose operators used it
         self.tied: dict[int, set[int]] = {}  # site: the other sites holding one of its parameters
+        self._holders: dict[int, list[int]] = {}  # id(parameter): the sites holding it as their own
         self._wrapped: list[_Followed] = []
         # The operators' mode, when counting them; held weakly, since the mode holds the
         # tracker: without a cycle, a profiler's log is freed as soon as it is dropped, not
@@ -659,10 +660,16 @@ class ModuleTracker:
         parameters = module._parameters.values() if not module._modules else module.parameters()
         for parameter in parameters:
             if parameter is not None:
-                owner = self._owners.setdefault(id(parameter), index)
-                if owner != index:  # tied (an embedding and a language model's head)
-                    self.tied.setdefault(owner, set()).add(index)
-                    self.tied.setdefault(index, set()).add(owner)
+                self._owners.setdefault(id(parameter), index)
+        # Tied weights (an embedding and a language model's head) are a module's own
+        # parameters, held by each of the modules that share them.
+        for parameter in module._parameters.values():
+            if parameter is not None:
+                holders = self._holders.setdefault(id(parameter), [])
+                for other in holders:
+                    self.tied.setdefault(other, set()).add(index)
+                    self.tied.setdefault(index, set()).add(other)
+                holders.append(index)
         self._install(_SiteForward(self, module, index))
 
     def _install(self, tracked: _Followed) -> None:

@@ -204,6 +204,7 @@ def layer_grid(
     top: int | None = None,
     wide: bool = True,
     show_bytes: bool = False,
+    shared_settings: bool = False,
 ) -> Grid:
     """The per-layer table of a non-empty report.
 
@@ -214,7 +215,8 @@ def layer_grid(
     puts kernel, stride, groups and bias in one column (``3×3 s2 g32 +b``), turns a type
     column that would repeat one name into the title or, with several types, leaves out the
     input shape (normally the previous layer's output), and makes room for bytes and times by
-    leaving out the shapes, settings and parameters. The wide layout and the exports keep all.
+    leaving out the shapes, settings and parameters. The wide layout and the exports keep all;
+    ``shared_settings`` gives the wide layout the compact one's settings column.
     """
     check_top(top)
     records, total = report.sorted(sort), report.total_ops
@@ -224,6 +226,7 @@ def layer_grid(
     show_types = wide or len(types) > 1
     show_details = wide or not (show_bytes or timed)  # output, settings, params
     show_inputs = wide or (show_details and not show_types)
+    one_setting_column = shared_settings or not wide
 
     def cells(record: LayerRecord) -> list[str]:
         """The columns between the layer's name and its ops."""
@@ -231,7 +234,7 @@ def layer_grid(
         row += [format_shape(record.input_shape)] if show_inputs else []
         if show_details:
             row.append(format_shape(record.output_shape))
-            row += _settings(record) if wide else [_compact_settings(record)]
+            row += [_compact_settings(record)] if one_setting_column else _settings(record)
             row.append(format_count(record.params) if record.call_index == 1 else "shared")
         return row
 
@@ -254,10 +257,10 @@ def layer_grid(
     columns += [_shape("Input", keep=20)] if show_inputs else []
     if show_details:
         columns.append(_shape("Output", keep=40))
-        if wide:
-            columns += [_centered(header, keep) for header, keep in WIDE_SETTINGS.items()]
+        if one_setting_column:
+            columns.append(_centered("Kernel", WIDE_SETTINGS["Kernel"]))
         else:
-            columns.append(_centered("Kernel", 30))
+            columns += [_centered(header, keep) for header, keep in WIDE_SETTINGS.items()]
         columns.append(_number("Params", 50))
     columns += [_number("Ops", strong=True), *([_number("MACs", 35)] if wide else [])]
     columns.append(_number("Share", 90))
@@ -455,6 +458,7 @@ def report_document(
     heading: str | None = None,
     extra_notes: Sequence[str] = (),
     depth: int | None = None,
+    shared_settings: bool = False,
 ) -> Document:
     """The sections of ``report``, as every format shows them (see :func:`layer_grid` for
     the options); ``heading`` says what was profiled, ``extra_notes`` follow the report's.
@@ -468,7 +472,16 @@ def report_document(
     if depth is not None:
         grids = [tree_grid(report, depth)]
     else:
-        grids = [layer_grid(report, sort=sort, top=top, wide=wide, show_bytes=show_bytes)]
+        grids = [
+            layer_grid(
+                report,
+                sort=sort,
+                top=top,
+                wide=wide,
+                show_bytes=show_bytes,
+                shared_settings=shared_settings,
+            )
+        ]
     if len(report.by_type()) > 1:
         grids.append(type_grid(report))
     return Document(tuple(grids), (*notes(report), *extra_notes), heading)

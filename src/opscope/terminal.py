@@ -194,7 +194,7 @@ class LayerTable:
         self.report, self.sort, self.top, self.show_bytes = report, sort, top, show_bytes
         self.heading, self.extra_notes, self.depth = heading, extra_notes, depth
 
-    def _document(self, wide: bool) -> Document:
+    def _document(self, wide: bool, shared_settings: bool = False) -> Document:
         return report_document(
             self.report,
             sort=self.sort,
@@ -204,14 +204,17 @@ class LayerTable:
             heading=self.heading,
             extra_notes=self.extra_notes,
             depth=self.depth,
+            shared_settings=shared_settings,
         )
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        document = self._document(wide=width >= WIDE_LAYOUT_MIN_WIDTH)
+        wide = width >= WIDE_LAYOUT_MIN_WIDTH
+        document = self._document(wide)
         if document.grids and not _settings_fit(document.grids[0], width):
-            # a column each for kernel, stride, groups and bias, or none: never some of them
-            document = self._document(wide=False)
+            # a column each for kernel, stride, groups and bias, or one for the four: never
+            # some of them
+            document = self._document(wide, shared_settings=True)
         if document.heading:
             yield Text(document.heading, style="bold")
         for position, grid in enumerate(document.grids):
