@@ -232,12 +232,12 @@ def test_output_and_plot_of_one_file_are_refused(capsys, tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.parametrize("fmt", ["table", "json"])
-def test_a_full_disk_on_stdout_is_one_line(fmt: str) -> None:
+@pytest.mark.parametrize("argv", [["profile", "resnet18"], ["profile", "resnet18", "--format", "json"], ["list"]])
+def test_a_full_disk_on_stdout_is_one_line(argv: list[str]) -> None:
     script = Path(sys.executable).parent / "opscope"
     with open("/dev/full", "w") as full:
-        done = subprocess.run([str(script), "profile", "resnet18", "--format", fmt], stdout=full,
-                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run([str(script), *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == "opscope: error: cannot write to standard output: No space left on device\n"
 

@@ -312,3 +312,21 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_row_says_the_inputs_that_ran_or_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a factory's own example, whether its model runs or fails at it; a detection model's
+    # image batch as given, though it runs on a list of images
+    importable(
+        tmp_path, monkeypatch, cores=1, module="ran_at",
+        source="import torch\n"
+        "class Fails(torch.nn.Linear):\n"
+        "    def forward(self, x):\n        raise RuntimeError('boom')\n"
+        "def runs():\n    return torch.nn.Linear(5, 3), torch.randn(2, 5)\n"
+        "def fails():\n    return Fails(5, 3), torch.randn(2, 5)\n",
+    )  # fmt: skip
+    runs, fails = (summarize(zoo.ZooModel(f"ran_at:{name}", "custom")) for name in ("runs", "fails"))
+    assert (runs.input_shape, runs.inputs, runs.error) == ((2, 5), "2×5", None)
+    assert (fails.input_shape, fails.inputs) == ((2, 5), "2×5") and "boom" in fails.error
+    detection = summarize(zoo.ZooModel("ssdlite320_mobilenet_v3_large", "detection"), (1, 3, 64, 64), "cpu")
+    assert (detection.input_shape, detection.inputs, detection.error) == ((1, 3, 64, 64), "1×3×64×64", None)

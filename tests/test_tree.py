@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 
 from opscope import Profiler, zoo
@@ -77,11 +78,22 @@ def test_every_format_shows_the_tree(tmp_path, capsys) -> None:
     assert main(["profile", "resnet18", "--depth", "1", "--top", "3"]) == 2
 
 
-@pytest.mark.parametrize("option", [["--top", "3"], ["--sort", "ops"], ["--bytes"], ["--time", "--device", "cpu"]])
+@pytest.mark.parametrize("option", [["--top", "3"], ["--sort", "ops"], ["--bytes"], ["--time", "--device", "cpu"],
+                                    ["--time", "--device", "cpu", "--format", "csv"]])  # fmt: skip
 def test_what_the_tree_cannot_show_is_refused(capsys, option: list[str]) -> None:
     # the tree has no bytes or time columns and keeps the model's order: refused, not dropped
     assert main(["profile", "resnet18", "--depth", "1", *option]) == 2
     assert "--depth shows the model's tree" in capsys.readouterr().err
+
+
+def test_times_go_with_the_tree_where_they_are_shown(capsys) -> None:
+    # each layer's in the JSON beside the tree; a training step's under it
+    argv = ["profile", "resnet18", "--depth", "1", "--time", "--device", "cpu", "--input", "2x3x32x32"]
+    assert main([*argv, "--repeat", "1", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["tree"] and all(layer["time_ns"] is not None for layer in data["layers"])
+    assert main([*argv, "--train", "--repeat", "1"]) == 0
+    assert "One training step" in capsys.readouterr().out
 
 
 def small() -> Profiler:
@@ -100,7 +112,14 @@ def test_the_api_refuses_what_the_tree_cannot_show(options: dict) -> None:
         p.report.print(depth=1, **options)
 
 
-@pytest.mark.parametrize("top", [1.5, True, "3"])
+@pytest.mark.parametrize("top", [1.5, True, "3", 0])
 def test_top_must_be_a_whole_number_of_rows(top: object) -> None:
     with pytest.raises(ValueError, match="top must be a positive number of rows"):
         small().print(top=top)  # type: ignore[arg-type]
+
+
+def test_top_may_be_any_integer_type() -> None:
+    numpy = pytest.importorskip("numpy")
+    console = Console(record=True, width=120)
+    small().print(top=numpy.int64(1), console=console)
+    assert "… 1 more" in console.export_text()

@@ -18,7 +18,8 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -292,10 +293,16 @@ def check(args: argparse.Namespace) -> None:
                 "execution order",
                 2,
             )
-        if args.depth is not None and (args.sort or args.top or args.bytes or args.time):
+        if args.depth is not None and (args.sort or args.top or args.bytes):
             raise CliError(
                 "--depth shows the model's tree in its own order, with operations and "
-                "parameters: no --sort, --top, --bytes or --time",
+                "parameters: no --sort, --top or --bytes",
+                2,
+            )
+        if args.depth is not None and args.time and not (args.train or args.format == "json"):
+            raise CliError(
+                "--depth shows the model's tree, without times: --time goes with it only "
+                "with --train (the step's time) or --format json (each layer's)",
                 2,
             )
         if args.repeat is not None and not args.time:
@@ -351,13 +358,15 @@ def _list(args: argparse.Namespace) -> int:
     if not models:
         raise CliError(catalogue.unknown_message(catalogue.qualified(args.source, args.pattern)), 2)
     console = stdout_console()
-    console.print(
-        f"{plural(len(models), 'model')} from {catalogue.library(args.source)}", highlight=False
-    )
     table = Table("Model", "Task", box=None, show_edge=False, pad_edge=False)
     for model in models:
         table.add_row(model.name, model.task)
-    console.print(table)
+    with stdout_writes():
+        console.print(
+            f"{plural(len(models), 'model')} from {catalogue.library(args.source)}",
+            highlight=False,
+        )
+        console.print(table)
     return 0
 
 
@@ -406,6 +415,18 @@ def stdout_console() -> Console:
 
 def _broken_pipe() -> None:
     raise BrokenPipeError
+
+
+@contextmanager
+def stdout_writes() -> Iterator[None]:
+    """Writing to standard output: a failure (a full disk) is a one-line error; a reader
+    that went away (``BrokenPipeError``) is left to the caller."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise CliError(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def discard_stdout() -> None:

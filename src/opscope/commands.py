@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opscope import documents, exports, html, plots, zoo
 from opscope.catalogue import ZooModel
-from opscope.cli import CliError, discard_stdout, stdout_console
+from opscope.cli import CliError, discard_stdout, stdout_console, stdout_writes
 from opscope.compare import (
     ModelError,
     ModelSummary,
@@ -60,14 +60,13 @@ def _emit(args: argparse.Namespace, content: str | ConsoleRenderable) -> None:
     to_stdout = args.output in (None, "-")
     if to_stdout:
         try:
-            if isinstance(content, str):
-                print(content, end="", flush=True)
-            else:
-                stdout_console().print(content)
+            with stdout_writes():
+                if isinstance(content, str):
+                    print(content, end="", flush=True)
+                else:
+                    stdout_console().print(content)
         except BrokenPipeError:  # the reader went away (| head): the rest (a plot) still runs
             discard_stdout()
-        except OSError as error:  # a full disk, a device that refuses writes
-            raise CliError(f"cannot write to standard output: {error.strerror or error}") from None
         return
     if not isinstance(content, str):
         buffer = io.StringIO()

@@ -37,9 +37,10 @@ class ModelError(Exception):
     """A model that could not be built or run; the message says which, in one line, and
     ``reason`` why, without the model's name (for a comparison row)."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, ran: Sequence[InputSpec] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        self.ran = ran  # the inputs it failed at, once built
 
 
 class ModelRun(NamedTuple):
@@ -52,7 +53,7 @@ class ModelRun(NamedTuple):
     seconds: float | None = None
     """A training step's median wall time over timed steps run unprofiled, when asked."""
     input_shape: tuple[int, ...] = ()
-    """The shape of the first tensor that ran (a factory's example's, when it gives one)."""
+    """The first input's shape, as ``--input`` gives it (a factory's example's, if given)."""
 
 
 def describe_failure(error: BaseException, device: str) -> str:
@@ -86,28 +87,27 @@ def _specs(inputs: Inputs) -> list[InputSpec] | None:
     return list(inputs)  # type: ignore[arg-type]
 
 
-def _tensors_of(example: zoo.Example) -> list[tuple[str | None, torch.Tensor]]:
-    """The tensors of an example input, by keyword (None: positional), in order."""
+def _example_specs(example: zoo.Example) -> list[InputSpec]:
+    """The tensors of a factory's example input, as ``--input`` would give them."""
     given = (*((None, value) for value in example.args), *example.kwargs.items())
-    return [(name, value) for name, value in given if isinstance(value, torch.Tensor)]
-
-
-def _described(example: zoo.Example) -> str:
-    """The tensors of a factory's example input, as ``--input`` would write them."""
-    specs = [
+    return [
         InputSpec(tuple(value.shape), str(value.dtype).removeprefix("torch."), name)
-        for name, value in _tensors_of(example)
+        for name, value in given
+        if isinstance(value, torch.Tensor)
     ]
-    return describe_inputs(specs)
+
+
+def _first_shape(specs: Sequence[InputSpec]) -> tuple[int, ...]:
+    return specs[0].shape if specs else ()
 
 
 def prepare(
     model: zoo.ZooModel, inputs: Inputs, device: str
-) -> tuple[torch.nn.Module, zoo.Example, str]:
+) -> tuple[torch.nn.Module, zoo.Example, list[InputSpec]]:
     """Build ``model`` and its forward's arguments: ``inputs`` when given, else its factory's
-    example, else its default inputs (:func:`opscope.zoo.default_inputs`); and their
-    description. The model is built for the first positional input's size, or else the
-    first keyword input's (a transformers model's ``pixel_values``).
+    example, else its default inputs (:func:`opscope.zoo.default_inputs`); and those inputs,
+    as ``--input`` gives them. The model is built for the first positional input's size, or
+    else the first keyword input's (a transformers model's ``pixel_values``).
 
     Raises:
         ModelError: the model cannot be built.
@@ -125,20 +125,23 @@ def prepare(
             f"cannot build {model.name}: {describe_failure(error, device)}", reason
         ) from error
     if specs is None and given is not None:
-        return net, given, _described(given)
+        return net, given, _example_specs(given)
     floating = {spec.dtype for spec in specs or () if getattr(torch, spec.dtype).is_floating_point}
     if len(floating) == 1:  # an input in half precision is for the model in half precision
         net = net.to(dtype=getattr(torch, floating.pop()))
     specs = specs or zoo.default_inputs(model)
-    return net, zoo.example_input(model, specs, device), describe_inputs(specs)
+    return net, zoo.example_input(model, specs, device), specs
 
 
-def _run(net: torch.nn.Module, example: zoo.Example, model: str, inputs: str, device: str) -> None:
+def _run(
+    net: torch.nn.Module, example: zoo.Example, model: str, ran: Sequence[InputSpec], device: str
+) -> None:
     try:
         net(*example.args, **example.kwargs)
     except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
         reason = describe_failure(error, device)
-        raise ModelError(f"{model} failed at input {inputs}: {reason}", reason) from error
+        message = f"{model} failed at input {describe_inputs(ran)}: {reason}"
+        raise ModelError(message, reason, ran) from error
 
 
 def profile_model(
@@ -151,7 +154,8 @@ def profile_model(
     Raises:
         ModelError: the model cannot be built, or fails at these inputs.
     """
-    net, example, described = prepare(model, inputs, device)
+    net, example, ran = prepare(model, inputs, device)
+    described = describe_inputs(ran)
     on_meta = torch.device(device).type == "meta"
     shortcuts = MetaShortcuts() if on_meta else nullcontext()
     # A lazy module cannot materialise its parameters on meta in inference mode: no_grad there
@@ -159,14 +163,9 @@ def profile_model(
     lazy = on_meta and any(is_lazy(p) for p in net.parameters())
     grad_mode = torch.no_grad() if lazy else torch.inference_mode()
     with grad_mode, shortcuts, Profiler(net, coverage=coverage) as profiler:
-        _run(net, example, model.name, described, device)
-    tensors = _tensors_of(example)
-    return ModelRun(
-        profiler.report,
-        sum(p.numel() for p in net.parameters()),
-        described,
-        input_shape=tuple(tensors[0][1].shape) if tensors else (),
-    )
+        _run(net, example, model.name, ran, device)
+    params = sum(p.numel() for p in net.parameters())
+    return ModelRun(profiler.report, params, described, input_shape=_first_shape(ran))
 
 
 def time_model(
@@ -184,15 +183,17 @@ def time_model(
     Raises:
         ModelError: the model cannot be built, or fails at these inputs.
     """
-    net, example, described = prepare(model, inputs, device)
+    net, example, ran = prepare(model, inputs, device)
+    described = describe_inputs(ran)
     reports = []
     with torch.inference_mode():
         for run in range(warmup + repeat):
             with Profiler(net, timing=True) as profiler:
-                _run(net, example, model.name, described, device)
+                _run(net, example, model.name, ran, device)
             if run >= warmup:
                 reports.append(profiler.report)
-    return ModelRun(median_timing(reports), sum(p.numel() for p in net.parameters()), described)
+    params = sum(p.numel() for p in net.parameters())
+    return ModelRun(median_timing(reports), params, described, input_shape=_first_shape(ran))
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -240,7 +241,8 @@ def train_model(
     Raises:
         ModelError: the model cannot be built, or fails at these inputs.
     """
-    net, example, described = prepare(model, inputs, device)
+    net, example, ran = prepare(model, inputs, device)
+    described = describe_inputs(ran)
     net.train()
     parameters = [p for p in net.parameters() if p.requires_grad]
     step = (
@@ -263,7 +265,7 @@ def train_model(
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's model failing
             reason = describe_failure(error, device)
             message = f"{model.name} failed a training step at input {described}: {reason}"
-            raise ModelError(message, reason) from error
+            raise ModelError(message, reason, ran) from error
 
     shortcuts = MetaShortcuts() if torch.device(device).type == "meta" else nullcontext()
     with shortcuts:
@@ -272,7 +274,7 @@ def train_model(
             guarded(1)
     seconds = _median_seconds(train_step, device, repeat) if repeat else None
     params = sum(p.numel() for p in net.parameters())
-    return ModelRun(profiler.report, params, described, seconds)
+    return ModelRun(profiler.report, params, described, seconds, _first_shape(ran))
 
 
 def _median_seconds(run: Callable[[], None], device: str, repeat: int) -> float:
@@ -357,6 +359,8 @@ def summarize(
         counts = (params, conv_calls, conv_ops, report.total_ops, measured, report.total_macs)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
+        if isinstance(failure, ModelError) and failure.ran:  # a factory's own example
+            shape, described = _first_shape(failure.ran), describe_inputs(failure.ran)
     return _row(model, shape, counts, error, described)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING, Literal
 
 from opscope.format import (
@@ -121,7 +122,7 @@ WIDE_LAYOUT_MIN_WIDTH = 120
 
 def check_top(top: int | None) -> None:
     """Refuse a ``top`` that is not a positive number of rows."""
-    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+    if top is not None and (not isinstance(top, Integral) or isinstance(top, bool) or top < 1):
         raise ValueError(f"top must be a positive number of rows; got {top!r}")
 
 
