@@ -374,7 +374,8 @@ def test_output_paths_are_checked_before_any_work(capsys, tmp_path: Path) -> Non
 def test_compare_fails_when_every_model_fails(capsys) -> None:
     code, out, err = run(capsys, "compare", "alexnet", "vgg11", "--input", "1x3x16x16")
     assert code == 1 and out == ""
-    assert err.startswith("opscope: error: all 2 models failed (")
+    assert err.startswith("opscope: error: all 2 models failed (alexnet: ")
+    assert "; vgg11: " in err and len(err.splitlines()) == 1  # each one's reason
 
 
 def test_the_console_script_spares_the_interpreters_last_collections(

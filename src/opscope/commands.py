@@ -257,9 +257,10 @@ PROFILE_WRITERS: dict[str, Callable[[Profiled, argparse.Namespace], str | Consol
 def _compare(args: argparse.Namespace, models: list[ZooModel]) -> int:
     summaries = sort_summaries(_run_with_progress(models, args), args.sort)
     if all(summary.error for summary in summaries):  # nothing to compare: say why, write nothing
-        first = summaries[0]
         every = "the model" if len(summaries) == 1 else f"all {len(summaries)} models"
-        raise CliError(f"{every} failed ({first.name}: {first.error})", 1)
+        reasons = [f"{summary.name}: {summary.error}" for summary in summaries[:3]]
+        more = [f"and {len(summaries) - 3} more"] if len(summaries) > 3 else []
+        raise CliError(f"{every} failed ({'; '.join([*reasons, *more])})", 1)
     _emit(args, COMPARE_WRITERS[args.format](summaries, args))
     if args.plot:
         _write_plot(args.plot, plots.plot_comparison, summaries, title="Accuracy against cost")
