@@ -657,19 +657,19 @@ class ModuleTracker:
 
     def add_site(self, index: int, module: nn.Module) -> None:
         """Log ``module``'s calls as site ``index``; its operators are counted by its formula."""
-        parameters = module._parameters.values() if not module._modules else module.parameters()
-        for parameter in parameters:
-            if parameter is not None:
-                self._owners.setdefault(id(parameter), index)
-        # Tied weights (an embedding and a language model's head) are a module's own
-        # parameters, held by each of the modules that share them.
         for parameter in module._parameters.values():
             if parameter is not None:
+                self._owners.setdefault(id(parameter), index)
+                # Tied weights (an embedding and a language model's head) are a module's
+                # own parameters, held by each of the modules that share them.
                 holders = self._holders.setdefault(id(parameter), [])
                 for other in holders:
                     self.tied.setdefault(other, set()).add(index)
                     self.tied.setdefault(index, set()).add(other)
                 holders.append(index)
+        if module._modules:  # its children's, which its formula may count
+            for parameter in module.parameters():
+                self._owners.setdefault(id(parameter), index)
         self._install(_SiteForward(self, module, index))
 
     def _install(self, tracked: _Followed) -> None:

@@ -279,8 +279,11 @@ def _compare_csv(summaries: list[ModelSummary], args: argparse.Namespace) -> str
     for summary in summaries:
         row = summary.to_dict()
         published = row.pop("published")
-        rows.append({**row, **{f"published_{key}": value for key, value in published.items()}})
-    return exports.to_csv([{**row, "device": args.device} for row in rows])
+        row.update(
+            {f"published_{key}": value for key, value in published.items()}, device=args.device
+        )
+        rows.append(row)
+    return exports.to_csv(rows)
 
 
 COMPARE_WRITERS: dict[

@@ -349,7 +349,7 @@ def summarize(
     error = None
     try:
         specs = specs or zoo.default_inputs(model)
-        shape, described = specs[0].shape, describe_inputs(specs)
+        shape, described = _first_shape(specs), describe_inputs(specs)
         report, params, described, _, shape = profile_model(
             model, inputs, device, coverage=coverage
         )
@@ -423,9 +423,8 @@ def _ended(exitcode: int | None) -> str:
 def _failed_row(task: Task, reason: str) -> ModelSummary:
     """The row of a model whose worker died: its inputs as given, no counts."""
     model, inputs, *_ = task
-    specs = _specs(inputs) or ()
-    shape = specs[0].shape if specs else ()
-    return _row(model, shape, (None,) * 6, reason, describe_inputs(specs) if specs else "")
+    specs = _specs(inputs) or []
+    return _row(model, _first_shape(specs), (None,) * 6, reason, describe_inputs(specs))
 
 
 @dataclass

@@ -211,7 +211,7 @@ class LayerTable:
         width = options.max_width
         wide = width >= WIDE_LAYOUT_MIN_WIDTH
         document = self._document(wide)
-        if document.grids and not _settings_fit(document.grids[0], width):
+        if wide and document.grids and not _settings_fit(document.grids[0], width):
             # a column each for kernel, stride, groups and bias, or one for the four: never
             # some of them
             document = self._document(wide, shared_settings=True)
