@@ -182,6 +182,40 @@ def test_timing_gives_each_module_its_backward_time() -> None:
     assert all(r.time_ns is None for r in backward if r.name == OUTSIDE_NAME)
 
 
+def test_each_autograd_node_is_timed_once_per_step_and_not_after_the_block() -> None:
+    """A parameter's gradient accumulator is the same node at every step of a loop: it is
+    hooked once a block, not once more at each forward (which made each step slower than the
+    last and timed the accumulators many times over), and no hook is left on it after the
+    block (later steps ran opscope's hooks and grew the finished profiler's times)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 8)
+
+    losses = []
+
+    def step() -> None:
+        losses[:] = [model(x).sum()]  # as in a loop, the last loss lives until the next one
+        losses[0].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    def timed_nodes(profiler: Profiler) -> int:
+        return sum(map(len, profiler._block.timer._backward.values()))
+
+    timed = []
+    with Profiler(model, timing=True) as p:
+        for _ in range(4):
+            step()
+            timed.append(timed_nodes(p))
+    # per Linear: addmm's and the transpose's nodes, and the weight's and bias's accumulators
+    assert timed == [8, 16, 24, 32]
+    for _ in range(3):
+        step()
+    assert timed_nodes(p) == 32
+    assert not p._block.tracker._accumulators  # the parameters' nodes are not held either
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_an_in_place_module_keeps_its_own_backward(inplace: bool) -> None:
     """``ReLU(inplace=True)`` gives its input a new autograd node: its backward is still its

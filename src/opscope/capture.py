@@ -59,6 +59,8 @@ from opscope.formulas.registry import (
     op_formula_for,
 )
 
+AccumulateGrad = torch._C._functions.AccumulateGrad  # a parameter's node: no module to import
+
 try:
     from torch._guards import TracingContext
     from torch.compiler import is_dynamo_compiling, is_exporting
@@ -532,6 +534,12 @@ class ModuleTracker:
         # left to the garbage collector.
         self.mode: Callable[[], TorchDispatchMode | None] = _no_mode
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
+        # A parameter's gradient accumulator outlives the forward that reached it: every
+        # forward of a training loop reaches the same one. It is claimed once a block (held,
+        # so that its id stays its own), and every hook set on a node is removed when the
+        # block ends: none runs after it, none piles up during it.
+        self._accumulators: dict[int, AccumulateGrad] = {}
+        self._node_hooks: list[RemovableHandle] = []
         self._followed: set[int] = set()  # ids of the forwards given to followed modules
         # (site, input shape and dtype, output shape and dtype, training): the log's number
         # of a site's plain call, one tensor in and one out, in a forward pass
@@ -579,11 +587,24 @@ class ModuleTracker:
             if node is None or id(node) in seen or id(node) in boundary:
                 continue
             seen.add(id(node))
-            if id(node) not in self._claimed:
+            if type(node) is AccumulateGrad:
+                fresh = id(node) not in self._accumulators
+                self._accumulators[id(node)] = node
+            else:
+                fresh = id(node) not in self._claimed
                 self._claimed.add(id(node))
-                node.register_prehook(start)
-                node.register_hook(end)
+            if fresh:
+                self._node_hooks += (node.register_prehook(start), node.register_hook(end))
             pending += [next_node for next_node, _ in node.next_functions]
+
+    def new_forward(self) -> None:
+        """A forward pass of the model begins: the nodes of the last one are not reached
+        again (their ids may be reused), and the hooks of those freed since are let go."""
+        self._claimed.clear()
+        if self._node_hooks:
+            self._node_hooks = [
+                handle for handle in self._node_hooks if handle.hooks_dict_ref() is not None
+            ]
 
     def optimizer_hooks(self) -> list[RemovableHandle]:
         """Global optimizer hooks that tell an optimizer's step from the rest of the block."""
@@ -681,6 +702,10 @@ class ModuleTracker:
     def detach(self) -> None:
         """Give every module its own ``forward`` back (the last wrapped first)."""
         self._followed.clear()
+        for handle in self._node_hooks:
+            handle.remove()
+        self._node_hooks.clear()
+        self._accumulators.clear()
         while self._wrapped:
             tracked = self._wrapped.pop()
             # A shallow copy of the module made during the block (copy.copy) shares this
@@ -767,7 +792,7 @@ class _ScopeForward(_Followed):
         tracker, scope = self.tracker, self.scope
         stack = tracker._threads.stack
         if not stack:  # a new forward pass of the model
-            tracker._claimed.clear()
+            tracker.new_forward()
         calls = tracker._calls
         calls[scope] += 1
         stack.append((scope, calls[scope]))
@@ -818,7 +843,7 @@ class _SiteForward(_Followed):
         flops = probe.begin() if probe is not None else 0
         stack = tracker._threads.stack
         if not stack:  # a new forward pass of the model (a counted module alone)
-            tracker._claimed.clear()
+            tracker.new_forward()
         stack.append((_SITES - index, 0))
         # Its formula counts its operators: the mode is left while it runs, so that they cost
         # nothing to profile (a dispatch mode costs tens of µs per operator).
