@@ -88,6 +88,21 @@ def test_register_rejects_what_is_not_a_module_type() -> None:
         Profiler(nn.Conv2d(1, 1, 1), include=["Conv2d"])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("include", [nn.Linear, "Linear"])
+def test_one_type_or_a_name_for_include_is_refused_plainly(include: object) -> None:
+    # a string is iterable: its letters were the types, the message named 'L'
+    with pytest.raises(TypeError, match=r"a list of torch.nn.Module subclasses, such as \[torch.nn.Linear\]"):
+        Profiler(nn.Linear(2, 2), include=include)  # type: ignore[arg-type]
+
+
+def test_formulas_that_are_not_a_mapping_of_count_functions_are_refused() -> None:
+    with pytest.raises(TypeError, match="formulas expects a mapping .* got a list"):
+        Profiler(nn.Linear(2, 2), formulas=[lambda config, call: 0])  # type: ignore[arg-type]
+    # accepted before, then counted 0 with a warning when results were read
+    with pytest.raises(TypeError, match=r"formulas\[Linear\] must be a Formula or a count function"):
+        Profiler(nn.Linear(2, 2), formulas={nn.Linear: 3})  # type: ignore[dict-item]
+
+
 def test_a_counted_block_hides_its_submodules() -> None:
     model = nn.Sequential(ConvBlock(), ConvBlock())
     formula = Formula(ConvBlock, count=lambda config, call: 1000)

@@ -112,6 +112,12 @@ def test_the_api_refuses_what_the_tree_cannot_show(options: dict) -> None:
         p.report.print(depth=1, **options)
 
 
+@pytest.mark.parametrize("depth", [1.5, True, "1", -1])
+def test_depth_must_be_a_whole_number(depth: object) -> None:
+    with pytest.raises(ValueError, match="depth must be a whole number, 0 or more"):
+        small().report.by_module(depth=depth)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("top", [1.5, True, "3", 0])
 def test_top_must_be_a_whole_number_of_rows(top: object) -> None:
     with pytest.raises(ValueError, match="top must be a positive number of rows"):

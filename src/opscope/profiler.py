@@ -479,6 +479,11 @@ class Profiler:
 
 
 def _type_tuple(types: Iterable[type[nn.Module]], argument: str) -> tuple[type[nn.Module], ...]:
+    if isinstance(types, (type, str)):  # one type, or a name: not the list asked for
+        raise TypeError(
+            f"{argument} expects a list of torch.nn.Module subclasses, such as "
+            f"[torch.nn.Linear]; got {types!r}"
+        )
     result = tuple(types)
     for module_type in result:
         if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):

@@ -10,6 +10,7 @@ import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 from opscope import exports
@@ -170,15 +171,17 @@ class Report:
         calls, a shared one is counted once per call.
 
         Raises:
-            ValueError: a negative ``depth``.
+            ValueError: a ``depth`` that is not a whole number, 0 or more.
 
         Example:
             >>> report = Report(records=(), hooked_modules=0)
             >>> report.by_module()
             []
         """
-        if depth is not None and depth < 0:
-            raise ValueError(f"depth must be 0 or more; got {depth}")
+        if depth is not None and (
+            not isinstance(depth, Integral) or isinstance(depth, bool) or depth < 0
+        ):
+            raise ValueError(f"depth must be a whole number, 0 or more; got {depth!r}")
         known = {info.path: info for info in self.modules}
         order = {info.path: position for position, info in enumerate(self.modules)}
         totals: dict[str, list[int]] = {}  # path: [calls, ops, macs]

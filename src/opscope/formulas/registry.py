@@ -183,10 +183,24 @@ def register_by_name(*qualified_names: str) -> Callable[[CountFnT], CountFnT]:
 def as_formulas(
     formulas: Mapping[type[nn.Module], Formula | CountFn],
 ) -> dict[type[nn.Module], Formula]:
-    """Per-profiler formulas: a bare count function gets no config."""
+    """Per-profiler formulas: a bare count function gets no config.
+
+    Raises:
+        TypeError: not a mapping of module types to formulas or count functions.
+    """
+    if not isinstance(formulas, Mapping):
+        raise TypeError(
+            "formulas expects a mapping of module types to formulas or count functions, "
+            f"such as {{MyBlock: count_my_block}}; got a {type(formulas).__name__}"
+        )
     result = {}
     for module_type, formula in formulas.items():
         _check_module_type(module_type)
+        if not (isinstance(formula, Formula) or callable(formula)):
+            raise TypeError(
+                f"formulas[{module_type.__name__}] must be a Formula or a count function "
+                f"(config, call) -> int; got {formula!r}"
+            )
         result[module_type] = (
             formula if isinstance(formula, Formula) else Formula(module_type, formula)
         )
