@@ -9,6 +9,7 @@ take whole models through the user's entry point.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -214,6 +215,37 @@ def test_each_autograd_node_is_timed_once_per_step_and_not_after_the_block() -> 
         step()
     assert timed_nodes(p) == 32
     assert not p._block.tracker._accumulators  # the parameters' nodes are not held either
+
+
+@dataclasses.dataclass
+class _Encoded:
+    hidden: torch.Tensor
+
+
+class _Encoder(nn.Module):
+    def __init__(self, as_dataclass: bool) -> None:
+        super().__init__()
+        self.linear, self.as_dataclass = nn.Linear(8, 8), as_dataclass
+
+    def forward(self, x: torch.Tensor) -> object:
+        hidden = torch.tanh(self.linear(x) * 2)  # the encoder's own work: a mul and a tanh
+        return _Encoded(hidden) if self.as_dataclass else (hidden,)
+
+
+@pytest.mark.parametrize("as_dataclass", [False, True])
+def test_a_module_returning_a_dataclass_keeps_its_own_backward(as_dataclass: bool) -> None:
+    """The nodes a module's forward made are found from its output, a dataclass instance's
+    fields included, as its output shapes are (before, a dataclass output gave its module's
+    backward to the module that called it)."""
+    encoder = _Encoder(as_dataclass)
+    model = nn.ModuleDict({"encoder": encoder})
+    with Profiler(model) as p:
+        out = encoder(torch.randn(4, 8))
+        (out.hidden if as_dataclass else out[0]).sum().backward()
+    backward = {r.name: r.ops for r in p.records if r.phase == "backward"}
+    # tanh_backward (a multiply and a subtract and a multiply: 3) and mul's (1) per element
+    assert backward["encoder"] == 4 * 8 * 4
+    assert "encoder.linear" in backward
 
 
 @pytest.mark.parametrize("inplace", [False, True])

@@ -119,28 +119,10 @@ OPTIMIZER = -2
 """The scope of operators an optimizer's ``step()`` ran inside the block."""
 
 
-def _collect_metas(value: Any, metas: list[ShapeAndDtype]) -> None:
-    """Append the shape and dtype of every tensor in ``value``, looking into tuples, lists,
-    dicts and dataclass instances."""
-    if isinstance(value, torch.Tensor):
-        if not value.is_nested:  # a nested tensor has no single shape: nothing to read
-            metas.append((value.shape, value.dtype))
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            _collect_metas(item, metas)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_metas(item, metas)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for field in dataclasses.fields(value):
-            _collect_metas(getattr(value, field.name), metas)
-
-
 def tensor_metas(value: Any) -> tuple[ShapeAndDtype, ...]:
-    """The shape and dtype of every tensor in ``value`` (nested containers included)."""
-    metas: list[ShapeAndDtype] = []
-    _collect_metas(value, metas)
-    return tuple(metas)
+    """The shape and dtype of every tensor in ``value`` (nested containers included); a
+    nested tensor has no single shape: nothing to read."""
+    return tuple((t.shape, t.dtype) for t in _tensors(value) if not t.is_nested)
 
 
 _SCOPE_CALL_SHIFT = 32  # up to 2**32 distinct calls, and 2**31 calls of one scope
@@ -468,6 +450,7 @@ def _vmap_batch(value: Any) -> int:
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in ``value``, looking into tuples, lists, dicts and dataclass instances."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, (tuple, list)):
@@ -476,6 +459,9 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, dict):
         for item in value.values():
             yield from _tensors(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _tensors(getattr(value, field.name))
 
 
 def _boundary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int]:
