@@ -217,6 +217,28 @@ def test_each_autograd_node_is_timed_once_per_step_and_not_after_the_block() -> 
     assert not p._block.tracker._accumulators  # the parameters' nodes are not held either
 
 
+def test_gradient_clipping_between_backward_and_step_is_work_outside_the_model() -> None:
+    """As the README says: clipping is neither the backward pass nor the optimizer's step;
+    it is the block's work outside the model, in phase forward."""
+    model = nn.Linear(64, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 64)
+    phases = []
+    for clip in (False, True):
+        with Profiler(model) as p:
+            model(x).sum().backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        optimizer.zero_grad()
+        outside = sum(r.ops for r in p.records if r.name == OUTSIDE_NAME and r.phase == "forward")
+        phases.append((p.report.by_phase(), outside))
+    (plain, plain_outside), (clipped, clipped_outside) = phases
+    assert clipped["backward"] == plain["backward"] and clipped["step"] == plain["step"]
+    grown = clipped["forward"][0] - plain["forward"][0]
+    assert grown > 0 and clipped_outside - plain_outside == grown
+
+
 @dataclasses.dataclass
 class _Encoded:
     hidden: torch.Tensor

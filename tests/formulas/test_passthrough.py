@@ -102,6 +102,34 @@ def test_training_dropout_really_changes_values_but_counts_zero() -> None:
     assert p.total_ops == 0
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_functional_training_dropout_decomposed_by_torch_counts_its_mask_arithmetic(
+    device: str,
+) -> None:
+    """What passthrough.md says of the CPU and meta: torch decomposes a training dropout
+    before a dispatch mode sees it (with or without gradients), so a functional one counts
+    the mask's division and the product, 2 per element, and a module's backward its mask
+    product, 1 per element; the module's forward is its formula's 0."""
+
+    class Functional(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.dropout(x, 0.5, training=True)
+
+    x = torch.randn(4, 64, device=device, requires_grad=True)
+    functional = Functional()
+    with Profiler(functional) as p:
+        functional(x)
+    assert p.total_ops == 2 * 4 * 64
+    phases = {}
+    for last in (nn.Identity(), nn.Dropout(0.5)):
+        model = nn.Sequential(nn.Linear(64, 64), last).to(device).train()
+        with Profiler(model) as p:
+            model(x.detach().requires_grad_()).sum().backward()
+        assert p.records[1].ops == 0  # the module's forward
+        phases[type(last).__name__] = p.report.by_phase()["backward"][0]
+    assert phases["Dropout"] - phases["Identity"] == 4 * 64
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_only_the_arithmetic_around_them_counts(training: bool) -> None:
     # A classifier head: Flatten and Dropout add nothing to the ReLU's 2 * 48 comparisons.

@@ -83,9 +83,10 @@ DROPOUT_OPS: tuple[str, ...] = (
     "dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout",
     "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_", "native_dropout",
 )  # fmt: skip
-"""The dropout operators, counted 0 in training and eval as the dropout modules are. (Under
-``torch.no_grad`` a training-mode CPU dropout reaches a dispatch mode already decomposed,
-as the mask draw, a multiplication and a division, which are counted.)"""
+"""The dropout operators, counted 0 in training and eval as the dropout modules are. (On
+the CPU and meta torch decomposes a training-mode dropout before a dispatch mode sees it, into
+the mask draw, a division and a multiplication, which are counted; CUDA runs
+``native_dropout``.)"""
 
 register_zero_ops(*aten_ops(*DROPOUT_OPS), family="passthrough")
 
