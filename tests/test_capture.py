@@ -90,6 +90,30 @@ def test_vmap_counts_the_batched_work() -> None:
     assert p.total_ops == 12 * 7 * (2 * 5)
 
 
+def test_vmap_batch_is_read_from_every_input_through_grad_transforms() -> None:
+    """A vmapped call stands for one call per sample whichever of its inputs is batched,
+    and under grad transforms (the per-sample-gradient recipe), whose wrappers lie between
+    the batched tensor and the module."""
+    linear = nn.Linear(8, 4)
+    single = 4 * (2 * 8)  # one row: 4 outputs of 8 products and 8 additions (bias included)
+    params = {name: value.detach() for name, value in linear.named_parameters()}
+
+    def loss(parameters: dict, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(linear, parameters, (x,)).sum()
+
+    for transform in (torch.func.grad, torch.func.jacrev):
+        with Profiler(linear) as p:
+            torch.vmap(transform(loss), in_dims=(None, 0))(params, torch.randn(5, 8))
+        forward = [r.ops for r in p.records if r.phase == "forward" and r.name == ""]
+        assert forward == [5 * single]  # the Linear's (the sum is outside the model)
+    bilinear, a = nn.Bilinear(3, 4, 2), torch.randn(3)
+    with Profiler(bilinear) as unbatched:
+        bilinear(a, torch.randn(4))
+    with pytest.warns(UserWarning, match="batching rule"), Profiler(bilinear) as p:
+        torch.vmap(lambda b: bilinear(a, b))(torch.randn(5, 4))  # the second input batched
+    assert p.total_ops == 5 * unbatched.total_ops > 0
+
+
 def test_keyword_calls_are_bound_to_the_signature() -> None:
     attention = nn.MultiheadAttention(8, 2, batch_first=True)
     q, k = torch.randn(1, 3, 8), torch.randn(1, 4, 8)

@@ -37,8 +37,10 @@ from torch._C import is_grad_enabled as _grad_enabled
 from torch._C._functorch import (
     get_unwrapped,
     is_batchedtensor,
+    is_gradtrackingtensor,
     maybe_current_level,
     maybe_get_bdim,
+    maybe_get_level,
 )
 from torch.nn.modules.loss import _Loss
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
@@ -439,14 +441,17 @@ def _signature(module_type: type[nn.Module]) -> inspect.Signature | None:
 
 def _vmap_batch(value: Any) -> int:
     """How many calls a call under ``torch.vmap`` stands for: the product of the batch sizes
-    of the vmap levels around the first tensor (1 outside vmap), read from metadata."""
-    tensor = next((item for item in _tensors(value)), None)
-    batch = 1
-    while tensor is not None and is_batchedtensor(tensor):
-        inner = get_unwrapped(tensor)
-        batch *= inner.shape[maybe_get_bdim(tensor)]
-        tensor = inner
-    return batch
+    of the vmap levels that any of its tensors is batched at (1 outside vmap; an unbatched
+    tensor takes part in each call), read from metadata through the wrappers of the
+    transforms between levels (``grad``, ``jacrev``)."""
+    sizes: dict[int, int] = {}
+    for tensor in _tensors(value):
+        while is_batchedtensor(tensor) or is_gradtrackingtensor(tensor):
+            inner = get_unwrapped(tensor)
+            if is_batchedtensor(tensor):
+                sizes[maybe_get_level(tensor)] = inner.shape[maybe_get_bdim(tensor)]
+            tensor = inner
+    return math.prod(sizes.values())
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -953,7 +958,7 @@ def _logged(
         outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
     else:
         outputs = tensor_metas(output)
-    batch = _vmap_batch(first if first is not None else args) if _vmap_active() else 1
+    batch = _vmap_batch((args, kwargs)) if _vmap_active() else 1
     return (index, inputs, outputs, module.training, batch, phase)
 
 
