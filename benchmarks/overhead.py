@@ -14,7 +14,12 @@ printed: alternating keeps both sides under the same machine conditions. Two pro
 - block-hooks, steady-hooks: the same with ``functional=False``, modules with a formula only:
   the difference is the price of counting the operators outside them;
 - floor: the same modules with do-nothing forward hooks: what PyTorch itself charges for
-  calling a hooked module, which any hook-based counter pays before doing anything.
+  calling a hooked module, which any hook-based counter pays before doing anything;
+- mode-floor: what counting the operators outside modules costs before anything is counted,
+  in a loop like *steady*: every module gets a do-nothing forward that only leaves a
+  pass-through dispatch mode (for a counted module, or a plain ``nn.Sequential``) or returns
+  to it (for another module) where opscope's do, so the operators outside counted modules
+  go through torch's Python dispatch and nothing else is done.
 
 Every side runs on the same model object as the bare forward. The median is robust to the
 machine's hiccups; p10 and p90 show the spread.
@@ -31,6 +36,11 @@ from collections.abc import Callable
 
 import torch
 import torchvision
+from torch import nn
+from torch._C import _get_dispatch_stack_at, _len_torch_dispatch_stack
+from torch._C import _pop_torch_dispatch_stack as _pop_mode
+from torch._C import _push_on_torch_dispatch_stack as _push_mode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from opscope import Profiler
 
@@ -54,7 +64,37 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-SIDES = ("block", "steady", "block-hooks", "steady-hooks", "floor")
+class PassThrough(TorchDispatchMode):
+    """A dispatch mode that runs each operator and does nothing else."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        return func(*args, **(kwargs or {}))
+
+
+class ModeSwitch:
+    """A module's do-nothing forward for the *mode-floor* side: it runs the module's own,
+    leaving ``mode`` while it runs (``leave``) or coming back to it (otherwise), as opscope's
+    forwards do for counted modules and plain ``nn.Sequential`` (leave) and for other modules
+    (come back)."""
+
+    __slots__ = ("forward", "leave", "mode")
+
+    def __init__(self, forward: Callable[..., object], leave: bool, mode: PassThrough) -> None:
+        self.forward, self.leave, self.mode = forward, leave, mode
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        mode, depth = self.mode, _len_torch_dispatch_stack()
+        if self.leave:
+            switched = depth > 0 and _get_dispatch_stack_at(depth - 1) is mode
+        else:
+            switched = all(_get_dispatch_stack_at(i) is not mode for i in range(depth))
+        if switched:
+            _pop_mode(None) if self.leave else _push_mode(mode)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            if switched:
+                _push_mode(mode) if self.leave else _pop_mode(None)
 
 
 def paired_ratios(
@@ -67,7 +107,10 @@ def paired_ratios(
     floor side registers its do-nothing hooks, untimed, around its timed forward."""
     with Profiler(model) as probe:  # which modules opscope counts: those that record
         model(x)
-    counted = [model.get_submodule(name) for name in {record.name for record in probe.records}]
+    counted = [
+        model.get_submodule(name)
+        for name in {record.name for record in probe.records if record.family != "functional"}
+    ]
 
     def bare() -> None:
         model(x)
@@ -102,12 +145,27 @@ def paired_ratios(
             for handle in handles:
                 handle.remove()
 
+    def mode_floor() -> float:
+        mode, modules = PassThrough(), list(model.modules())
+        sites = {id(module) for module in counted}
+        for module in modules:
+            leave = id(module) in sites or type(module).forward is nn.Sequential.forward
+            module.__dict__["forward"] = ModeSwitch(module.forward, leave, mode)
+        try:
+            with mode:
+                model(x)
+                return timed(bare, x.device)
+        finally:
+            for module in modules:
+                del module.__dict__["forward"]
+
     sides: dict[str, Callable[[], float]] = {
         "block": lambda: timed(block, x.device),
         "steady": steady(),
         "block-hooks": lambda: timed(block_hooks, x.device),
         "steady-hooks": steady(functional=False),
         "floor": floor,
+        "mode-floor": mode_floor,
     }
     for _ in range(warmup):
         bare()
