@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opscope import cli, zoo
+from opscope import Profiler, cli, zoo
 from opscope.cli import main
 from opscope.compare import profile_model
 from opscope.format import format_count
@@ -166,6 +166,20 @@ def test_meta_equals_cpu_through_the_cli(capsys) -> None:
         data = json.loads(out)
         outputs.append((data["total_ops"], data["layers"]))
     assert outputs[0] == outputs[1]
+
+
+def test_columns_zero_prints_at_80_columns(capsys, monkeypatch) -> None:
+    """COLUMNS=0 made every command print nothing, and exit 0; the API's print too."""
+    monkeypatch.setenv("COLUMNS", "0")
+    code, out, _ = run(capsys, "list", "efficientnet_b?")
+    assert code == 0 and "efficientnet_b7" in out
+    code, out, _ = run(capsys, "profile", "resnet18")
+    assert code == 0 and "conv1" in out and max(map(len, out.splitlines())) <= 80
+    model = torch.nn.Linear(2, 2)
+    with Profiler(model) as p:
+        model(torch.randn(1, 2))
+    p.print()
+    assert "Linear" in capsys.readouterr().out
 
 
 def test_list(capsys) -> None:
@@ -354,6 +368,28 @@ def test_detection_counts_are_reproducible_and_say_what_ran(capsys) -> None:
     assert heading.startswith("ssdlite320_mobilenet_v3_large at 1×3×224×224 on cpu")
     assert "its first layer saw 1×3×320×320: the model resized its input" in heading
     assert "the same --seed gives the same count" in first[1]
+    code, out, _ = run(capsys, *argv[:-1], "json")  # not the first record's (a list of images)
+    assert code == 0 and json.loads(out)["input_shape"] == [1, 3, 224, 224]
+
+
+def test_output_paths_that_cannot_be_files_say_why(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.json").touch()
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "x.json")
+    for path, why in (
+        (f"new{os.sep}", "not a file name (it ends with '/')"),  # wrote a file 'new'
+        ("file.json/x.json", "'file.json' is not a folder"),  # said: folder does not exist
+        ("link", "folder 'gone' does not exist"),  # named the folder of the link, '.'
+        (f"{tmp_path}/../{tmp_path.name}-x/a.json", f"folder '{tmp_path}-x' does not exist"),
+    ):
+        code, out, err = run(capsys, "profile", "resnet18", "--output", path)
+        assert (code, out) == (1, "") and why in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json", "link"]
+
+
+def test_a_keyword_input_given_twice_is_refused(capsys) -> None:
+    argv = ["profile", "resnet18", "--input", "x=1x3x224x224", "--input", "x=1x3x64x64"]
+    assert run(capsys, *argv) == (2, "", "opscope: error: --input x= is given more than once\n")
 
 
 def test_saved_csv_says_what_it_profiled(capsys) -> None:

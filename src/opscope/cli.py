@@ -269,11 +269,20 @@ def _check_writable(path: str | None) -> None:
     if path is None or path == "-":
         return
     target = Path(path)
-    folder = Path(os.path.realpath(target)).parent
     if target.is_dir():
         raise CliError(f"cannot write {path!r}: Is a directory")
+    if path.endswith(os.sep):  # a folder was meant: Path drops the slash and writes a file
+        raise CliError(f"cannot write {path!r}: not a file name (it ends with {os.sep!r})")
+    # the folder the file would really be in (a link's target's)
+    folder = Path(os.path.realpath(target)).parent
     if not folder.is_dir():
-        raise CliError(f"cannot write {path!r}: folder {str(target.parent)!r} does not exist")
+        missing = folder
+        while not missing.parent.exists():
+            missing = missing.parent
+        shown = os.path.relpath(missing)
+        shown = repr(shown if not shown.startswith(os.pardir) else str(missing))
+        why = f"{shown} is not a folder" if missing.exists() else f"folder {shown} does not exist"
+        raise CliError(f"cannot write {path!r}: {why}")
     if not os.access(folder, os.W_OK) and not target.exists():
         raise CliError(f"cannot write {path!r}: Permission denied")
 
@@ -283,6 +292,10 @@ def check(args: argparse.Namespace) -> None:
     written, before any model is built."""
     if args.input and args.published_size:
         raise CliError("--input and --published-size cannot be combined: choose one size", 2)
+    names = [spec.name for spec in args.input or () if spec.name]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # the last would be the one run, and the reports would say the first
+        raise CliError(f"--input {repeated[0]}= is given more than once", 2)
     if args.plot and args.output not in (None, "-"):
         if os.path.abspath(args.plot) == os.path.abspath(args.output):
             raise CliError(f"--output and --plot name the same file, {args.plot!r}", 2)
@@ -409,6 +422,8 @@ def stdout_console() -> Console:
     from rich.console import Console
 
     console = Console()
+    if console.width < 1:  # COLUMNS=0: a console that wide prints nothing at all
+        console = Console(width=80)
     console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
     return console
 

@@ -102,6 +102,8 @@ class Profiled:
     report: Report
     measured: tuple[str, ...] = ()
     """Lines about what was measured on the device (a training step's time)."""
+    input_shape: tuple[int, ...] = ()
+    """The first input's shape, as it was given to the model."""
 
     @property
     def heading(self) -> str:
@@ -140,7 +142,7 @@ def _profile(args: argparse.Namespace, model: ZooModel) -> int:
         run = profile_model(model, inputs, args.device, coverage=args.coverage)
     report = run.report
     notes = () if run.seconds is None else (_step_note(report, run.seconds, repeat, _peak(args)),)
-    profiled = Profiled(model, run.inputs, args.device, report, notes)
+    profiled = Profiled(model, run.inputs, args.device, report, notes, run.input_shape)
     _emit(args, PROFILE_WRITERS[args.format](profiled, args))
     if args.plot:
         _write_plot(
@@ -177,11 +179,10 @@ def _step_note(report: Report, seconds: float, repeat: int, peak: float | None) 
 
 
 def _profile_json(profiled: Profiled, args: argparse.Namespace) -> str:
-    first = profiled.report.records[0].input_shape if profiled.report.records else ()
     data = {
         "model": profiled.model.name,
         "inputs": profiled.inputs,
-        "input_shape": list(args.input[0].shape) if args.input else list(first),
+        "input_shape": list(profiled.input_shape),
         "device": profiled.device,
         "notes": list(profiled.notes),
     }

@@ -244,6 +244,13 @@ def _settings_fit(grid: Grid, width: int) -> bool:
     return wanted <= {column.header for column in fit(grid, width).columns}
 
 
+def standard_console() -> Console:
+    """A console on standard output, 80 columns wide where ``COLUMNS`` says 0 or less (a
+    console that wide prints nothing at all)."""
+    console = Console()
+    return console if console.width > 0 else Console(width=80)
+
+
 def print_report(
     report: Report,
     *,
@@ -255,9 +262,9 @@ def print_report(
 ) -> None:
     """Print ``report`` (see :meth:`opscope.report.Report.print`)."""
     table = LayerTable(report, sort=sort, top=top, show_bytes=show_bytes, depth=depth)
-    (console or Console()).print(table)
+    (console or standard_console()).print(table)
 
 
 def print_ranks(job: DistributedReport, console: Console | None = None) -> None:
     """Print a distributed job's ranks (see :meth:`opscope.distributed.DistributedReport.print`)."""
-    (console or Console()).print(rich_table(ranks_grid(job)))
+    (console or standard_console()).print(rich_table(ranks_grid(job)))
