@@ -168,6 +168,16 @@ def test_meta_equals_cpu_through_the_cli(capsys) -> None:
     assert outputs[0] == outputs[1]
 
 
+def test_list_takes_names_as_it_prints_them(capsys) -> None:
+    pytest.importorskip("timm")
+    code, out, _ = run(capsys, "list", "timm:resnet18*")  # said: no model matches
+    assert code == 0 and out.split()[-4:] == ["timm:resnet18", "classification", "timm:resnet18d", "classification"]
+    code, out, _ = run(capsys, "list", "timm:resnet18")  # said: did you mean timm:resnet18?
+    assert code == 0 and "timm:resnet18 " in out
+    code, _, err = run(capsys, "list", "--source", "hf", "timm:resnet18")  # said: hf:timm:...
+    assert (code, err) == (2, "opscope: error: 'timm:' names timm's models, not hf's\n")
+
+
 def test_columns_zero_prints_at_80_columns(capsys, monkeypatch) -> None:
     """COLUMNS=0 made every command print nothing, and exit 0; the API's print too."""
     monkeypatch.setenv("COLUMNS", "0")

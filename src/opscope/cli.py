@@ -364,6 +364,12 @@ def resolve(args: argparse.Namespace) -> list[catalogue.ZooModel]:
 def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    if args.pattern and catalogue.source_of(args.pattern) in catalogue.EXTRAS:
+        # a name as opscope prints it, 'timm:resnet18': the prefix says the source
+        prefix, args.pattern = catalogue.split_source(args.pattern)
+        if args.source not in (catalogue.TORCHVISION, prefix):
+            raise CliError(f"'{prefix}:' names {prefix}'s models, not {args.source}'s", 2)
+        args.source = prefix
     models = catalogue.list_models(args.pattern, args.task, args.source)
     if not models and args.task:
         matching = f"matching {args.pattern!r} " if args.pattern else ""
