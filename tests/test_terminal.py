@@ -15,7 +15,7 @@ from torch import nn
 from opscope import Profiler
 from opscope.format import format_count, format_share, share_bar
 from opscope.tables import Column, Grid
-from opscope.terminal import ComparisonTable, rich_table
+from opscope.terminal import ComparisonTable, fit, rich_table
 
 
 def printed(profiler: Profiler, width: int, **options) -> str:
@@ -144,6 +144,23 @@ def test_share_bars_stand_out_on_wide_terminals(resnet18: Profiler) -> None:
     stem = next(line for line in wide if line.startswith("conv1 "))
     assert stem.rstrip().endswith(share_bar(resnet18.records[0].ops / heaviest.ops))
     assert "Relative" not in printed(resnet18, 80)  # no room on 80 columns
+
+
+def test_a_column_left_out_comes_back_when_it_fits() -> None:
+    """Leaving out the wide Output (keep 2) is enough; the narrow Params (keep 1), left out
+    first, fits again beside the rest and comes back (before, it stayed out)."""
+    grid = Grid(
+        columns=(
+            Column("Layer"), Column("Params", "right", True, keep=1),
+            Column("Output", whole=True, keep=2), Column("Ops", "right", True),
+        ),
+        rows=(("encoder.layers.encoder_layer_11.mlp.0", "2.36 M", "1×197×3072", "930 M"),),
+    )  # fmt: skip
+    narrow = fit(grid, 52)  # all four need 63, without Params 55, with neither 43
+    assert [column.header for column in narrow.columns] == ["Layer", "Params", "Ops"]
+    assert narrow.rows == (("encoder.layers.encoder_layer_11.mlp.0", "2.36 M", "930 M"),)
+    assert fit(grid, 200) == grid
+    assert [column.header for column in fit(grid, 30).columns] == ["Layer", "Ops"]
 
 
 def test_the_comparison_fits_80_columns() -> None:

@@ -77,22 +77,35 @@ def _longest_word(cell: str) -> int:
 
 def fit(grid: Grid, width: int) -> Grid:
     """``grid`` without the columns that matter least (lowest ``keep``) until it fits in
-    ``width`` characters, so that no number or shape is ever cut; columns that are never left
-    out stay even when that is not enough."""
-    while True:
-        least = [_least_width(grid, i) for i in range(len(grid.columns))]
-        if sum(least) + GAP * (len(least) - 1) <= width:
-            return grid
-        droppable = [i for i, column in enumerate(grid.columns) if column.keep < ALWAYS]
-        if not droppable:
-            return grid
-        drop = min(droppable, key=lambda i: grid.columns[i].keep)
-        grid = replace(
-            grid,
-            columns=grid.columns[:drop] + grid.columns[drop + 1 :],
-            rows=tuple(row[:drop] + row[drop + 1 :] for row in grid.rows),
-            footer=tuple(row[:drop] + row[drop + 1 :] for row in grid.footer),
-        )
+    ``width`` characters, so that no number or shape is ever cut; then each column left out
+    that fits beside the rest comes back, those that matter most first (a narrow one may fit
+    where a wider one, left out before it, did not). Columns that are never left out stay
+    even when that is not enough."""
+    least = [_least_width(grid, i) for i in range(len(grid.columns))]
+
+    def fits(kept: set[int]) -> bool:
+        return sum(least[i] for i in kept) + GAP * (len(kept) - 1) <= width
+
+    kept = set(range(len(grid.columns)))
+    by_keep = sorted(kept, key=lambda i: grid.columns[i].keep)
+    dropped = []
+    for index in by_keep:
+        if fits(kept) or grid.columns[index].keep >= ALWAYS:
+            break
+        kept.discard(index)
+        dropped.append(index)
+    for index in reversed(dropped):
+        if fits(kept | {index}):
+            kept.add(index)
+    if len(kept) == len(grid.columns):
+        return grid
+    order = sorted(kept)
+    return replace(
+        grid,
+        columns=tuple(grid.columns[i] for i in order),
+        rows=tuple(tuple(row[i] for i in order) for row in grid.rows),
+        footer=tuple(tuple(row[i] for i in order) for row in grid.footer),
+    )
 
 
 def _widths(grid: Grid, width: int) -> list[int]:
