@@ -59,7 +59,7 @@ def test_profile_markdown_parses(capsys) -> None:
     assert len(widths) == 1 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
     report, *_ = profile_model(zoo.ZooModel("resnet18", "classification"))
     assert len(lines) == 2 + 5 + 2  # header, rule, 5 rows, "… N more", total
-    assert f"… {len(report.records) - 5} more" in lines[-2]
+    assert f"… {len(report.records) - 5} more rows" in lines[-2]
     assert f"**{format_count(report.total_ops)}**" in lines[-1]
     assert by_type.splitlines()[0].startswith("**By type**")
 

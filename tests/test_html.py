@@ -147,7 +147,7 @@ def test_sort_and_top_reach_the_table(resnet18: Report) -> None:
     assert page.rows[: 1 + 3 + len(grid.footer)] == [
         list(grid.headers), *map(list, grid.rows), *map(list, grid.footer)
     ]
-    assert grid.footer[0][0] == f"… {len(resnet18.records) - 3} more"
+    assert grid.footer[0][0] == f"… {len(resnet18.records) - 3} more rows"
 
 
 def test_text_is_escaped(resnet18: Report) -> None:

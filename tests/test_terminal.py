@@ -90,7 +90,7 @@ def test_top_and_sort(resnet18: Profiler) -> None:
     heaviest = sorted(resnet18.records, key=lambda r: -r.ops)[:3]
     assert [line.split()[0] for line in body] == [r.name for r in heaviest]
     hidden_ops = resnet18.total_ops - sum(r.ops for r in heaviest)
-    more = next(line for line in text.splitlines() if line.startswith("… 17 more"))
+    more = next(line for line in text.splitlines() if line.startswith("… 17 more rows"))
     assert format_count(hidden_ops) in more
     assert "Total (20 calls)" in text
 

@@ -128,4 +128,4 @@ def test_top_may_be_any_integer_type() -> None:
     numpy = pytest.importorskip("numpy")
     console = Console(record=True, width=120)
     small().print(top=numpy.int64(1), console=console)
-    assert "… 1 more" in console.export_text()
+    assert "… 1 more row " in console.export_text()

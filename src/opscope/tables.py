@@ -287,7 +287,8 @@ def layer_grid(
         for label, record in zip(labels, shown)
     )
     hidden = records[len(shown) :]
-    footer = [summary_row(f"… {len(hidden)} more", hidden, "")] if hidden else []
+    # rows, not calls: a row may stand for several calls (summary mode, a backward record)
+    footer = [summary_row(f"… {plural(len(hidden), 'more row')}", hidden, "")] if hidden else []
     footer.append(
         summary_row(
             f"Total ({plural(report.total_calls, 'call')})",
