@@ -71,10 +71,17 @@ def test_every_format_shows_the_tree(tmp_path, capsys) -> None:
     assert main(["profile", "resnet18", "--depth", "1", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("model,inputs,device,path,module_type,depth")
-    for fmt, marker in (("markdown", "| Module |"), ("latex", "Module & Type"), ("html", "<th>Module</th>"), ("table", "Module")):
+    # each level's indentation as the format keeps it (markdown trims a cell's spaces, HTML
+    # collapses them and LaTeX ignores them: the levels showed flush)
+    for fmt, marker, nested in (
+        ("markdown", "| Module |", "| \u00a0\u00a0\u00a0\u00a0layer1.0 |"),
+        ("latex", "Module & Type", "~~~~layer1.0 &"),
+        ("html", "<th>Module</th>", "<td>&nbsp;&nbsp;&nbsp;&nbsp;layer1.0</td>"),
+        ("table", "Module", "    layer1.0 "),
+    ):
         assert main(["profile", "resnet18", "--depth", "2", "--format", fmt]) == 0
         text = capsys.readouterr().out
-        assert marker in text and "layer1.0" in text and "layer1.0.conv1" not in text
+        assert marker in text and nested in text and "layer1.0.conv1" not in text
     assert main(["profile", "resnet18", "--depth", "1", "--top", "3"]) == 2
 
 

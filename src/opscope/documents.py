@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from opscope.format import keep_indent
 from opscope.tables import Document, Grid
 
 _MARKDOWN_RULES = {"right": "---:", "center": ":---:", "left": "---"}
@@ -15,8 +16,9 @@ _MARKDOWN_ESCAPES = {"|": "\\|", "*": "\\*", "`": "\\`", "<": "&lt;", ">": "&gt;
 
 
 def _markdown(text: str) -> str:
-    """``text`` as literal markdown: characters that would format or break a cell escaped."""
-    return "".join(_MARKDOWN_ESCAPES.get(char, char) for char in text)
+    """``text`` as literal markdown: characters that would format or break a cell escaped,
+    leading spaces (a tree's indentation, which a cell trims) as no-break spaces."""
+    return keep_indent("".join(_MARKDOWN_ESCAPES.get(char, char) for char in text), "\u00a0")
 
 
 def markdown_table(grid: Grid) -> str:
@@ -42,7 +44,8 @@ _LATEX_ESCAPES = {
 
 
 def _latex(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+    # leading spaces (a tree's indentation, which LaTeX ignores) as ties, which it keeps
+    return keep_indent("".join(_LATEX_ESCAPES.get(char, char) for char in text), "~")
 
 
 def latex_table(grid: Grid) -> str:

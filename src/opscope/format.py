@@ -84,6 +84,18 @@ def format_share(part: int, total: int) -> str:
     return f"{100 * part / total:.1f}%" if total else "-"
 
 
+def keep_indent(text: str, space: str) -> str:
+    """``text`` with each leading space written as ``space``: a format that trims or
+    collapses spaces in table cells (markdown, HTML, LaTeX) keeps a tree's indentation.
+
+    Example:
+        >>> keep_indent("    conv1", "~"), keep_indent("a b", "~")
+        ('~~~~conv1', 'a b')
+    """
+    body = text.lstrip(" ")
+    return space * (len(text) - len(body)) + body
+
+
 def plural(count: int, noun: str) -> str:
     """``1 model``, ``2 models``.
 

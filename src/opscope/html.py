@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from opscope import plots
-from opscope.format import format_count, plural
+from opscope.format import format_count, keep_indent, plural
 from opscope.tables import Grid, comparison_grid, report_document
 from opscope.version import __version__
 
@@ -139,7 +139,8 @@ def comparison_html(summaries: Sequence[ModelSummary], *, title: str) -> str:
 
 
 def _text(value: str) -> str:
-    return html.escape(value, quote=True)
+    # leading spaces (a tree's indentation, which HTML collapses) as no-break spaces
+    return keep_indent(html.escape(value, quote=True), "&nbsp;")
 
 
 def _totals(items: list[tuple[str, int]]) -> str:
