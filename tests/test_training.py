@@ -304,9 +304,25 @@ def test_a_loss_module_is_the_steps_own_work() -> None:
             loss(model(x))
         return sum(r.ops for r in p.records if r.name == OUTSIDE_NAME)
 
+    class PlainLoss(nn.Module):  # a loss that is not an nn.modules.loss._Loss (timm's)
+        def forward(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(y, target)
+
     module = forward_outside(lambda y: nn.CrossEntropyLoss()(y, target))
     assert module == forward_outside(lambda y: F.cross_entropy(y, target)) > 0
+    assert forward_outside(lambda y: PlainLoss()(y, target)) == module  # was 0: foreign
     assert forward_outside(other) == 0
+
+
+def test_the_models_own_forward_hook_is_its_work() -> None:
+    """A forward hook of the profiled model itself runs after its forward, while no module
+    of the model runs: the block's work outside the model, not another model's (it was not
+    counted; the same hook on a child was)."""
+    model = nn.Sequential(nn.Linear(8, 8))
+    model.register_forward_hook(lambda module, args, output: output * 2)
+    with Profiler(model) as p:
+        model(torch.randn(4, 8))
+    assert [(r.name, r.ops) for r in p.records] == [("0", 4 * 8 * 16), (OUTSIDE_NAME, 4 * 8)]
 
 
 def test_the_command_line_writes_the_phases(capsys: pytest.CaptureFixture[str]) -> None:

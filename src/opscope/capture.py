@@ -903,17 +903,35 @@ _MODULE_CALL = nn.Module._call_impl.__code__
 _PLAIN_CALL = nn.Module.__call__  # a module whose __call__ is overridden may run operators in it
 
 
-def _in_a_module_call() -> bool:
-    """Whether some module's call other than a loss's is running in this thread. Asked only
-    for operators that run while no module of the model does (rare): then it is another
-    model's module, whose work is not this model's; a loss module (``nn.CrossEntropyLoss``)
-    is the training step's own work, like ``F.cross_entropy``. Reads the Python stack,
-    nothing else."""
+def _in_a_module_call(tracker: ModuleTracker) -> bool:
+    """Whether a call of a module foreign to ``tracker``'s model runs in this thread. Asked
+    only for operators that run while no module of the model does (rare): then they may be
+    another model's, whose work is not this model's. Not foreign: a module of the model (its
+    own forward hooks run after its forward), a loss module (``nn.CrossEntropyLoss``), and a
+    module without parameters (a loss written as a plain ``nn.Module``): their work is the
+    block's own, like ``F.cross_entropy``'s. Reads the Python stack, nothing else."""
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code is _MODULE_CALL and not isinstance(frame.f_locals.get("self"), _Loss):
-            return True
+        if frame.f_code is _MODULE_CALL:
+            module = frame.f_locals.get("self")
+            if not (
+                isinstance(module, _Loss)
+                or _followed_by(module, tracker)
+                or next(module.parameters(), None) is None
+            ):
+                return True
         frame = frame.f_back
+    return False
+
+
+def _followed_by(module: nn.Module, tracker: ModuleTracker) -> bool:
+    """Whether ``module`` is one of the modules ``tracker`` follows (its forward is
+    ``tracker``'s, or runs it through other profilers' forwards set after it)."""
+    forward = getattr(module, "__dict__", {}).get("forward")
+    while isinstance(forward, _Followed):
+        if forward.tracker is tracker:
+            return True
+        forward = forward.own
     return False
 
 
@@ -996,7 +1014,7 @@ class OpCapture(DispatchMode):
         scope, scope_call, phase = self._tracker.phase()
         if (
             (phase != BACKWARD and scope <= _SITES)
-            or (scope == OUTSIDE and phase == FORWARD and _in_a_module_call())
+            or (scope == OUTSIDE and phase == FORWARD and _in_a_module_call(self._tracker))
             or _jit_tracing()  # its shapes are traced values
             or _exporting()
         ):
