@@ -17,7 +17,7 @@ import pytest
 
 from opscope import catalogue
 from opscope import zoo
-from opscope.compare import compare, profile_model, sort_summaries, summarize
+from opscope.compare import _serve, compare, profile_model, sort_summaries, summarize
 
 SMALL = ["resnet18", "mobilenet_v3_small", "squeezenet1_1"]
 
@@ -242,12 +242,25 @@ def test_a_worker_killed_by_the_model_before_is_not_blamed_on_the_next(
 
 
 def test_a_failed_rows_inputs_are_those_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lives_dies(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\n")
-    rows = compare(models("lives_dies:lives", "lives_dies:dies"), (1, 3, 8, 8))
+    lives_dies(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\ndef raises():\n    raise RuntimeError('boom')\n")
+    rows = compare(models("lives_dies:lives", "lives_dies:dies", "lives_dies:raises"), (1, 3, 8, 8))
     assert [(row.input_shape, row.inputs, row.error is None) for row in rows] == [
         ((1, 3, 8, 8), "1×3×8×8", True),
         ((1, 3, 8, 8), "1×3×8×8", False),
+        ((1, 3, 8, 8), "1×3×8×8", False),
     ]
+
+
+def test_a_model_that_failed_before_running_has_no_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # None given: the one that ran says its default input; one whose worker died and one whose
+    # factory raised say none alike (not the default, which a factory's example replaces and
+    # which a table would take for a run at another size than the others').
+    lives_dies(tmp_path, monkeypatch, "def dies():\n    os._exit(3)\ndef raises():\n    raise RuntimeError('boom')\n")
+    rows = compare(models("lives_dies:lives", "lives_dies:dies", "lives_dies:raises"))
+    assert [(row.input_shape, row.inputs) for row in rows] == [((1, 3, 224, 224), "1×3×224×224"), ((), ""), ((), "")]
+    assert [row.error for row in rows] == [
+        None, "the process profiling it exited (exit code 3)", "cannot build it: RuntimeError: boom",
+    ]  # fmt: skip
 
 
 def test_workers_that_ignore_sigterm_are_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,6 +319,62 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.parametrize("unread", [False, True])
+def test_a_worker_whose_parent_went_away_returns_quietly(unread: bool, capfd: pytest.CaptureFixture[str]) -> None:
+    # The parent's end closed: the worker reads the end of its pipe, or, when the parent died
+    # with a summary unread, has the pipe reset (ECONNRESET), which printed a traceback.
+    parent, worker = multiprocessing.Pipe()
+    if unread:
+        worker.send("a summary the parent never read")
+    parent.close()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert _serve(worker, [], []) is None
+    finally:  # the worker's own, set by _serve: not this process's
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        worker.close()
+    assert capfd.readouterr().err == ""
+
+
+def test_sigterm_stops_the_workers_as_ctrl_c_does(tmp_path: Path) -> None:
+    # Terminated while both workers run a model: one line, the exit code of an interrupt, and
+    # the workers ended with it (not left to finish their models, nor to print tracebacks).
+    pids = tmp_path / "pids.txt"
+    (tmp_path / "pids.py").write_text(textwrap.dedent(f"""
+        import os, time, torch
+        def slow():
+            with open({str(pids)!r}, "a") as pids:
+                pids.write(f"{{os.getpid()}}\\n")
+            time.sleep(60)
+            return torch.nn.Conv2d(3, 2, 1)
+        other = slow
+    """))  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from opscope import cli
+        os.cpu_count = lambda: 2
+        sys.exit(cli.main(["compare", "pids:slow", "pids:other", "--input", "1x3x8x8"]))
+        """
+    )
+    comparing = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) == 2):
+            time.sleep(0.1)
+        workers = [int(line) for line in pids.read_text().split()]
+        assert len(workers) == 2
+        comparing.send_signal(signal.SIGTERM)
+        _, err = comparing.communicate(timeout=30)  # not the 60 s the models take
+    finally:
+        comparing.kill()
+    assert (comparing.returncode, err) == (130, "opscope: error: interrupted\n")
+    assert not any(alive(pid) for pid in workers)  # stopped and reaped before it exited
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -323,10 +392,12 @@ def test_a_row_says_the_inputs_that_ran_or_failed(tmp_path: Path, monkeypatch: p
         "class Fails(torch.nn.Linear):\n"
         "    def forward(self, x):\n        raise RuntimeError('boom')\n"
         "def runs():\n    return torch.nn.Linear(5, 3), torch.randn(2, 5)\n"
-        "def fails():\n    return Fails(5, 3), torch.randn(2, 5)\n",
+        "def fails():\n    return Fails(5, 3), torch.randn(2, 5)\n"
+        "def raises():\n    raise RuntimeError('unbuilt')\n",
     )  # fmt: skip
-    runs, fails = (summarize(zoo.ZooModel(f"ran_at:{name}", "custom")) for name in ("runs", "fails"))
+    runs, fails, raises = (summarize(zoo.ZooModel(f"ran_at:{name}", "custom")) for name in ("runs", "fails", "raises"))
     assert (runs.input_shape, runs.inputs, runs.error) == ((2, 5), "2×5", None)
     assert (fails.input_shape, fails.inputs) == ((2, 5), "2×5") and "boom" in fails.error
+    assert (raises.input_shape, raises.inputs) == ((), "") and "unbuilt" in raises.error  # it never ran
     detection = summarize(zoo.ZooModel("ssdlite320_mobilenet_v3_large", "detection"), (1, 3, 64, 64), "cpu")
     assert (detection.input_shape, detection.inputs, detection.error) == ((1, 3, 64, 64), "1×3×64×64", None)

@@ -143,3 +143,25 @@ def test_a_comparison_without_published_figures_leaves_their_columns_out() -> No
     grid = comparison_grid(with_one)
     assert {"acc@1", "GFLOPS (pub.)"} <= {column.header for column in grid.columns}
     assert all(len(row) == len(grid.columns) for row in grid.rows)
+
+
+def test_a_model_that_failed_before_running_leaves_the_common_input_alone() -> None:
+    """A failed row has no inputs (its worker died, or its factory raised): the others' common
+    input stays the title, with no Input column (before, the blank made the inputs differ),
+    and its published figure is shown without a size (it raised an IndexError)."""
+    from opscope.compare import ModelSummary
+    from opscope.tables import comparison_grid
+    from opscope.zoo import PublishedMetrics
+
+    ran = [
+        ModelSummary(name, "classification", (1, 3, 224, 224), 10, 1, 100, 200, None, 50,
+                     inputs="1×3×224×224")
+        for name in ("a", "b")
+    ]  # fmt: skip
+    failed = ModelSummary("resnet18", "classification", (), None, None, None, None, None, None,
+                          PublishedMetrics("acc@1", 69.76, "ImageNet-1K", 1.81, 224),
+                          error="the process profiling it exited with code 7")  # fmt: skip
+    grid = comparison_grid([ran[0], failed, ran[1]])
+    assert grid.title == "3 models at 1×3×224×224"
+    assert "Input" not in [column.header for column in grid.columns]
+    assert "1.81" in grid.rows[1]

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -301,7 +302,8 @@ class ModelSummary:
     whole block's; ``coverage`` is the share of FlopCounterMode FLOPs in work opscope counted,
     when asked for. ``published`` holds torchvision's figures for the default weights.
     ``input_shape`` is the first input's shape, ``inputs`` all of them as ``--input`` writes
-    them.
+    them; both are empty for a model that failed before running (its factory raised, or its
+    worker died) when no inputs were given.
     """
 
     name: str
@@ -338,18 +340,25 @@ class ModelSummary:
         return row
 
 
+def _given(inputs: Inputs) -> tuple[tuple[int, ...], str]:
+    """The first input's shape and all the inputs as ``--input`` writes them, of the inputs
+    given; none when none are given (the model's own are known only once it is built)."""
+    specs = _specs(inputs) or []
+    return _first_shape(specs), describe_inputs(specs)
+
+
 def summarize(
     model: zoo.ZooModel, inputs: Inputs = None, device: str = "meta", coverage: bool = False
 ) -> ModelSummary:
-    """Profile ``model`` into one comparison row; a failure becomes the row's ``error``."""
-    specs = _specs(inputs)
-    shape: tuple[int, ...] = ()
-    described = ""
+    """Profile ``model`` into one comparison row; a failure becomes the row's ``error``.
+
+    The row's inputs are those it ran or failed at; one that failed before running (its
+    factory raised) has the inputs given, or none: not its default inputs, which its
+    factory's example would have replaced, and which would read as a run."""
+    shape, described = _given(inputs)
     counts: tuple[int | float | None, ...] = (None,) * 6
     error = None
     try:
-        specs = specs or zoo.default_inputs(model)
-        shape, described = _first_shape(specs), describe_inputs(specs)
         report, params, described, _, shape = profile_model(
             model, inputs, device, coverage=coverage
         )
@@ -359,7 +368,7 @@ def summarize(
         counts = (params, conv_calls, conv_ops, report.total_ops, measured, report.total_macs)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
-        if isinstance(failure, ModelError) and failure.ran:  # a factory's own example
+        if isinstance(failure, ModelError) and failure.ran:  # its example's, or its defaults
             shape, described = _first_shape(failure.ran), describe_inputs(failure.ran)
     return _row(model, shape, counts, error, described)
 
@@ -380,6 +389,10 @@ def _row(
 Task = tuple[zoo.ZooModel, Inputs, str, bool]
 """What :func:`summarize` is called with: a model, its inputs, the device, coverage."""
 
+_STOPPING = {signal.SIGINT, signal.SIGTERM}
+"""The signals that stop a comparison: blocked while a worker is forked, until it has set
+its own handlers for them (:func:`_serve`)."""
+
 
 def _serve(
     connection: Connection, inherited: Sequence[Connection], lazy_disables: Sequence[Any]
@@ -387,13 +400,16 @@ def _serve(
     """A worker's life: summarise each task the parent sends, until it sends None or goes
     away.
 
-    Ctrl-C is the parent's to handle (it stops the workers; SIGINT is blocked from before
-    the fork until it is ignored here); torch's Python meta kernels run without importing
-    ``torch._dynamo`` (1.6 s a worker; 47 of the 80 classification models need one), which
-    a worker, never compiling, does not need. The parent's ends of the pipes, inherited by
-    the fork, are closed: with the parent gone, this one reads the end of its pipe."""
+    Ctrl-C and SIGTERM are the parent's to handle (it stops the workers): here SIGINT is
+    ignored and SIGTERM, which the parent turns into :class:`Terminated`, ends the process
+    again, both blocked from before the fork until then. torch's Python meta kernels run
+    without importing ``torch._dynamo`` (1.6 s a worker; 47 of the 80 classification models
+    need one), which a worker, never compiling, does not need. The parent's ends of the
+    pipes, inherited by the fork, are closed: with the parent gone, this one reads the end
+    of its pipe, or finds it reset (the parent died with a summary unread), and returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
     for end in inherited:
         end.close()
     disable_without_dynamo(lazy_disables)
@@ -404,7 +420,7 @@ def _serve(
             except KeyboardInterrupt:  # raised by the model (Ctrl-C is ignored here)
                 row = _failed_row(task, "the model raised KeyboardInterrupt")
             connection.send(row)
-    except (EOFError, BrokenPipeError):  # the parent went away
+    except (EOFError, ConnectionError):  # the parent went away (a reset, a broken pipe)
         return
 
 
@@ -421,10 +437,11 @@ def _ended(exitcode: int | None) -> str:
 
 
 def _failed_row(task: Task, reason: str) -> ModelSummary:
-    """The row of a model whose worker died: its inputs as given, no counts."""
+    """The row of a model whose worker died: its inputs as given (none if none were, as for
+    a factory that raised: how far it got is not known), no counts."""
     model, inputs, *_ = task
-    specs = _specs(inputs) or []
-    return _row(model, _first_shape(specs), (None,) * 6, reason, describe_inputs(specs))
+    shape, described = _given(inputs)
+    return _row(model, shape, (None,) * 6, reason, described)
 
 
 @dataclass
@@ -465,14 +482,14 @@ class _Workers:
         process = self._context.Process(
             target=_serve, args=(theirs, inherited, self._lazy_disables), daemon=True
         )
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
         try:
             with _frozen_for_fork():
                 process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C meanwhile: now
-        theirs.close()  # so that the parent's end reads the end of a worker that died
-        self.running.append(_Worker(process, mine))
+            theirs.close()  # so that the parent's end reads the end of a worker that died
+            self.running.append(_Worker(process, mine))
+        finally:  # a Ctrl-C meanwhile: now, with the worker known to stop()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def assign(self) -> None:
         """Give each idle worker the next pending task; replace those that died idle."""
@@ -537,15 +554,44 @@ def _in_parallel(tasks: Sequence[Task], workers: int) -> Generator[ModelSummary,
     finished: dict[int, ModelSummary] = {}
     retried: set[int] = set()
     try:
-        for _ in range(workers):
-            pool.start()
-        for reported in range(len(tasks)):
-            while reported not in finished:
-                pool.assign()
-                pool.collect(finished, retried)
-            yield finished.pop(reported)
-    finally:  # done, or interrupted: no worker outlives the comparison
+        with _terminated_by_sigterm():
+            for _ in range(workers):
+                pool.start()
+            for reported in range(len(tasks)):
+                while reported not in finished:
+                    pool.assign()
+                    pool.collect(finished, retried)
+                yield finished.pop(reported)
+    finally:  # done, interrupted or terminated: no worker outlives the comparison
         pool.stop()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, while models are compared in worker processes: raised as Ctrl-C is, so that
+    the workers are stopped and the command line says it was interrupted (exit code 130).
+    By default SIGTERM would end the comparing process at once, its workers left running
+    until their models end, and a progress bar's terminal not restored."""
+
+
+@contextmanager
+def _terminated_by_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the block, where its handler is the default one
+    (not one the caller set) and this is the main thread (the only one that can set one)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:  # a second SIGTERM while the workers are stopped ends this process, as before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

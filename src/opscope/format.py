@@ -109,7 +109,7 @@ def plural(count: int, noun: str) -> str:
 def published_elsewhere(published_size: int | None, input_shape: tuple[int, ...]) -> bool:
     """Whether a published figure was measured at another input size than this run's (the
     last size of the input): then it is shown with ``@size``."""
-    return published_size is not None and published_size != input_shape[-1]
+    return published_size is not None and bool(input_shape) and published_size != input_shape[-1]
 
 
 def format_published(
@@ -128,8 +128,9 @@ def format_published(
 
 
 def at_common_shape(shapes: Iterable[tuple[int, ...]]) -> str:
-    """``" at 1×3×224×224"`` when every shape is that one, else ``""``."""
-    distinct = set(shapes)
+    """``" at 1×3×224×224"`` when every shape is that one (but the empty shapes of models
+    that failed before running), else ``""``."""
+    distinct = set(shapes) - {()}  # a model that failed before running has none
     return f" at {format_shape(distinct.pop())}" if len(distinct) == 1 else ""
 
 

@@ -506,7 +506,7 @@ def comparison_grid(summaries: Sequence[ModelSummary], *, wide: bool = True) -> 
     left out."""
     failed = any(summary.error for summary in summaries)
     measured = any(summary.coverage is not None for summary in summaries)
-    various = len({summary.inputs for summary in summaries}) > 1
+    various = len({summary.inputs for summary in summaries} - {""}) > 1  # failed ones: ""
     metrics = {summary.published.metric for summary in summaries} - {None}
     metric = metrics.pop() if len(metrics) == 1 else "Published" if metrics else "acc@1"
     columns = [Column("Model"), *([_shape("Input", 65)] if various else [])]
