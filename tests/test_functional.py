@@ -183,3 +183,23 @@ def test_the_capture_reads_no_tensor_data() -> None:
     with Profiler(model), OpLog() as profiled:
         model(x, y)
     assert profiled.ops == bare.ops  # no .item(), copy or sync added
+
+
+class _Doubled(nn.Linear):
+    """A subclass that overrides its counted type's forward, adding work of its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+def test_a_subclass_overriding_forward_is_counted_by_its_types_formula_unless_excluded() -> None:
+    """As the README says: the type's formula, on the call's shapes (the product by 2 is not
+    seen); excluded, the subclass is counted by its operators, the product included."""
+    model, x = _Doubled(4, 3), torch.randn(5, 4)
+    linear = 5 * 3 * (2 * 4)  # 4 products and 3 additions per output, and the bias
+    with Profiler(model) as p:
+        model(x)
+    assert [(r.family, r.ops) for r in p.records] == [("Linear", linear)]
+    with Profiler(model, exclude=[_Doubled]) as q:
+        model(x)
+    assert q.total_ops == linear + 5 * 3
