@@ -113,6 +113,38 @@ def test_vmap_batch_is_read_from_every_input_through_grad_transforms() -> None:
     with pytest.warns(UserWarning, match="batching rule"), Profiler(bilinear) as p:
         torch.vmap(lambda b: bilinear(a, b))(torch.randn(5, 4))  # the second input batched
     assert p.total_ops == 5 * unbatched.total_ops > 0
+    with pytest.warns(UserWarning, match="batching rule"), Profiler(bilinear) as p:
+        torch.vmap(bilinear)(torch.randn(5, 3), torch.randn(5, 4))  # both, at one level: 5
+    assert p.total_ops == 5 * unbatched.total_ops
+
+
+@dataclasses.dataclass
+class _Node:
+    x: torch.Tensor
+    parent: _Node | None = None
+    cache: torch.Tensor = dataclasses.field(init=False)
+
+
+def test_dataclass_inputs_that_refer_to_each_other_or_are_unfinished_are_read() -> None:
+    # A module's inputs are walked for their autograd nodes when gradients are recorded: a
+    # dataclass pointing back at another (a tree) and one with a field not set yet must not
+    # break the user's forward (a RecursionError, an AttributeError).
+    class Reads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, node: _Node) -> torch.Tensor:
+            return self.linear(node.x)
+
+    model = nn.Sequential()
+    model.add_module("reads", Reads())
+    root = _Node(torch.randn(2, 4, requires_grad=True))
+    child = _Node(torch.randn(2, 4), parent=root)
+    root.parent = child  # a cycle
+    with Profiler(model) as p:
+        model(child).sum().backward()
+    assert [r.name for r in p.records if r.phase == "forward"][:1] == ["reads.linear"]
 
 
 def test_keyword_calls_are_bound_to_the_signature() -> None:

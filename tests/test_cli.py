@@ -186,7 +186,10 @@ def test_columns_zero_prints_at_80_columns(capsys, monkeypatch) -> None:
     code, out, _ = run(capsys, "profile", "resnet18")
     assert code == 0 and "conv1" in out and max(map(len, out.splitlines())) <= 80
     model = torch.nn.Linear(2, 2)
-    with Profiler(model) as p:
+    p = Profiler(model)
+    p.print()  # before any block: a message
+    assert "Nothing profiled yet" in capsys.readouterr().out
+    with p:
         model(torch.randn(1, 2))
     p.print()
     assert "Linear" in capsys.readouterr().out
@@ -389,6 +392,7 @@ def test_output_paths_that_cannot_be_files_say_why(capsys, tmp_path: Path, monke
     for path, why in (
         (f"new{os.sep}", "not a file name (it ends with '/')"),  # wrote a file 'new'
         ("file.json/x.json", "'file.json' is not a folder"),  # said: folder does not exist
+        ("file.json/a/x.json", "'file.json' is not a folder"),  # said: 'file.json/a' missing
         ("link", "folder 'gone' does not exist"),  # named the folder of the link, '.'
         (f"{tmp_path}/../{tmp_path.name}-x/a.json", f"folder '{tmp_path}-x' does not exist"),
     ):

@@ -401,3 +401,20 @@ def test_a_row_says_the_inputs_that_ran_or_failed(tmp_path: Path, monkeypatch: p
     assert (raises.input_shape, raises.inputs) == ((), "") and "unbuilt" in raises.error  # it never ran
     detection = summarize(zoo.ZooModel("ssdlite320_mobilenet_v3_large", "detection"), (1, 3, 64, 64), "cpu")
     assert (detection.input_shape, detection.inputs, detection.error) == ((1, 3, 64, 64), "1×3×64×64", None)
+
+
+def test_a_model_whose_formula_failed_ran_at_its_default_inputs() -> None:
+    # it ran (a formula failed on its results): its row says the inputs it ran at
+    import torch
+
+    from opscope import Formula
+    from opscope.formulas import registry
+
+    linear = registry._REGISTRY[torch.nn.Linear]
+    try:
+        registry._REGISTRY[torch.nn.Linear] = Formula(torch.nn.Linear, lambda config, call: "many")
+        row = summarize(zoo.ZooModel("alexnet", "classification"))
+    finally:
+        registry._REGISTRY[torch.nn.Linear] = linear
+    assert "a formula must return" in row.error
+    assert (row.input_shape, row.inputs) == ((1, 3, 224, 224), "1×3×224×224")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -312,6 +313,50 @@ def test_a_loss_module_is_the_steps_own_work() -> None:
     assert module == forward_outside(lambda y: F.cross_entropy(y, target)) > 0
     assert forward_outside(lambda y: PlainLoss()(y, target)) == module  # was 0: foreign
     assert forward_outside(other) == 0
+
+
+class _BufferTeacher(nn.Module):
+    """A frozen teacher keeping its weight in a buffer: no parameters, still another model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(10, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t()
+
+
+def test_a_teacher_without_parameters_is_still_another_model() -> None:
+    """Only a module without state of its own (a plain loss, a transform) is the block's
+    work: a teacher keeping its weights in buffers, or quantized (its layers hold packed
+    weights, no parameters), is another model, not counted."""
+    student, x = nn.Linear(64, 10), torch.randn(32, 64)
+    float_teacher = nn.Sequential(nn.Linear(64, 10))
+    quantized = torch.ao.quantization.quantize_dynamic(float_teacher, {nn.Linear}, torch.qint8)
+    assert next(quantized.parameters(), None) is None
+    outside = []
+    for teacher in (float_teacher, quantized, _BufferTeacher()):
+        with Profiler(student) as p:
+            with torch.no_grad():
+                target = teacher(x)
+            ((student(x) - target) ** 2).mean()
+        outside.append(sum(r.ops for r in p.records if r.name == OUTSIDE_NAME))
+    assert outside == [32 * 10 * 3] * 3  # the loss's sub, pow and mean, not the teacher
+
+
+def test_an_inputs_gradient_accumulator_is_not_held() -> None:
+    """The parameters' accumulators are held for the block (they live as long as the
+    model); an input's is not, nor its tensor: a saliency loop's inputs were all kept."""
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+    inputs = []
+    with Profiler(model) as p:
+        for _ in range(5):
+            x = torch.randn(3, 8, requires_grad=True)
+            model(x).sum().backward()
+            inputs.append(weakref.ref(x))
+        del x
+        assert len(p._block.tracker._accumulators) == 4  # two weights, two biases
+        assert sum(ref() is not None for ref in inputs) == 0
 
 
 def test_the_models_own_forward_hook_is_its_work() -> None:

@@ -454,19 +454,28 @@ def _vmap_batch(value: Any) -> int:
     return math.prod(sizes.values())
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    """Every tensor in ``value``, looking into tuples, lists, dicts and dataclass instances."""
+_DATACLASS_DEPTH = 4  # dataclasses within dataclasses: a tree's back-references end there
+
+
+def _tensors(value: Any, dataclasses_in: int = 0) -> Iterator[torch.Tensor]:
+    """Every tensor in ``value``, looking into tuples, lists, dicts and dataclass instances
+    (fields not set yet skipped; a few levels of dataclasses deep, for those that refer to
+    each other)."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _tensors(item)
+            yield from _tensors(item, dataclasses_in)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from _tensors(item, dataclasses_in)
+    elif (
+        dataclasses.is_dataclass(value)
+        and not isinstance(value, type)
+        and dataclasses_in < _DATACLASS_DEPTH
+    ):
         for field in dataclasses.fields(value):
-            yield from _tensors(getattr(value, field.name))
+            yield from _tensors(getattr(value, field.name, None), dataclasses_in + 1)
 
 
 def _boundary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> set[int]:
@@ -527,8 +536,9 @@ class ModuleTracker:
         self._claimed: set[int] = set()  # ids of the autograd nodes claimed in this forward
         # A parameter's gradient accumulator outlives the forward that reached it: every
         # forward of a training loop reaches the same one. It is claimed once a block (held,
-        # so that its id stays its own), and every hook set on a node is removed when the
-        # block ends: none runs after it, none piles up during it.
+        # so that its id stays its own: a parameter's, which lives as long as the model; an
+        # input's is not held, nor its tensor), and every hook set on a node is removed when
+        # the block ends: none runs after it, none piles up during it.
         self._accumulators: dict[int, AccumulateGrad] = {}
         self._node_hooks: list[RemovableHandle] = []
         self._followed: set[int] = set()  # ids of the forwards given to followed modules
@@ -578,7 +588,7 @@ class ModuleTracker:
             if node is None or id(node) in seen or id(node) in boundary:
                 continue
             seen.add(id(node))
-            if type(node) is AccumulateGrad:
+            if type(node) is AccumulateGrad and isinstance(node.variable, nn.Parameter):
                 fresh = id(node) not in self._accumulators
                 self._accumulators[id(node)] = node
             else:
@@ -908,20 +918,28 @@ def _in_a_module_call(tracker: ModuleTracker) -> bool:
     only for operators that run while no module of the model does (rare): then they may be
     another model's, whose work is not this model's. Not foreign: a module of the model (its
     own forward hooks run after its forward), a loss module (``nn.CrossEntropyLoss``), and a
-    module without parameters (a loss written as a plain ``nn.Module``): their work is the
-    block's own, like ``F.cross_entropy``'s. Reads the Python stack, nothing else."""
+    module without state of its own (a loss written as a plain ``nn.Module``, a transform):
+    their work is the block's own, like ``F.cross_entropy``'s. Reads the Python stack,
+    nothing else."""
     frame = sys._getframe(2)
     while frame is not None:
         if frame.f_code is _MODULE_CALL:
             module = frame.f_locals.get("self")
-            if not (
-                isinstance(module, _Loss)
-                or _followed_by(module, tracker)
-                or next(module.parameters(), None) is None
+            if not (isinstance(module, _Loss) or _followed_by(module, tracker)) and _has_state(
+                module
             ):
                 return True
         frame = frame.f_back
     return False
+
+
+def _has_state(module: nn.Module) -> bool:
+    """Whether ``module`` holds what a model does: parameters or buffers (a teacher keeping
+    its weights in buffers), or children other than loss modules (a quantized teacher's
+    layers hold neither)."""
+    if next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
+        return True
+    return any(not isinstance(child, _Loss) for child in module.children())
 
 
 def _followed_by(module: nn.Module, tracker: ModuleTracker) -> bool:

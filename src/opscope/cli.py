@@ -276,15 +276,23 @@ def _check_writable(path: str | None) -> None:
     # the folder the file would really be in (a link's target's)
     folder = Path(os.path.realpath(target)).parent
     if not folder.is_dir():
-        missing = folder
-        while not missing.parent.exists():
-            missing = missing.parent
-        shown = os.path.relpath(missing)
-        shown = repr(shown if not shown.startswith(os.pardir) else str(missing))
-        why = f"{shown} is not a folder" if missing.exists() else f"folder {shown} does not exist"
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+        if existing.is_dir():  # the first folder on the way that is missing
+            missing = existing / folder.relative_to(existing).parts[0]
+            why = f"folder {_shown(missing)} does not exist"
+        else:
+            why = f"{_shown(existing)} is not a folder"
         raise CliError(f"cannot write {path!r}: {why}")
     if not os.access(folder, os.W_OK) and not target.exists():
         raise CliError(f"cannot write {path!r}: Permission denied")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a message quotes it: relative to the current folder when it is inside."""
+    relative = os.path.relpath(path)
+    return repr(str(path) if relative.startswith(os.pardir) else relative)
 
 
 def check(args: argparse.Namespace) -> None:

@@ -368,8 +368,14 @@ def summarize(
         counts = (params, conv_calls, conv_ops, report.total_ops, measured, report.total_macs)
     except Exception as failure:  # noqa: BLE001 - one model's failure must not stop the rest
         error = describe_failure(failure, device)
-        if isinstance(failure, ModelError) and failure.ran:  # its example's, or its defaults
-            shape, described = _first_shape(failure.ran), describe_inputs(failure.ran)
+        if isinstance(failure, ModelError):  # built or not: it says what it ran at, if any
+            if failure.ran:  # its example's, or its defaults
+                shape, described = _first_shape(failure.ran), describe_inputs(failure.ran)
+        elif not described and model.source != zoo.CUSTOM:
+            # it ran at its defaults (a formula failed on its calls); a factory's own
+            # example, which would have replaced them, is not known here
+            specs = zoo.default_inputs(model)
+            shape, described = _first_shape(specs), describe_inputs(specs)
     return _row(model, shape, counts, error, described)
 
 

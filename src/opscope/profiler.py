@@ -459,9 +459,9 @@ class Profiler:
         summary and the totals with rich (see :meth:`Report.print`); before the profiler was
         entered, that there is nothing to show yet."""
         if not self._profiled:
-            from rich.console import Console
+            from opscope.terminal import standard_console
 
-            (console or Console()).print(
+            (console or standard_console()).print(
                 "Nothing profiled yet: run the model in the profiler's block, "
                 "'with Profiler(model) as p: model(x)', then print p.",
                 highlight=False,
