@@ -459,9 +459,12 @@ class Profiler:
         summary and the totals with rich (see :meth:`Report.print`); before the profiler was
         entered, that there is nothing to show yet."""
         if not self._profiled:
-            from opscope.terminal import standard_console
+            from rich.console import Console
 
-            (console or standard_console()).print(
+            if console is None:
+                console = Console()
+                console = console if console.width > 0 else Console(width=80)  # COLUMNS=0
+            console.print(
                 "Nothing profiled yet: run the model in the profiler's block, "
                 "'with Profiler(model) as p: model(x)', then print p.",
                 highlight=False,
