@@ -326,6 +326,7 @@ class _BufferTeacher(nn.Module):
         return x @ self.weight.t()
 
 
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
 def test_a_teacher_without_parameters_is_still_another_model() -> None:
     """Only a module without state of its own (a plain loss, a transform) is the block's
     work: a teacher keeping its weights in buffers, or quantized (its layers hold packed
