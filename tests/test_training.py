@@ -327,6 +327,7 @@ class _BufferTeacher(nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor.*deprecated:UserWarning")
 def test_a_teacher_without_parameters_is_still_another_model() -> None:
     """Only a module without state of its own (a plain loss, a transform) is the block's
     work: a teacher keeping its weights in buffers, or quantized (its layers hold packed
