@@ -116,6 +116,14 @@ def test_vmap_batch_is_read_from_every_input_through_grad_transforms() -> None:
     with pytest.warns(UserWarning, match="batching rule"), Profiler(bilinear) as p:
         torch.vmap(bilinear)(torch.randn(5, 3), torch.randn(5, 4))  # both, at one level: 5
     assert p.total_ops == 5 * unbatched.total_ops
+    # an ensemble: the batch is in the parameters, stacked and swapped in by functional_call
+    members = [nn.Linear(8, 4) for _ in range(5)]
+    stacked, buffers = torch.func.stack_module_state(members)
+    with Profiler(linear) as p:
+        torch.vmap(lambda w, b, x: torch.func.functional_call(linear, (w, b), (x,)), in_dims=(0, 0, None))(
+            stacked, buffers, torch.randn(3, 8)
+        )
+    assert p.total_ops == 5 * 3 * single
 
 
 @dataclasses.dataclass

@@ -994,7 +994,8 @@ def _logged(
         outputs: tuple[ShapeAndDtype, ...] = ((output.shape, output.dtype),)
     else:
         outputs = tensor_metas(output)
-    batch = _vmap_batch((args, kwargs)) if _vmap_active() else 1
+    # under vmap, its parameters may be batched too (an ensemble's, by functional_call)
+    batch = _vmap_batch((args, kwargs, module._parameters)) if _vmap_active() else 1
     return (index, inputs, outputs, module.training, batch, phase)
 
 
