@@ -288,18 +288,26 @@ def test_workers_stop_when_a_progress_callback_raises(tmp_path: Path, monkeypatc
     assert multiprocessing.active_children() == []
 
 
-def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
-    # The comparing process dies (killed by SIGKILL) while both workers run a model: each ends
-    # as its model ends, instead of waiting for a task forever.
-    (tmp_path / "pids.py").write_text(textwrap.dedent(f"""
+def slow_factories(folder: Path, seconds: int) -> Path:
+    """A module ``pids`` in ``folder`` with two factories, ``slow`` and ``other``, that write
+    their process's id to the file returned, then take ``seconds`` to build a model."""
+    pids = folder / "pids.txt"
+    (folder / "pids.py").write_text(textwrap.dedent(f"""
         import os, time, torch
         def slow():
-            with open({str(tmp_path / "pids.txt")!r}, "a") as pids:
+            with open({str(pids)!r}, "a") as pids:
                 pids.write(f"{{os.getpid()}}\\n")
-            time.sleep(2)
+            time.sleep({seconds})
             return torch.nn.Conv2d(3, 2, 1)
         other = slow
     """))  # fmt: skip
+    return pids
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    # The comparing process dies (killed by SIGKILL) while both workers run a model: each ends
+    # as its model ends, instead of waiting for a task forever.
+    pids_file = slow_factories(tmp_path, seconds=2)
     script = textwrap.dedent(
         """
         import os, signal, threading
@@ -311,7 +319,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL
-    pids = [int(line) for line in (tmp_path / "pids.txt").read_text().split()]
+    pids = [int(line) for line in pids_file.read_text().split()]
     assert len(pids) == 2
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(alive(pid) for pid in pids):
@@ -340,16 +348,7 @@ def test_a_worker_whose_parent_went_away_returns_quietly(unread: bool, capfd: py
 def test_sigterm_stops_the_workers_as_ctrl_c_does(tmp_path: Path) -> None:
     # Terminated while both workers run a model: one line, the exit code of an interrupt, and
     # the workers ended with it (not left to finish their models, nor to print tracebacks).
-    pids = tmp_path / "pids.txt"
-    (tmp_path / "pids.py").write_text(textwrap.dedent(f"""
-        import os, time, torch
-        def slow():
-            with open({str(pids)!r}, "a") as pids:
-                pids.write(f"{{os.getpid()}}\\n")
-            time.sleep(60)
-            return torch.nn.Conv2d(3, 2, 1)
-        other = slow
-    """))  # fmt: skip
+    pids = slow_factories(tmp_path, seconds=60)
     script = textwrap.dedent(
         """
         import os, sys
