@@ -925,9 +925,8 @@ def _in_a_module_call(tracker: ModuleTracker) -> bool:
     while frame is not None:
         if frame.f_code is _MODULE_CALL:
             module = frame.f_locals.get("self")
-            if not (isinstance(module, _Loss) or _followed_by(module, tracker)) and _has_state(
-                module
-            ):
+            own_work = isinstance(module, _Loss) or _followed_by(module, tracker)
+            if not own_work and _has_state(module):
                 return True
         frame = frame.f_back
     return False

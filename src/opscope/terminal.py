@@ -87,7 +87,7 @@ def fit(grid: Grid, width: int) -> Grid:
         return sum(least[i] for i in kept) + GAP * (len(kept) - 1) <= width
 
     kept = set(range(len(grid.columns)))
-    by_keep = sorted(kept, key=lambda i: grid.columns[i].keep)
+    by_keep = sorted(range(len(grid.columns)), key=lambda i: grid.columns[i].keep)  # stable
     dropped = []
     for index in by_keep:
         if fits(kept) or grid.columns[index].keep >= ALWAYS:
