@@ -352,9 +352,9 @@ def summarize(
 ) -> ModelSummary:
     """Profile ``model`` into one comparison row; a failure becomes the row's ``error``.
 
-    The row's inputs are those it ran or failed at; one that failed before running (its
-    factory raised) has the inputs given, or none: not its default inputs, which its
-    factory's example would have replaced, and which would read as a run."""
+    The row's inputs are those it ran or failed at: one that failed before running (its
+    factory raised) has the inputs given, or none (not its default inputs, which would read
+    as a run); one that ran and failed after (a formula on its calls), those it ran at."""
     shape, described = _given(inputs)
     counts: tuple[int | float | None, ...] = (None,) * 6
     error = None
